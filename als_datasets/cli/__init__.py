@@ -1,0 +1,74 @@
+"""The ``als-datasets`` command line (typer): one module per subcommand, heavy imports inside
+the commands, bad input reported as one line naming the file and the reason (``--debug`` shows
+the traceback)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .. import __version__
+
+app = typer.Typer(
+    name="als-datasets",
+    help="Build pre-training datasets for geospatial foundation models and publish them to the Hub.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"als-datasets {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """als-datasets."""
+
+
+def _register() -> None:
+    from . import build, plan, validate  # noqa: F401  (each module adds its command to ``app``)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: turns :class:`InputError` into ``error: <file>: <reason>``, exit 2."""
+    from ..errors import InputError
+
+    _register()
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    try:
+        app(args=args, standalone_mode=False)
+    except InputError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: re-run the same command to resume", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        typer.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        sys.exit(1)
+
+
+_register()

@@ -1,0 +1,37 @@
+"""``als-datasets build``: recipe (or the embedded demo) → sharded WebDataset + Parquet folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from . import app
+from .options import OUT, QUIET, RECIPE, SAMPLES, SEED, STRATEGY, WORKERS, check_strategy, resolve_recipe
+
+
+@app.command()
+def build(
+    recipe: Path = RECIPE,
+    strategy: str = STRATEGY,
+    out: Path = OUT,
+    samples_per_project: int = SAMPLES,
+    seed: int = SEED,
+    workers: int = WORKERS,
+    quiet: bool = QUIET,
+) -> None:
+    """Build a dataset: sampling frame → draw → streaming extraction → shards → card."""
+    import time
+
+    from ..build import run_build
+    from ..progress import Reporter
+
+    t0 = time.perf_counter()
+    with Reporter(enabled=not quiet) as rep:
+        r = resolve_recipe(recipe, strategy, out, samples_per_project, seed, progress=None if quiet else rep.log)
+        check_strategy(r)
+        res = run_build(r, workers=workers, reporter=rep)
+    what = "already complete, nothing rewritten" if res.shards_written == 0 and res.shards_skipped else \
+        f"{res.shards_written} shard(s) written, {res.shards_skipped} reused"
+    typer.echo(f"{res.out_dir}: {res.samples} samples ({r.strategy}, seed {r.seed}); {what}; "
+               f"{time.perf_counter() - t0:.1f} s")

@@ -1,0 +1,38 @@
+"""Options shared by several commands, and recipe resolution (a recipe path or the demo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+RECIPE = typer.Argument(None, help="Recipe YAML (default: the embedded demo, generated on first use).", show_default=False)
+STRATEGY = typer.Option(None, "--strategy", "-s", help="Sampling strategy: geospatial | random.")
+OUT = typer.Option(None, "--out", "-o", help="Output folder (default: the recipe's output.dir or out/<name>-<strategy>).")
+SAMPLES = typer.Option(None, "--samples-per-project", "-n", help="Tiles per project (first N of the ordered draw).")
+SEED = typer.Option(None, "--seed", help="Seed of the draw (the paper: 41).")
+WORKERS = typer.Option(1, "--workers", "-w", min=1, help="Worker processes.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def resolve_recipe(recipe: Path | None, strategy, out, samples, seed, progress=None):
+    """Load the recipe (or the demo's) with the command-line overrides applied."""
+    from ..recipe import load_recipe
+
+    if recipe is None:
+        from ..demo import ensure_demo
+
+        path = ensure_demo(progress=progress)
+        st = strategy or "geospatial"
+        out = out or Path("out") / f"demo-{st}"
+        return load_recipe(path, overrides={"strategy": st, "samples_per_project": samples, "seed": seed}, out_dir=out)
+    return load_recipe(recipe, overrides={"strategy": strategy, "samples_per_project": samples, "seed": seed},
+                       out_dir=out)
+
+
+def check_strategy(recipe) -> None:
+    from ..errors import InputError
+    from ..strategies import STRATEGIES
+
+    if recipe.strategy not in STRATEGIES:
+        raise InputError(recipe.path, f"unknown strategy {recipe.strategy!r} (choose from {', '.join(sorted(STRATEGIES))})")

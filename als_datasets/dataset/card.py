@@ -1,0 +1,224 @@
+"""Hub dataset card (README.md YAML front matter) declaring the Parquet and WebDataset configs.
+
+The YAML declares two configs over the same samples (DESIGN.md §4/§8):
+
+* ``default``    -> ``parquet/<split>/*.parquet``
+* ``webdataset`` -> ``webdataset/<split>/*.tar``
+
+and ``dataset_info`` for both, serialised by ``datasets`` itself (``DatasetInfosDict
+.to_dataset_card_data``) from the explicit features, so that ``load_dataset`` uses the declared
+features instead of inferring them.
+
+Limitation of ``datasets`` (<= 5.2, huggingface/datasets#6447): a folder / Hub repo gets ONE
+builder module, inferred from the data files of the *first* config in the YAML.  With Parquet
+first, ``load_dataset(OUT)`` works, but ``load_dataset(OUT, "webdataset")`` runs the Parquet
+builder on the tars and fails.  :func:`load_config` reads the card and loads any declared config
+with the right builder, the declared data files and the declared features.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from datasets import DatasetInfo, Features, SplitDict, SplitInfo
+from datasets.info import DatasetInfosDict
+from huggingface_hub import DatasetCard, DatasetCardData
+
+__all__ = [
+    "PARQUET_CONFIG",
+    "WEBDATASET_CONFIG",
+    "card_yaml",
+    "declared_configs",
+    "load_config",
+    "read_card_yaml",
+    "size_category",
+    "write_readme",
+]
+
+PARQUET_CONFIG = "default"
+WEBDATASET_CONFIG = "webdataset"
+_FORMAT_DIRS = {PARQUET_CONFIG: ("parquet", "*.parquet"), WEBDATASET_CONFIG: ("webdataset", "*.tar")}
+_MODULE_FOR_EXT = {".parquet": "parquet", ".tar": "webdataset"}
+
+
+def size_category(n: int) -> str:
+    """Hub ``size_categories`` label for ``n`` examples."""
+    bounds = [
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+        (100_000_000, "10M<n<100M"),
+        (1_000_000_000, "100M<n<1B"),
+        (10_000_000_000, "1B<n<10B"),
+        (100_000_000_000, "10B<n<100B"),
+        (1_000_000_000_000, "100B<n<1T"),
+    ]
+    for bound, label in bounds:
+        if n < bound:
+            return label
+    return "n>1T"
+
+
+def _as_list(v: str | Sequence[str]) -> list[str]:
+    return [v] if isinstance(v, str) else [str(x) for x in v]
+
+
+def card_yaml(
+    features: Features,
+    splits: Mapping[str, int | Mapping[str, Any]],
+    pretty_name: str,
+    license: str,
+    tags: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+    formats: Sequence[str] = (PARQUET_CONFIG, WEBDATASET_CONFIG),
+) -> dict[str, Any]:
+    """The card's YAML metadata as a plain dict.
+
+    ``splits`` maps a split name to its number of examples, or to a dict with
+    ``num_examples`` (required), and optionally ``num_bytes``, ``parquet`` / ``webdataset``
+    (a glob or list of paths relative to the dataset root; default
+    ``parquet/<split>/*.parquet`` / ``webdataset/<split>/*.tar``) and ``parquet_bytes`` /
+    ``webdataset_bytes`` (size of that config's files, for ``download_size``).
+    ``formats``: the configs to declare, ``"default"`` (Parquet) and/or ``"webdataset"``;
+    the first one decides which builder ``load_dataset(OUT)`` uses, so Parquet comes first.
+    ``extra``: more top-level keys (``task_categories``, ``language``, ...); they may not
+    override ``configs`` / ``dataset_info``.
+    """
+    formats = list(formats)
+    if not formats or any(f not in _FORMAT_DIRS for f in formats):
+        raise ValueError(f"formats must be a non-empty subset of {list(_FORMAT_DIRS)}, got {formats}")
+    if not splits:
+        raise ValueError("at least one split is needed")
+    norm: dict[str, dict[str, Any]] = {}
+    for name, spec in splits.items():
+        spec = {"num_examples": spec} if isinstance(spec, int) else dict(spec)
+        if "num_examples" not in spec:
+            raise ValueError(f"split {name!r}: num_examples missing")
+        norm[name] = spec
+
+    configs = []
+    infos = DatasetInfosDict()
+    for i, cfg in enumerate(formats):
+        folder, pattern = _FORMAT_DIRS[cfg]
+        data_files = [
+            {"split": name, "path": _as_list(spec.get(folder, f"{folder}/{name}/{pattern}"))}
+            for name, spec in norm.items()
+        ]
+        for df in data_files:
+            if len(df["path"]) == 1:
+                df["path"] = df["path"][0]
+        entry: dict[str, Any] = {"config_name": cfg, "data_files": data_files}
+        if i == 0:
+            entry["default"] = True
+        configs.append(entry)
+        split_dict = SplitDict()
+        for name, spec in norm.items():
+            split_dict.add(
+                SplitInfo(
+                    name=name, num_bytes=int(spec.get("num_bytes", 0)), num_examples=int(spec["num_examples"])
+                )
+            )
+        download = [spec.get(f"{folder}_bytes") for spec in norm.values()]
+        infos[cfg] = DatasetInfo(
+            features=Features(features),
+            splits=split_dict,
+            download_size=sum(download) if all(d is not None for d in download) else None,
+            dataset_size=sum(int(s.get("num_bytes", 0)) for s in norm.values()) or None,
+        )
+
+    card_data = DatasetCardData(
+        pretty_name=pretty_name,
+        license=license,
+        tags=sorted(set(tags)) or None,
+        size_categories=[size_category(sum(int(s["num_examples"]) for s in norm.values()))],
+    )
+    card_data["configs"] = configs
+    infos.to_dataset_card_data(card_data)
+    out = card_data.to_dict()
+    for k, v in (extra or {}).items():
+        if k in ("configs", "dataset_info"):
+            raise ValueError(f"extra may not override {k!r}")
+        out[k] = v
+    # keep dataset_info and configs in the order written above, the rest sorted
+    return {
+        k: out[k]
+        for k in sorted(out, key=lambda k: (k in ("configs", "dataset_info"), k))
+        if out[k] is not None
+    }
+
+
+def write_readme(out_dir: str | os.PathLike, yaml_dict: Mapping[str, Any], body_markdown: str) -> Path:
+    """Write ``out_dir/README.md`` (YAML front matter + body) atomically; returns its path."""
+    from als_datasets.shards.writer import atomic_write
+
+    data = DatasetCardData(**dict(yaml_dict))
+    body = body_markdown if body_markdown.endswith("\n") else body_markdown + "\n"
+    card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body.lstrip()}")
+    path = Path(out_dir) / "README.md"
+    text = str(card)
+    if not text.endswith("\n"):
+        text += "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return path
+
+
+def read_card_yaml(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The YAML metadata of ``out_dir/README.md``."""
+    return DatasetCard.load(Path(out_dir) / "README.md").data.to_dict()
+
+
+def declared_configs(card: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{config_name: {"data_files": {split: [paths]}, "features": Features | None,
+    "splits": {split: num_examples}}}`` from card YAML metadata."""
+    infos = DatasetInfosDict.from_dataset_card_data(DatasetCardData(**dict(card)))
+    out: dict[str, dict[str, Any]] = {}
+    for cfg in card.get("configs") or []:
+        name = cfg["config_name"]
+        data_files: dict[str, list[str]] = {}
+        for df in cfg.get("data_files") or []:
+            data_files.setdefault(df["split"], []).extend(_as_list(df["path"]))
+        info = infos.get(name)
+        out[name] = {
+            "data_files": data_files,
+            "features": info.features if info is not None else None,
+            "splits": {k: v.num_examples for k, v in (info.splits or {}).items()} if info is not None else {},
+        }
+    return out
+
+
+def load_config(out_dir: str | os.PathLike, name: str = PARQUET_CONFIG, **kwargs: Any):
+    """``load_dataset`` for one config declared in ``out_dir``'s card, with the builder that
+    matches its files and the declared features (works around huggingface/datasets#6447).
+
+    For the first (default) config this is just ``load_dataset(out_dir, name)``.  Extra
+    keyword arguments go to ``load_dataset`` (``split``, ``cache_dir``, ``streaming``, ...).
+    """
+    from datasets import load_dataset
+
+    card = read_card_yaml(out_dir)
+    configs = declared_configs(card)
+    if name not in configs:
+        raise ValueError(f"{out_dir}: no config {name!r} in README.md (declared: {sorted(configs)})")
+    if next(iter(configs)) == name:
+        return load_dataset(str(out_dir), name, **kwargs)
+    cfg = configs[name]
+    exts = {os.path.splitext(p)[1] for paths in cfg["data_files"].values() for p in paths}
+    modules = {_MODULE_FOR_EXT.get(e) for e in exts}
+    if len(modules) != 1 or None in modules:
+        raise ValueError(f"{out_dir}: config {name!r} mixes or has unknown file types {sorted(exts)}")
+    root = Path(out_dir).resolve()
+    data_files = {split: [(root / p).as_posix() for p in paths] for split, paths in cfg["data_files"].items()}
+    kwargs.setdefault("features", cfg["features"])
+    ds = load_dataset(modules.pop(), data_files=data_files, **kwargs)
+    if not kwargs.get("streaming") and hasattr(ds, "items"):  # check the declared split sizes
+        for split, n in cfg["splits"].items():
+            if split in ds and n is not None and len(ds[split]) != n:
+                raise ValueError(
+                    f"{out_dir}: config {name!r} split {split!r} has {len(ds[split])} rows, card says {n}"
+                )
+    return ds

@@ -1,0 +1,173 @@
+"""Finalise a build's folder (DESIGN.md §4): manifest, _info, index, frame, recipe, card.
+
+Everything written here is derived from the plan and from the shards themselves (the index
+reads the samples' ``json`` back from the written files), and contains no timestamps, so a
+resumed build ends with the same bytes as a clean one.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+
+from .. import SCHEMA_VERSION, __version__
+from ..errors import InputError
+from ..shards.writer import atomic_write, sha256_file
+
+INDEX_COLUMNS = [
+    "key", "split", "shard", "project", "tile_id", "crs", "landcover", "slope_class", "stratum",
+    "point_count", "density", "draw_rank", "weight", "lon", "lat", "points_dropped_noise", "points_dropped_outliers",
+]
+
+
+def _dump_json(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_sample_meta(out: Path, entry: dict) -> list[dict]:
+    """The ``json`` member of every sample in one shard, in shard order."""
+    p = Path(out) / entry["path"]
+    if entry["format"] == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(p, columns=["json"]).column("json").to_pylist()
+    metas = []
+    with tarfile.open(p) as tar:
+        for m in tar:
+            if m.name.endswith(".json"):
+                metas.append(json.loads(tar.extractfile(m).read()))
+    return metas
+
+
+def build_index(out: Path, entries: list[dict], frame) -> tuple[object, list[str]]:
+    """``index.parquet`` rows (one per written sample) and the selected tiles that were skipped."""
+    import geopandas as gpd
+
+    fmt = "parquet" if any(e["format"] == "parquet" for e in entries) else "webdataset"
+    rows = []
+    for e in entries:
+        if e["format"] != fmt:
+            continue
+        wds = e["path"] if fmt == "webdataset" else f"webdataset/{e['split']}/shard-{e['shard']:06d}.tar"
+        for m in read_sample_meta(out, e):
+            rows.append({**{k: m.get(k) for k in INDEX_COLUMNS if k in m}, "key": m["tile_id"], "shard": wds})
+    df = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    geom = frame.set_index("tile_id").geometry
+    written = set(df["key"])
+    skipped = sorted(set(frame.loc[frame["selected"], "tile_id"]) - written)
+    gdf = gpd.GeoDataFrame(df, geometry=list(geom.loc[df["key"]].values) if len(df) else [], crs=4326)
+    gdf["draw_rank"] = gdf["draw_rank"].astype("int64")
+    return gdf, skipped
+
+
+def finalise(plan, out: Path, entries: list[dict]) -> int:
+    """Write the folder's metadata files; returns the number of samples."""
+    from ..plan import write_frame
+    from ..recipe import dump_recipe
+    from ..shards.tasks import als_features
+    from .card import card_yaml, write_readme
+
+    r = plan.recipe
+    out = Path(out)
+    index, skipped = build_index(out, entries, plan.frame)
+    atomic_write(out / "index.parquet", lambda f: index.to_parquet(f, index=False, compression="zstd"))
+    write_frame(plan, out / "frame.parquet")
+    text = dump_recipe(r)
+    atomic_write(out / "recipe.yaml", lambda f: f.write(text.encode()))
+
+    splits: dict[str, dict] = {}
+    for e in entries:
+        s = splits.setdefault(e["split"], {"webdataset": [], "parquet": []})
+        s[e["format"]].append(e)
+    info = {"name": r.name, "version": __version__, "splits": {}}
+    card_splits = {}
+    for split, by_fmt in splits.items():
+        main = by_fmt["webdataset"] or by_fmt["parquet"]
+        n = sum(e["samples"] for e in main)
+        info["splits"][split] = {
+            "name": split, "num_samples": n,
+            "filenames": [e["path"] for e in main], "shard_lengths": [e["samples"] for e in main],
+        }
+        card_splits[split] = {"num_examples": n, "parquet_bytes": sum(e["bytes"] for e in by_fmt["parquet"]),
+                              "webdataset_bytes": sum(e["bytes"] for e in by_fmt["webdataset"])}
+    manifest = {
+        "tool": "als-datasets", "tool_version": __version__, "schema_version": SCHEMA_VERSION,
+        "kind": "als", "name": r.name, "strategy": r.strategy, "seed": r.seed,
+        "samples_per_project": r.samples_per_project,
+        "splits": {k: v["num_samples"] for k, v in info["splits"].items()},
+        "shards": [{k: e[k] for k in ("path", "format", "split", "shard", "samples", "bytes", "sha256", "fingerprint")
+                    if k in e} for e in entries],
+        "skipped_tiles": [{"tile_id": k, "reason": "no points left after reading and cleaning"} for k in skipped],
+    }
+    _dump_json(out / "_info.json", info)
+    _dump_json(out / "manifest.json", manifest)
+
+    lc_names = [*r.landcover_classes, "other"]
+    formats = [f for f in ("default", "webdataset") if (f == "default" and "parquet" in r.formats)
+               or (f == "webdataset" and "webdataset" in r.formats)]
+    yaml_dict = card_yaml(
+        als_features(lc_names), card_splits, pretty_name=f"{r.name} ({r.strategy} sampling)",
+        license=r.raw.get("license") or "other", tags=["lidar", "point-cloud", "airborne-laser-scanning", "geospatial"],
+        formats=formats,
+    )
+    write_readme(out, yaml_dict, card_body(r, manifest, index))
+    return int(len(index))
+
+
+def card_body(r, manifest: dict, index) -> str:
+    counts = index["stratum"].value_counts().sort_index() if len(index) else pd.Series(dtype=int)
+    strata = "\n".join(f"| {k} | {v} |" for k, v in counts.items())
+    splits = ", ".join(f"{k}: {v}" for k, v in manifest["splits"].items())
+    return f"""# {r.name}
+
+Airborne LiDAR pre-training tiles ({r.tile_size_m:g} m) built by
+[als-datasets](https://pypi.org/project/als-datasets/) {__version__} with **{r.strategy}** sampling
+(seed {r.seed}, {r.samples_per_project} tiles per project, {len(r.projects)} projects). Samples: {splits}.
+
+## Strata (land cover / slope)
+
+| stratum | samples |
+|---|---|
+{strata}
+
+## Loading
+
+```python
+from datasets import load_dataset
+ds = load_dataset("PATH_OR_REPO")                 # Parquet (default config)
+import webdataset as wds                          # or read the tar shards directly
+ds = wds.WebDataset("webdataset/train/shard-{{000000..999999}}.tar", shardshuffle=False)
+```
+
+Each sample: `xyz.npy` float32 (N, 3) metres relative to the tile's lower-left corner in its UTM
+CRS, `intensity.npy` uint16, `return_number.npy`, `number_of_returns.npy`, `classification.npy`
+uint8, and `json` metadata. `frame.parquet` lists every candidate tile with its labels, weight
+and draw rank; `recipe.yaml` is the resolved recipe that built this folder.
+"""
+
+
+def validate(out: str | Path) -> list[str]:
+    """Check every shard against ``manifest.json``; returns a list of problems (empty = valid)."""
+    out = Path(out)
+    m = out / "manifest.json"
+    if not m.is_file():
+        raise InputError(m, "no manifest.json: not a finished build")
+    try:
+        manifest = json.loads(m.read_text())
+    except ValueError as exc:
+        raise InputError(m, f"not valid JSON: {exc}") from None
+    problems = []
+    for e in manifest.get("shards", []):
+        p = out / e["path"]
+        if not p.is_file():
+            problems.append(f"{e['path']}: missing")
+        elif p.stat().st_size != e["bytes"]:
+            problems.append(f"{e['path']}: {p.stat().st_size} bytes, manifest says {e['bytes']}")
+        elif sha256_file(p) != e["sha256"]:
+            problems.append(f"{e['path']}: sha256 does not match the manifest")
+    return problems
+

@@ -1,0 +1,190 @@
+"""Streaming extraction, stage 1: read each input file once and route its points to tiles.
+
+A route task reads one point-cloud file chunk by chunk (laspy ``chunk_iterator``), moves the
+points into the project's UTM CRS, and appends every point that falls in a *selected* tile to
+that tile's staging buffer.  Buffers are flushed to small ``.npy`` parts when they grow past
+a fixed number of points, so memory stays flat however large the file.  A task ends by
+writing a ``done`` marker; parts of a task without its marker are leftovers of an interrupted
+run and are removed before the task runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+POINT_DTYPE = np.dtype([
+    ("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+    ("intensity", "<u2"), ("return_number", "u1"), ("number_of_returns", "u1"), ("classification", "u1"),
+])
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The 500 m tile lattice of one project: ``x0`` west edge, ``y1`` north edge (UTM metres)."""
+
+    epsg: int
+    x0: float
+    y1: float
+    tile: float
+    cols: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class RouteTask:
+    file_index: int
+    info: object  # PointCloudInfo
+    grid: TileGrid
+    tiles: tuple[tuple[int, int, str], ...]  # (col, row, tile_id) of the selected tiles to fill
+    staging: str
+    chunk_size: int = 1_000_000
+    flush_points: int = 4_000_000
+
+
+def marker_path(staging: str | Path, file_index: int) -> Path:
+    return Path(staging) / "_done" / f"f{file_index:05d}.json"
+
+
+def part_glob(file_index: int) -> str:
+    return f"f{file_index:05d}-p*.npy"
+
+
+def task_is_done(task: RouteTask) -> bool:
+    """Done when its marker exists and it routed at least the tiles asked for now."""
+    m = marker_path(task.staging, task.file_index)
+    if not m.is_file():
+        return False
+    try:
+        done = set(json.loads(m.read_text())["tiles"])
+    except (ValueError, KeyError):
+        return False
+    return {t[2] for t in task.tiles} <= done
+
+
+def clear_task(task: RouteTask) -> None:
+    """Remove every part (and the marker) that an earlier, unfinished run of this task left."""
+    root = Path(task.staging)
+    marker_path(root, task.file_index).unlink(missing_ok=True)
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.is_dir() and d.name != "_done":
+                for p in d.glob(part_glob(task.file_index)):
+                    p.unlink()
+                for p in d.glob(f".f{task.file_index:05d}-*"):
+                    p.unlink()
+
+
+def _write_atomic_npy(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class _Buffers:
+    def __init__(self, root: Path, file_index: int, tile_ids: list[str], flush_points: int):
+        self.root, self.fi, self.ids, self.flush_points = root, file_index, tile_ids, flush_points
+        self.bufs: list[list[np.ndarray]] = [[] for _ in tile_ids]
+        self.parts = [0] * len(tile_ids)
+        self.buffered = 0
+
+    def add(self, slot: int, pts: np.ndarray) -> None:
+        self.bufs[slot].append(pts)
+        self.buffered += len(pts)
+        if self.buffered >= self.flush_points:
+            self.flush()
+
+    def flush(self) -> None:
+        for slot, chunks in enumerate(self.bufs):
+            if not chunks:
+                continue
+            d = self.root / self.ids[slot]
+            d.mkdir(parents=True, exist_ok=True)
+            _write_atomic_npy(d / f"f{self.fi:05d}-p{self.parts[slot]:05d}.npy", np.concatenate(chunks))
+            self.parts[slot] += 1
+            self.bufs[slot] = []
+        self.buffered = 0
+
+
+def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=None):
+    """Pure core: (slot per routed point group, structured points) for one chunk.
+
+    Yields ``(slot, points)`` pairs, points relative to their tile's lower-left corner.
+    """
+    x, y = chunk["x"], chunk["y"]
+    if transformer is not None:
+        x, y = transformer.transform(x, y)
+    col = np.floor((x - grid.x0) / grid.tile).astype(np.int64)
+    row = np.floor((grid.y1 - y) / grid.tile).astype(np.int64)
+    ok = (col >= 0) & (col < grid.cols) & (row >= 0) & (row < grid.rows)
+    slot = np.full(len(x), -1, dtype=np.int64)
+    slot[ok] = lookup[row[ok] * grid.cols + col[ok]]
+    sel = np.flatnonzero(slot >= 0)
+    if not len(sel):
+        return
+    s = slot[sel]
+    order = np.argsort(s, kind="stable")
+    sel, s = sel[order], s[order]
+    cuts = np.flatnonzero(np.diff(s)) + 1
+    for group in np.split(np.arange(len(sel)), cuts):
+        idx = sel[group]
+        c, r = col[idx[0]], row[idx[0]]
+        pts = np.empty(len(idx), dtype=POINT_DTYPE)
+        pts["x"] = x[idx] - (grid.x0 + c * grid.tile)
+        pts["y"] = y[idx] - (grid.y1 - (r + 1) * grid.tile)
+        pts["z"] = chunk["z"][idx]
+        for name in ("intensity", "return_number", "number_of_returns", "classification"):
+            pts[name] = chunk[name][idx]
+        yield int(s[group[0]]), pts
+
+
+def run_route_task(task: RouteTask, progress=None) -> dict:
+    """Route one file's points into the staging folder; returns the file's counts."""
+    from pyproj import CRS, Transformer
+
+    from ..sources.pointcloud import iter_point_chunks
+
+    clear_task(task)
+    root = Path(task.staging)
+    g = task.grid
+    lookup = np.full(g.rows * g.cols, -1, dtype=np.int64)
+    for slot, (c, r, _) in enumerate(task.tiles):
+        lookup[r * g.cols + c] = slot
+    dst = CRS.from_epsg(g.epsg)
+    tr = None if task.info.crs == dst else Transformer.from_crs(task.info.crs, dst, always_xy=True)
+    bufs = _Buffers(root, task.file_index, [t[2] for t in task.tiles], task.flush_points)
+    read = routed = 0
+    for chunk in iter_point_chunks(task.info, task.chunk_size):
+        n = len(chunk["x"])
+        read += n
+        for slot, pts in route_points(chunk, g, lookup, tr):
+            bufs.add(slot, pts)
+            routed += len(pts)
+        if progress:
+            progress(n)
+    bufs.flush()
+    stats = {"file": str(task.info.path), "points_read": read, "points_routed": routed,
+             "tiles": sorted(t[2] for t in task.tiles)}
+    m = marker_path(root, task.file_index)
+    m.parent.mkdir(parents=True, exist_ok=True)
+    tmp = m.with_name(f".{m.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(stats))
+    os.replace(tmp, m)
+    return stats
+
+
+def load_tile_points(staging: str | Path, tile_id: str) -> tuple[np.ndarray, list[int]]:
+    """All staged points of one tile, in (file, chunk) order; and the file indexes they came from."""
+    d = Path(staging) / tile_id
+    parts = sorted(d.glob("f*-p*.npy")) if d.is_dir() else []
+    if not parts:
+        return np.zeros(0, dtype=POINT_DTYPE), []
+    files = sorted({int(p.name[1:6]) for p in parts})
+    return np.concatenate([np.load(p, allow_pickle=False) for p in parts]), files
