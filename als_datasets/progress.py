@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
@@ -19,8 +18,14 @@ class Reporter:
     def __enter__(self) -> Reporter:
         if self.enabled:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
                 TextColumn("[bold]{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
@@ -66,7 +71,13 @@ def map_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], workers: int = 1) 
         return
     import multiprocessing as mp
 
-    ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
+    # forkserver, not fork: a forked child inherits dead copies of the parent's native thread
+    # pools (lazrs' rayon pool, BLAS) and can hang in them; the fork server is a clean process
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["als_datasets.build"])
+    else:
+        ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
         pending = {pool.submit(fn, t): t for t in tasks}
         try:

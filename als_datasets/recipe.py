@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "output": {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64},
 }
 
-KNOWN_KEYS = set(DEFAULTS) | {"description", "license"}
+KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "demo"}
 PROJECT_KEYS = {"name", "boundary", "pointclouds", "pointcloud_crs"}
 
 
@@ -135,6 +135,13 @@ def load_recipe(
             raise ValueError("load_recipe needs a path or a data dict")
         data = read_recipe_file(src)
     where = src if src is not None else "<recipe>"
+    if data.get("demo"):
+        # ``demo: true`` (or ``demo: {seed: S}``): the embedded demo's files, this file's keys on top
+        from .demo import ensure_demo
+
+        opts = data["demo"] if isinstance(data["demo"], dict) else {}
+        src = ensure_demo(seed=int(opts.get("seed", 0)))
+        data = _deep_merge(read_recipe_file(src), {k: v for k, v in data.items() if k != "demo"})
     unknown = set(data) - KNOWN_KEYS
     if unknown:
         raise InputError(where, f"unknown recipe key(s): {', '.join(sorted(unknown))}")
@@ -264,7 +271,7 @@ def load_recipe(
         slope_classes=slope_classes,
         projects=tuple(projects),
         drop_classes=tuple(int(c) for c in merged.get("drop_classes") or ()),
-        outlier_k=int((merged.get("outlier") or {}).get("mean_k", 12)),
+        outlier_k=int((merged.get("outlier") or {"mean_k": 0}).get("mean_k", 12)),
         outlier_multiplier=float((merged.get("outlier") or {}).get("multiplier", 2.2)),
         holdout_fraction=hold,
         out_dir=out,

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synth_inputs import DATA, landcover_around, write_recipe
 
 from als_datasets.cli import main
 from als_datasets.demo.synth import write_las
-
-from synth_inputs import DATA, landcover_around, write_recipe
 
 MVK = DATA / "als" / "mvk-thin.las"
 

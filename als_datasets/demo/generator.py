@@ -194,7 +194,7 @@ def _seg_dist2(x, y, x0, y0, x1, y1):
 
 def _polyline_dist2(x, y, line):
     d2 = None
-    for (x0, y0), (x1, y1) in zip(line[:-1], line[1:]):
+    for (x0, y0), (x1, y1) in zip(line[:-1], line[1:], strict=True):
         d = _seg_dist2(x, y, x0, y0, x1, y1)
         d2 = d if d2 is None else np.minimum(d2, d)
     return d2
@@ -269,7 +269,7 @@ def demo_region(seed: int = 0) -> DemoRegion:
     ridges.append((cx - 2300, cy + 150, cx + 2300, cy + 450, 420 * rng.uniform(0.95, 1.05), 480))
     ridges.append((cx - 600, cy - 1900, cx + 1500, cy - 1500, 60, 300))
     gauss.append((cx + 1500, cy + 1500, 90, 400, 300, 0.3))
-    steps.append((cx, cy - 1300, 0.1, 1.0, 70, 160))
+    steps.append((cx, cy - 1300, -0.1, -1.0, -70, 160))  # bench lowered to the south
     towns.append(dict(cx=cx - 950 + jit(40), cy=cy - 200, rx=950, ry=330, max_code=22))  # on the steep flank
     towns.append(dict(cx=cx + 1100, cy=cy - 850, rx=520, ry=350, max_code=22))  # on the bench
     clearings.append(dict(cx=cx + 600 + jit(60), cy=cy + 950, r=330))
@@ -501,14 +501,16 @@ def _gather(grid: dict, key: str, i, j, ok):
     return np.where(ok, a[np.clip(j, 0, a.shape[0] - 1), np.clip(i, 0, a.shape[1] - 1)], 0)
 
 
-def _tile_points(region, project, grids, lc_lookup, polygon, bounds, rng) -> dict[str, np.ndarray] | None:
+def _tile_points(
+    region, project, grids, lc_lookup, polygon, bounds, rng, density: float = PULSE_DENSITY
+) -> dict[str, np.ndarray] | None:
     """Simulate the pulses and returns of one delivery tile (native CRS bounds)."""
     import shapely
 
     u = project.unit
     x0, y0, x1, y1 = bounds
     area = (x1 - x0) * (y1 - y0) * u * u
-    n = int(rng.poisson(area * PULSE_DENSITY))
+    n = int(rng.poisson(area * density))
     x = rng.uniform(x0, x1, n)
     y = rng.uniform(y0, y1, n)
     keep = shapely.contains_xy(polygon, x, y)
@@ -717,8 +719,16 @@ def _bounds_of(ring: np.ndarray) -> tuple[float, float, float, float]:
     return float(ring[:, 0].min()), float(ring[:, 1].min()), float(ring[:, 0].max()), float(ring[:, 1].max())
 
 
-def generate_demo(out_dir: str | os.PathLike, seed: int = 0, progress: Callable[[str], None] | None = None) -> Path:
-    """Write the complete demo into ``out_dir`` (no atomicity; see :func:`ensure_demo`)."""
+def generate_demo(
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    pulse_density: float = PULSE_DENSITY,
+) -> Path:
+    """Write the complete demo into ``out_dir`` (no atomicity; see :func:`ensure_demo`).
+
+    ``pulse_density`` (pulses/m2) only exists to make small test copies quickly.
+    """
     import shapely
 
     say = progress or (lambda msg: None)
@@ -742,7 +752,7 @@ def generate_demo(out_dir: str | os.PathLike, seed: int = 0, progress: Callable[
     for k, project in enumerate(region.projects):
         ring = project_outline(region, project)
         lon, lat = to_lonlat.transform(ring[:, 0], ring[:, 1])
-        coords = [[round(float(a), 7), round(float(b), 7)] for a, b in zip(lon, lat)]
+        coords = [[round(float(a), 7), round(float(b), 7)] for a, b in zip(lon, lat, strict=True)]
         coords[-1] = coords[0]
         gj = {
             "type": "FeatureCollection",
@@ -784,7 +794,7 @@ def generate_demo(out_dir: str | os.PathLike, seed: int = 0, progress: Callable[
                 if not poly.intersects(shapely.box(*tb)):
                     continue
                 rng = np.random.default_rng([seed, 5, k, ix, iy])
-                pts = _tile_points(region, project, grids, lookup, poly, tb, rng)
+                pts = _tile_points(region, project, grids, lookup, poly, tb, rng, pulse_density)
                 if pts is None:
                     continue
                 fname = f"{project.name}_{int(tb[0])}_{int(tb[1])}.laz"
@@ -813,7 +823,7 @@ def generate_demo(out_dir: str | os.PathLike, seed: int = 0, progress: Callable[
     recipe = out / "demo.yaml"
     recipe.write_text(_RECIPE.format(projects="".join(recipe_projects)))
     (out / "README.txt").write_text(
-        _README.format(version=DEMO_VERSION, seed=seed, density=PULSE_DENSITY, projects="".join(readme_projects))
+        _README.format(version=DEMO_VERSION, seed=seed, density=pulse_density, projects="".join(readme_projects))
     )
     say(f"demo: generated in {time.perf_counter() - t0:.1f} s")
     return recipe

@@ -122,7 +122,8 @@ def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=No
     if transformer is not None:
         x, y = transformer.transform(x, y)
     col = np.floor((x - grid.x0) / grid.tile).astype(np.int64)
-    row = np.floor((grid.y1 - y) / grid.tile).astype(np.int64)
+    # tiles are [x0, x0 + T) × [y0, y0 + T): count rows from the south edge, then flip
+    row = grid.rows - 1 - np.floor((y - (grid.y1 - grid.rows * grid.tile)) / grid.tile).astype(np.int64)
     ok = (col >= 0) & (col < grid.cols) & (row >= 0) & (row < grid.rows)
     slot = np.full(len(x), -1, dtype=np.int64)
     slot[ok] = lookup[row[ok] * grid.cols + col[ok]]

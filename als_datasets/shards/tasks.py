@@ -148,12 +148,12 @@ def run_shard_task(task: ShardTask, features=None) -> list[dict]:
         sinks.append(lambda s, p=out / paths["webdataset"]: write_tar_shard(p, s, features))
         kinds.append("webdataset")
     if "parquet" in paths:
-        sinks.append(lambda s, p=out / paths["parquet"]: write_parquet_shard(p, s, features))
+        # one row group per tile: a tile can hold millions of points, so memory stays at one tile
+        sinks.append(lambda s, p=out / paths["parquet"]: write_parquet_shard(p, s, features, row_group_size=1))
         kinds.append("parquet")
-    samples = (make_sample(task, rec) for rec in task.records)
+    # a selected tile with no point left (no input file covers it) is not written; finalise
+    # lists it in the manifest's skipped_tiles
+    samples = (s for s in (make_sample(task, rec) for rec in task.records) if s["json"]["point_count"] > 0)
     entries = _lockstep(samples, sinks)
-    return [
-        {**e, "path": paths[k], "format": k, "split": task.split, "shard": task.index,
-         "keys": [r["tile_id"] for r in task.records]}
-        for k, e in zip(kinds, entries)
-    ]
+    return [{**e, "path": paths[k], "format": k, "split": task.split, "shard": task.index}
+            for k, e in zip(kinds, entries)]

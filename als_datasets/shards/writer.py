@@ -221,11 +221,11 @@ def write_parquet_shard(
             f,
             schema,
             compression="zstd",
-            compression_level=3,
+            compression_level=1,
             version="2.6",
             data_page_version="1.0",
-            use_dictionary=True,
-            write_statistics=True,
+            use_dictionary=False,  # dictionaries on float/int point arrays cost 10x the time and grow files
+            write_statistics=False,
             store_schema=True,
         )
         try:

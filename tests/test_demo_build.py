@@ -1,0 +1,121 @@
+"""End to end on the embedded demo: CLI build (geospatial and random), the output contract,
+loading with `datasets` and `webdataset`, the strategies' stratum distributions, `plan`."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import webdataset as wds
+
+from als_datasets.cli import main
+from als_datasets.dataset.layout import validate
+from als_datasets.plan import make_plan
+from als_datasets.recipe import load_recipe
+
+FRAME_COLS = {"tile_id", "project", "col", "row", "geometry", "crs", "x0", "y0", "landcover", "slope_class",
+              "class_fraction", "slope_mean_deg", "eligible", "weight", "draw_rank", "selected"}
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory, demo_recipe):
+    root = tmp_path_factory.mktemp("demo-builds")
+    main(["build", "--strategy", "geospatial", "--out", str(root / "geo"), "-q", "--workers", "2"])
+    main(["build", "--strategy", "random", "--out", str(root / "rnd"), "-q"])
+    return root / "geo", root / "rnd"
+
+
+def _entropy(counts) -> float:
+    p = np.array(list(counts.values()), float)
+    p /= p.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def test_output_layout(builds):
+    geo, _ = builds
+    for name in ["README.md", "recipe.yaml", "manifest.json", "_info.json", "index.parquet", "frame.parquet"]:
+        assert (geo / name).is_file(), name
+    manifest = json.loads((geo / "manifest.json").read_text())
+    info = json.loads((geo / "_info.json").read_text())
+    assert validate(geo) == []
+    assert info["splits"]["train"]["num_samples"] == 30 == manifest["splits"]["train"]
+    assert sum(info["splits"]["train"]["shard_lengths"]) == 30
+    assert {e["format"] for e in manifest["shards"]} == {"webdataset", "parquet"}
+    assert not list(geo.rglob(".build")) and not list(geo.rglob(".*.tmp-*"))
+    frame = gpd.read_parquet(geo / "frame.parquet")
+    assert FRAME_COLS <= set(frame.columns)
+    assert frame.crs.to_epsg() == 4326 and len(frame) > 30
+    assert frame["selected"].sum() == 30
+    index = gpd.read_parquet(geo / "index.parquet")
+    assert len(index) == 30 and set(index["key"]) == set(frame.loc[frame["selected"], "tile_id"])
+    assert all("." not in k for k in index["key"])
+
+
+def test_load_dataset_both_configs_and_webdataset(builds):
+    from datasets import load_dataset
+
+    from als_datasets.dataset.card import load_config
+
+    geo, _ = builds
+    pq = load_dataset(str(geo), split="train")
+    wd = load_config(geo, "webdataset", split="train")
+    assert len(pq) == len(wd) == 30
+    assert pq.features == wd.features
+    by_key = {r["__key__"]: r for r in wd}
+    for row in pq:
+        other = by_key[row["__key__"]]
+        assert row["json"] == other["json"]
+        for name in ("xyz.npy", "intensity.npy", "classification.npy"):
+            assert np.array_equal(np.asarray(row[name]), np.asarray(other[name]))
+    tars = sorted(str(p) for p in (geo / "webdataset" / "train").glob("*.tar"))
+    raw = list(wds.WebDataset(tars, shardshuffle=False).decode())
+    assert sorted(s["__key__"] for s in raw) == sorted(by_key)
+    s = raw[0]
+    assert s["xyz.npy"].dtype == np.float32 and s["intensity.npy"].dtype == np.uint16
+    assert s["classification.npy"].dtype == np.uint8
+    assert not np.isin(s["classification.npy"], [7, 18]).any()
+    assert s["xyz.npy"][:, :2].min() >= 0 and s["xyz.npy"][:, :2].max() <= 500
+    assert s["json"]["point_count"] == len(s["xyz.npy"]) > 1000
+    streamed = load_dataset(str(geo), split="train", streaming=True)
+    assert sum(1 for _ in streamed) == 30
+
+
+def test_geospatial_flatter_than_random(builds):
+    geo, rnd = builds
+    strata = {}
+    for name, out in (("geo", geo), ("rnd", rnd)):
+        strata[name] = Counter(gpd.read_parquet(out / "index.parquet")["stratum"])
+    assert _entropy(strata["geo"]) > _entropy(strata["rnd"])
+    # both draw from the same frame and eligibility
+    fg = gpd.read_parquet(geo / "frame.parquet")
+    fr = gpd.read_parquet(rnd / "frame.parquet")
+    assert fg["tile_id"].tolist() == fr["tile_id"].tolist()
+    assert fg["eligible"].tolist() == fr["eligible"].tolist()
+
+
+def test_nested_subsets(demo_recipe):
+    sets = {}
+    for n in (5, 10, 20, 40):
+        plan = make_plan(load_recipe(demo_recipe, overrides={"samples_per_project": n}))
+        sets[n] = set(plan.selected["tile_id"])
+        per = plan.selected.groupby("project").size()
+        eligible = plan.frame[plan.frame["eligible"]].groupby("project").size()
+        assert (per == np.minimum(n, eligible)).all()
+    assert sets[5] <= sets[10] <= sets[20] <= sets[40]
+
+
+def test_plan_reads_no_point_cloud(tmp_path, demo_recipe, monkeypatch, capsys):
+    import als_datasets.sources.pointcloud as pc
+
+    def boom(*a, **k):
+        raise AssertionError("plan read points")
+
+    monkeypatch.setattr(pc, "iter_point_chunks", boom)
+    main(["plan", str(demo_recipe), "--out", str(tmp_path / "p"), "-q"])
+    frame = gpd.read_parquet(tmp_path / "p" / "frame.parquet")
+    assert FRAME_COLS <= set(frame.columns)
+    assert "selected" in capsys.readouterr().out
+    assert not (tmp_path / "p" / "manifest.json").exists()

@@ -1,0 +1,75 @@
+"""Extraction pieces: routing points to tiles, the statistical outlier filter, noise classes."""
+
+import numpy as np
+import pytest
+
+from als_datasets.extract.route import POINT_DTYPE, TileGrid, route_points
+from als_datasets.extract.tile import clean_points, statistical_outliers
+
+
+def _chunk(x, y, z=None, cls=None):
+    n = len(x)
+    return {"x": np.asarray(x, float), "y": np.asarray(y, float), "z": np.zeros(n) if z is None else np.asarray(z, float),
+            "intensity": np.arange(n, dtype=np.uint16), "return_number": np.ones(n, np.uint8),
+            "number_of_returns": np.ones(n, np.uint8),
+            "classification": np.full(n, 2, np.uint8) if cls is None else np.asarray(cls, np.uint8)}
+
+
+def test_route_points_to_selected_tiles():
+    grid = TileGrid(32610, x0=1000.0, y1=3000.0, tile=500.0, cols=2, rows=2)
+    lookup = np.array([0, -1, -1, 1])  # NW tile (c0 r0) → slot 0, SE tile (c1 r1) → slot 1
+    x = [1000.0, 1499.9, 1600.0, 1700.0, 999.0, 2000.0, 1250.0]
+    y = [2999.0, 2500.1, 2100.0, 2000.0, 2900.0, 2100.0, 2400.0]
+    out = dict(route_points(_chunk(x, y), grid, lookup))
+    assert sorted(out) == [0, 1]
+    a = out[0]
+    assert a.dtype == POINT_DTYPE
+    assert np.allclose(a["x"], [0.0, 499.9]) and np.allclose(a["y"], [499.0, 0.1])  # relative to (1000, 2500)
+    b = out[1]  # the SE tile's lower-left corner is (1500, 2000); x = 2000 is outside (east edge)
+    assert np.allclose(b["x"], [100.0, 200.0]) and np.allclose(b["y"], [100.0, 0.0])
+    assert b["intensity"].tolist() == [2, 3]  # attributes travel with their points, in file order
+
+
+def test_outlier_filter_flags_isolated_points():
+    rng = np.random.default_rng(1)
+    g = np.stack(np.meshgrid(np.arange(30.0), np.arange(30.0)), -1).reshape(-1, 2)
+    xyz = np.column_stack([g + rng.normal(0, 0.05, g.shape), rng.normal(0, 0.05, len(g))])
+    xyz = np.vstack([xyz, [[15, 15, 80.0], [-40, 10, 0.0]]])
+    out = statistical_outliers(xyz, k=12, multiplier=2.2)
+    assert out[-1] and out[-2]
+    assert out[:-2].sum() < 0.01 * len(g)
+
+
+def test_outlier_filter_matches_definition():
+    """mean distance to the 12 nearest others; threshold = mean + 2.2 × std (N-1)."""
+    rng = np.random.default_rng(2)
+    xyz = rng.random((400, 3)) * [50, 50, 5]
+    d = np.sqrt(((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(-1))
+    d.sort(axis=1)
+    mu = d[:, 1:13].mean(axis=1)
+    expected = mu > mu.mean() + 2.2 * mu.std(ddof=1)
+    assert np.array_equal(statistical_outliers(xyz, 12, 2.2), expected)
+    assert not statistical_outliers(xyz[:12], 12, 2.2).any()  # too few points: nothing flagged
+
+
+def test_clean_points_drops_noise_classes_then_outliers():
+    n = 200
+    rng = np.random.default_rng(3)
+    pts = np.zeros(n + 2, dtype=POINT_DTYPE)
+    pts["x"][:n], pts["y"][:n] = rng.random(n) * 20, rng.random(n) * 20
+    pts["classification"] = 2
+    pts["classification"][:3] = 7
+    pts["classification"][3] = 18
+    pts["x"][n:], pts["z"][n:] = [500, 600], [300, 400]
+    kept, n_cls, n_out = clean_points(pts, (7, 18), 12, 2.2)
+    assert n_cls == 4 and n_out >= 2
+    assert not np.isin(kept["classification"], [7, 18]).any()
+    assert kept["x"].max() < 100
+    assert len(kept) == n + 2 - n_cls - n_out
+
+
+@pytest.mark.parametrize("n", [0, 5])
+def test_clean_points_small(n):
+    pts = np.zeros(n, dtype=POINT_DTYPE)
+    kept, n_cls, n_out = clean_points(pts, (7,), 12, 2.2)
+    assert len(kept) == n and n_out == 0
