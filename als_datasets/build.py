@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,12 +63,12 @@ def tile_records(plan: Plan) -> dict[str, dict]:
 
 def _fingerprint(task: ShardTask) -> str:
     d = asdict(task)
-    d.pop("out_dir")
-    d.pop("staging")
+    for k in ("out_dir", "staging", "threads"):  # where and how fast, not what
+        d.pop(k)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def shard_tasks(plan: Plan, out: Path, staging: Path) -> list[ShardTask]:
+def shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> list[ShardTask]:
     r = plan.recipe
     recs = tile_records(plan)
     files = [f for pf in plan.frames for f in pf.pointclouds]
@@ -76,7 +77,7 @@ def shard_tasks(plan: Plan, out: Path, staging: Path) -> list[ShardTask]:
         ShardTask(index=s.index, split=s.split, records=tuple(recs[k] for k in s.keys), staging=str(staging),
                   out_dir=str(out), formats=r.formats, drop_classes=r.drop_classes, outlier_k=r.outlier_k,
                   outlier_multiplier=r.outlier_multiplier, landcover_names=(*r.landcover_classes, "other"),
-                  source_names=names)
+                  source_names=names, threads=max(1, (os.cpu_count() or 1) // max(workers, 1)))
         for s in plan.shards
     ]
 
@@ -169,7 +170,7 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
     if plan is None:
         with rep.step("sampling frame", len(recipe.projects)) as adv:
             plan = make_plan(recipe, progress=lambda msg, i, n: adv(1) if i < n else None)
-    tasks = shard_tasks(plan, out, staging)
+    tasks = shard_tasks(plan, out, staging, workers)
     known = _known_entries(out, work)
     done: dict[int, list[dict]] = {}
     for t in tasks:

@@ -119,3 +119,14 @@ def test_plan_reads_no_point_cloud(tmp_path, demo_recipe, monkeypatch, capsys):
     assert FRAME_COLS <= set(frame.columns)
     assert "selected" in capsys.readouterr().out
     assert not (tmp_path / "p" / "manifest.json").exists()
+
+
+def test_slope_mask_other_variant(demo_recipe):
+    """The paper's variant blanks DEM pixels of "other" land cover before the slope."""
+    base = make_plan(load_recipe(demo_recipe)).frame
+    masked = make_plan(load_recipe(demo_recipe, overrides={"slope_mask_other": True})).frame
+    assert base["tile_id"].tolist() == masked["tile_id"].tolist()
+    differs = ~np.isclose(base["slope_mean_deg"].fillna(-1), masked["slope_mean_deg"].fillna(-1))
+    assert differs.any()
+    # tiles with no "other" pixel and no "other" neighbour keep the same slope statistics
+    assert (~differs).any()

@@ -95,3 +95,26 @@ def test_changed_recipe_rewrites(tmp_path, recipe_path):
     da.pop("recipe.yaml"), db.pop("recipe.yaml")
     assert da == db
     shutil.rmtree(tmp_path / "f")
+
+
+def test_holdout_split_stable(tmp_path, recipe_path):
+    from als_datasets.plan import split_of
+
+    ids = [f"p_c{c}_r{r}" for c in range(40) for r in range(40)]
+    a = [split_of(i, 41, 0.2) for i in ids]
+    assert a == [split_of(i, 41, 0.2) for i in ids]
+    assert 0.15 < a.count("validation") / len(a) < 0.25
+    assert {split_of(i, 41, 0.0) for i in ids} == {"train"}
+    r = load_recipe(recipe_path, out_dir=tmp_path / "h", overrides={"holdout_fraction": 0.4})
+    out = run_build(r).out_dir
+    import json
+
+    info = json.loads((out / "_info.json").read_text())
+    assert set(info["splits"]) == {"train", "validation"}
+    assert (out / "webdataset" / "validation").is_dir() and (out / "parquet" / "validation").is_dir()
+    from datasets import load_dataset
+
+    ds = load_dataset(str(out))
+    assert set(ds) == {"train", "validation"}
+    for split, d in ds.items():
+        assert all(m["split"] == split == split_of(m["tile_id"], 41, 0.4) for m in d["json"])

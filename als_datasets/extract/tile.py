@@ -29,14 +29,17 @@ def statistical_outliers(xyz: np.ndarray, k: int = 12, multiplier: float = 2.2, 
     order = np.lexsort((cell[:, 0], cell[:, 1]))
     q = pts[order]
     tree = cKDTree(q, balanced_tree=False, compact_nodes=False)
-    dist, _ = tree.query(q, k=k + 1, workers=workers)
     mean_d = np.empty(n)
-    mean_d[order] = dist[:, 1:].mean(axis=1)
+    block = 1 << 19  # bounded memory: (block, k+1) distance and index arrays, not (n, k+1)
+    for i in range(0, n, block):
+        dist, _ = tree.query(q[i:i + block], k=k + 1, workers=workers)
+        mean_d[order[i:i + block]] = dist[:, 1:].mean(axis=1)
     threshold = mean_d.mean() + multiplier * mean_d.std(ddof=1)
     return mean_d > threshold
 
 
-def clean_points(points: np.ndarray, drop_classes, k: int, multiplier: float) -> tuple[np.ndarray, int, int]:
+def clean_points(points: np.ndarray, drop_classes, k: int, multiplier: float, threads: int = 1
+                 ) -> tuple[np.ndarray, int, int]:
     """Drop noise classes, then statistical outliers: (kept points, n dropped by class, n outliers)."""
     keep = ~np.isin(points["classification"], np.asarray(drop_classes, dtype=np.int64))
     pts = points[keep]
@@ -44,7 +47,7 @@ def clean_points(points: np.ndarray, drop_classes, k: int, multiplier: float) ->
     if len(pts) == 0 or k <= 0:  # k = 0: outlier filter switched off in the recipe
         return pts, n_class, 0
     xyz = np.stack([pts["x"], pts["y"], pts["z"]], axis=1)
-    out = statistical_outliers(xyz, k, multiplier)
+    out = statistical_outliers(xyz, k, multiplier, workers=threads)
     return pts[~out], n_class, int(out.sum())
 
 

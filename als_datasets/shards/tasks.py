@@ -63,6 +63,7 @@ class ShardTask:
     outlier_multiplier: float
     landcover_names: tuple[str, ...]
     source_names: tuple[str, ...]  # file index → file name
+    threads: int = 1  # threads for the outlier filter's neighbour queries (does not change the output)
 
     def paths(self) -> dict[str, str]:
         """Relative output path per format."""
@@ -77,7 +78,7 @@ class ShardTask:
 def make_sample(task: ShardTask, rec: dict) -> dict:
     """One tile's sample: staged points → drop noise classes → outlier filter → arrays + json."""
     raw, files = load_tile_points(task.staging, rec["tile_id"])
-    pts, n_class, n_out = clean_points(raw, task.drop_classes, task.outlier_k, task.outlier_multiplier)
+    pts, n_class, n_out = clean_points(raw, task.drop_classes, task.outlier_k, task.outlier_multiplier, task.threads)
     size = rec["tile_size_m"]
     meta = dict(rec)
     meta.update({

@@ -1,0 +1,48 @@
+"""The command line: help, version, validate (flipped byte, truncated and missing shard)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from als_datasets import __version__
+from als_datasets.build import run_build
+from als_datasets.cli import app
+from als_datasets.recipe import load_recipe
+from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud
+
+from synth_inputs import DATA, landcover_around, write_recipe
+
+runner = CliRunner()
+
+
+def test_help_and_version():
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for cmd in ("build", "plan", "validate"):
+        assert cmd in r.output
+    assert runner.invoke(app, ["--version"]).output.strip() == f"als-datasets {__version__}"
+    r = runner.invoke(app, ["build", "--help"])
+    for opt in ("--strategy", "--out", "--samples-per-project", "--seed", "--workers"):
+        assert opt in r.output
+
+
+def test_validate_detects_damage(tmp_path):
+    mvk = DATA / "als" / "mvk-thin.las"
+    landcover_around(tmp_path / "lc.tif", footprint_lonlat(inspect_pointcloud(mvk)).bounds)
+    rp = write_recipe(tmp_path / "r.yaml", name="v", samples_per_project=4, landcover={"path": "lc.tif"},
+                      projects=[{"name": "v", "pointclouds": [str(mvk)]}], output={"dir": "out", "shard_max_samples": 2})
+    out = run_build(load_recipe(rp)).out_dir
+    assert runner.invoke(app, ["validate", str(out)]).exit_code == 0
+    shards = json.loads((out / "manifest.json").read_text())["shards"]
+    flip = out / shards[0]["path"]
+    data = bytearray(flip.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flip.write_bytes(bytes(data))
+    trunc = out / shards[1]["path"]
+    trunc.write_bytes(trunc.read_bytes()[:-100])
+    (out / shards[2]["path"]).unlink()
+    r = runner.invoke(app, ["validate", str(out)])
+    assert r.exit_code == 1
+    assert "sha256" in r.output and "bytes" in r.output and "missing" in r.output
