@@ -146,6 +146,23 @@ def remove_leftovers(out: Path) -> int:
     return n
 
 
+def remove_stale_shards(out: Path, entries: list[dict]) -> int:
+    """Delete shard files of an earlier, different build that this build does not write (a
+    ``*.parquet`` glob would otherwise pick them up)."""
+    keep = {e["path"] for e in entries}
+    n = 0
+    for fmt, pattern in (("webdataset", "*.tar"), ("parquet", "*.parquet")):
+        root = out / fmt
+        for p in sorted(root.glob(f"*/{pattern}")) if root.is_dir() else []:
+            if p.relative_to(out).as_posix() not in keep:
+                p.unlink()
+                n += 1
+        for d in sorted(root.iterdir()) if root.is_dir() else []:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+    return n
+
+
 def _run_route(task: RouteTask) -> dict:
     return run_route_task(task)
 
@@ -201,6 +218,7 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
                 adv(1)
 
     entries = [e for t in tasks for e in done[id(t)]]
+    remove_stale_shards(out, entries)
     with rep.step("finalising", 1) as adv:
         n = finalise(plan, out, entries)
         adv(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from synth_inputs import DATA, landcover_around, write_recipe
 from typer.testing import CliRunner
 
 from als_datasets import __version__
@@ -11,8 +12,6 @@ from als_datasets.build import run_build
 from als_datasets.cli import app
 from als_datasets.recipe import load_recipe
 from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud
-
-from synth_inputs import DATA, landcover_around, write_recipe
 
 runner = CliRunner()
 

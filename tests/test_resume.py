@@ -118,3 +118,26 @@ def test_holdout_split_stable(tmp_path, recipe_path):
     assert set(ds) == {"train", "validation"}
     for split, d in ds.items():
         assert all(m["split"] == split == split_of(m["tile_id"], 41, 0.4) for m in d["json"])
+
+
+def test_smaller_rebuild_removes_stale_shards(tmp_path, recipe_path):
+    out = tmp_path / "o"
+    run_build(load_recipe(recipe_path, out_dir=out))
+    assert len(list((out / "parquet" / "train").glob("*.parquet"))) == 5
+    res = run_build(load_recipe(recipe_path, out_dir=out, overrides={"samples_per_project": 3}))
+    assert res.samples == 3
+    assert len(list((out / "parquet" / "train").glob("*.parquet"))) == 2
+    assert len(list((out / "webdataset" / "train").glob("*.tar"))) == 2
+
+
+def test_failed_sample_leaves_no_shard(tmp_path, recipe_path, monkeypatch):
+    import als_datasets.shards.tasks as tasks
+
+    def broken(task, rec):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tasks, "make_sample", broken)
+    with pytest.raises(RuntimeError):
+        run_build(load_recipe(recipe_path, out_dir=tmp_path / "o"))
+    written = [p for p in (tmp_path / "o").rglob("*") if p.suffix in (".tar", ".parquet") or ".tmp-" in p.name]
+    assert written == []

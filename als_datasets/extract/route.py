@@ -10,9 +10,10 @@ run and are removed before the task runs again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +55,27 @@ def part_glob(file_index: int) -> str:
     return f"f{file_index:05d}-p*.npy"
 
 
+def task_key(task: RouteTask) -> str:
+    """What the staged parts depend on: the file (path, size, mtime, CRS) and the tile lattice."""
+    st = os.stat(task.info.path)
+    d = {"file": str(task.info.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+         "crs": task.info.crs.to_wkt(), "z_to_m": task.info.z_to_m, "grid": asdict(task.grid)}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
 def task_is_done(task: RouteTask) -> bool:
-    """Done when its marker exists and it routed at least the tiles asked for now."""
+    """Done when its marker exists, was made from the same file and lattice, and routed at
+    least the tiles asked for now."""
     m = marker_path(task.staging, task.file_index)
     if not m.is_file():
         return False
     try:
-        done = set(json.loads(m.read_text())["tiles"])
-    except (ValueError, KeyError):
+        marker = json.loads(m.read_text())
+        done = set(marker["tiles"])
+        same = marker["key"] == task_key(task)
+    except (ValueError, KeyError, OSError):
         return False
-    return {t[2] for t in task.tiles} <= done
+    return same and {t[2] for t in task.tiles} <= done
 
 
 def clear_task(task: RouteTask) -> None:
@@ -172,7 +184,7 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
             progress(n)
     bufs.flush()
     stats = {"file": str(task.info.path), "points_read": read, "points_routed": routed,
-             "tiles": sorted(t[2] for t in task.tiles)}
+             "tiles": sorted(t[2] for t in task.tiles), "key": task_key(task)}
     m = marker_path(root, task.file_index)
     m.parent.mkdir(parents=True, exist_ok=True)
     tmp = m.with_name(f".{m.name}.tmp-{os.getpid()}")

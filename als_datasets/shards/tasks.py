@@ -91,26 +91,38 @@ def make_sample(task: ShardTask, rec: dict) -> dict:
     return {"__key__": rec["tile_id"], **sample_arrays(pts), "json": meta}
 
 
+class _Aborted(Exception):
+    pass
+
+
 def _lockstep(samples: Iterable[dict], sinks: list[Callable[[Iterable[dict]], dict]]) -> list[dict]:
     """Feed one stream of samples to several writers at once (each in its own thread except the
-    first), each holding at most a couple of samples: the samples are computed only once."""
+    first), each holding at most a couple of samples: the samples are computed only once.
+
+    If producing the samples or any writer fails, every writer is aborted (their atomic writes
+    leave nothing behind) and the first error is raised.
+    """
     if len(sinks) == 1:
         return [sinks[0](samples)]
-    end = object()
+    end, abort = object(), object()
     queues = [queue.Queue(maxsize=2) for _ in sinks[1:]]
     results: list = [None] * len(sinks)
     errors: list[BaseException] = []
 
     def drain(q: queue.Queue) -> Iterator[dict]:
         while (item := q.get()) is not end:
+            if item is abort:
+                raise _Aborted
             yield item
 
     def run(i: int, q: queue.Queue) -> None:
         try:
             results[i] = sinks[i](drain(q))
+        except _Aborted:
+            pass
         except BaseException as exc:  # re-raised in the caller
             errors.append(exc)
-            while q.get() is not end:  # keep the producer unblocked
+            while (item := q.get()) is not end and item is not abort:  # keep the producer unblocked
                 pass
 
     threads = [threading.Thread(target=run, args=(i + 1, q), daemon=True) for i, q in enumerate(queues)]
@@ -118,14 +130,18 @@ def _lockstep(samples: Iterable[dict], sinks: list[Callable[[Iterable[dict]], di
         t.start()
 
     def tee() -> Iterator[dict]:
+        ok = False
         try:
             for s in samples:
+                if errors:
+                    raise errors[0]
                 for q in queues:
                     q.put(s)
                 yield s
+            ok = True
         finally:
             for q in queues:
-                q.put(end)
+                q.put(end if ok else abort)
 
     try:
         results[0] = sinks[0](tee())
