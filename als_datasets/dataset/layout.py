@@ -19,7 +19,7 @@ from ..shards.writer import atomic_write, sha256_file
 
 INDEX_COLUMNS = [
     "key", "split", "shard", "project", "tile_id", "crs", "landcover", "slope_class", "stratum",
-    "point_count", "density", "draw_rank", "weight", "lon", "lat", "points_dropped_noise", "points_dropped_outliers",
+    "point_count", "density", "height_range_m", "height_entropy", "intensity_entropy", "draw_rank", "weight", "lon", "lat", "points_dropped_noise", "points_dropped_outliers",
 ]
 
 

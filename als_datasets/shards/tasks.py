@@ -19,6 +19,7 @@ import numpy as np
 
 from ..extract.route import load_tile_points
 from ..extract.tile import clean_points, sample_arrays
+from ..stats import height_entropy, satmae_entropy
 from .writer import write_parquet_shard, write_tar_shard
 
 ALS_ARRAYS = ("xyz.npy", "intensity.npy", "return_number.npy", "number_of_returns.npy", "classification.npy")
@@ -33,6 +34,7 @@ def als_json_schema(landcover_names: list[str]) -> dict:
         "landcover": str, "landcover_fractions": {n: float for n in landcover_names},
         "slope_class": str, "slope_mean_deg": float, "stratum": str,
         "point_count": int, "density": float,
+        "height_range_m": float, "height_entropy": float, "intensity_entropy": float,
         "strategy": str, "draw_rank": int, "weight": float, "seed": int,
         "source_files": [str], "points_dropped_noise": int, "points_dropped_outliers": int,
     }
@@ -84,6 +86,9 @@ def make_sample(task: ShardTask, rec: dict) -> dict:
     meta.update({
         "point_count": int(len(pts)),
         "density": float(len(pts) / (size * size)),
+        "height_range_m": float(np.ptp(pts["z"])) if len(pts) else 0.0,
+        "height_entropy": height_entropy(pts["z"]),
+        "intensity_entropy": satmae_entropy(pts["intensity"]),
         "source_files": [task.source_names[i] for i in files],
         "points_dropped_noise": n_class,
         "points_dropped_outliers": n_out,

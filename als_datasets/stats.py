@@ -1,0 +1,68 @@
+"""Entropies shared by extraction (per-sample statistics) and the diversity report (DESIGN.md §7).
+
+* :func:`shannon_entropy` — −Σ p ln p (nats by default) of counts or proportions.
+* :func:`satmae_entropy` — per-sample "spectral" entropy as in Pretrain Where? (arXiv
+  2604.21104): the values are normalised SatMAE-style (clipped to mean ± 2σ, scaled to 0-255),
+  histogrammed into ``bins`` bins over 0-255, and the Shannon entropy taken.  The paper's exact
+  binning is not published; ``bins`` and ``base`` are parameters, defaults 256 and e (nats).
+  ALS tiles use it on intensity.
+* :func:`height_entropy` — heights above the tile's lowest point in fixed 1 m bins (0-100 m,
+  higher points in the last bin), so that flat tiles score low and tall structure high.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DEFAULT_BINS = 256
+HEIGHT_BIN_M = 1.0
+HEIGHT_MAX_M = 100.0
+
+
+def shannon_entropy(counts, base: float = math.e) -> float:
+    """Shannon entropy of a histogram (counts or proportions); 0 for an empty one."""
+    c = np.asarray(counts, dtype=np.float64).ravel()
+    c = c[c > 0]
+    if c.size == 0:
+        return 0.0
+    p = c / c.sum()
+    return float(-(p * np.log(p)).sum() / math.log(base))
+
+
+def normalised_entropy(counts) -> float:
+    """H / ln K with K the number of non-empty classes (1.0 for a uniform histogram, 0 for K ≤ 1)."""
+    k = int((np.asarray(counts) > 0).sum())
+    return shannon_entropy(counts) / math.log(k) if k > 1 else 0.0
+
+
+def satmae_normalise(values: np.ndarray) -> np.ndarray:
+    """SatMAE-style normalisation to 0-255: clip to mean ± 2σ, then scale linearly."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return v
+    mean, std = v.mean(), v.std()
+    lo, hi = mean - 2 * std, mean + 2 * std
+    if not hi > lo:
+        return np.zeros_like(v)
+    return (np.clip(v, lo, hi) - lo) / (hi - lo) * 255.0
+
+
+def satmae_entropy(values: np.ndarray, bins: int = DEFAULT_BINS, base: float = math.e) -> float:
+    """Entropy of the SatMAE-normalised values in ``bins`` bins over 0-255."""
+    v = satmae_normalise(values)
+    if v.size == 0:
+        return 0.0
+    hist = np.bincount(np.minimum((v * (bins / 256.0)).astype(np.int64), bins - 1), minlength=bins)
+    return shannon_entropy(hist, base)
+
+
+def height_entropy(z: np.ndarray, bin_m: float = HEIGHT_BIN_M, max_m: float = HEIGHT_MAX_M, base: float = math.e) -> float:
+    """Entropy of heights above the lowest point, in ``bin_m`` bins up to ``max_m``."""
+    z = np.asarray(z, dtype=np.float64)
+    if z.size == 0:
+        return 0.0
+    nb = int(math.ceil(max_m / bin_m))
+    idx = np.minimum(((z - z.min()) / bin_m).astype(np.int64), nb - 1)
+    return shannon_entropy(np.bincount(idx, minlength=nb), base)
