@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "output": {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64},
 }
 
-KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "demo"}
+KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "sources", "demo"}
 PROJECT_KEYS = {"name", "boundary", "pointclouds", "pointcloud_crs"}
 
 

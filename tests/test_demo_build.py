@@ -130,3 +130,54 @@ def test_slope_mask_other_variant(demo_recipe):
     assert differs.any()
     # tiles with no "other" pixel and no "other" neighbour keep the same slope statistics
     assert (~differs).any()
+
+
+def test_report_card_and_croissant(builds, tmp_path, capsys):
+    from datasets import load_dataset
+
+    from als_datasets.dataset.card import declared_configs, read_card_yaml
+
+    geo, rnd = builds
+    div = json.loads((geo / "report" / "diversity.json").read_text())
+    card = (geo / "README.md").read_text()
+    # the card's numbers are the report's numbers
+    assert f"{div['labels']['stratum']['entropy']:.3f}" in card
+    assert "Limitations" in card and "2501.05095" in card and "synthetic demo" in card
+    meta = read_card_yaml(geo)
+    for key in ("license", "pretty_name", "tags", "size_categories", "task_categories", "configs", "dataset_info"):
+        assert key in meta, key
+    configs = declared_configs(meta)
+    assert set(configs) == {"default", "webdataset"}
+    ds = load_dataset(str(geo), split="train")
+    assert configs["default"]["features"] == ds.features == configs["webdataset"]["features"]
+    assert configs["default"]["splits"] == {"train": len(ds)}
+    for png in ("footprints.png", "labels.png", "entropy.png"):
+        p = geo / "report" / png
+        assert p.is_file() and p.stat().st_size > 5000 and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"report/{png}" in card
+    cro = json.loads((geo / "croissant.json").read_text())
+    assert "EPSG:32610" in json.dumps(cro)
+    # the report command re-renders the same files and compares builds
+    before = {p: p.read_bytes() for p in (geo / "report").iterdir()}
+    main(["report", str(geo), str(rnd), "--out", str(tmp_path / "cmp")])
+    out = capsys.readouterr().out
+    assert "stratum" in out and "difference from geo" in out
+    assert {p: p.read_bytes() for p in (geo / "report").iterdir()} == before
+    table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["table"]
+    assert table[0]["stratum_entropy"] > table[1]["stratum_entropy"]
+    assert (tmp_path / "cmp" / "comparison_stratum_entropy.png").is_file()
+
+
+def test_card_template_ships_in_wheel(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+                    str(root)], check=True)
+    (whl,) = tmp_path.glob("als_datasets-*.whl")
+    names = zipfile.ZipFile(whl).namelist()
+    assert "als_datasets/cards/als_dataset_card.md" in names
+    assert "als_datasets/report/card.py" in names

@@ -15,6 +15,15 @@ WORKERS = typer.Option(1, "--workers", "-w", min=1, help="Worker processes.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
+#: what ``build`` with no recipe builds (the same as builders/demo.yaml)
+DEMO_RECIPE = {
+    "demo": {"seed": 0},
+    "license": "cc0-1.0",
+    "sources": [{"name": "als-datasets embedded demo: synthetic terrain, land cover and LiDAR points generated "
+                         "from a seed (no real data)", "license": "CC0-1.0"}],
+}
+
+
 def resolve_recipe(recipe: Path | None, strategy, out, samples, seed, progress=None):
     """Load the recipe (or the demo's) with the command-line overrides applied."""
     from ..recipe import load_recipe
@@ -22,10 +31,11 @@ def resolve_recipe(recipe: Path | None, strategy, out, samples, seed, progress=N
     if recipe is None:
         from ..demo import ensure_demo
 
-        path = ensure_demo(progress=progress)
+        ensure_demo(progress=progress)
         st = strategy or "geospatial"
         out = out or Path("out") / f"demo-{st}"
-        return load_recipe(path, overrides={"strategy": st, "samples_per_project": samples, "seed": seed}, out_dir=out)
+        return load_recipe(data=dict(DEMO_RECIPE), out_dir=out,
+                           overrides={"strategy": st, "samples_per_project": samples, "seed": seed})
     return load_recipe(recipe, overrides={"strategy": strategy, "samples_per_project": samples, "seed": seed},
                        out_dir=out)
 

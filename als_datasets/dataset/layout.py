@@ -68,8 +68,6 @@ def finalise(plan, out: Path, entries: list[dict]) -> int:
     """Write the folder's metadata files; returns the number of samples."""
     from ..plan import write_frame
     from ..recipe import dump_recipe
-    from ..shards.tasks import als_features
-    from .card import card_yaml, write_readme
 
     r = plan.recipe
     out = Path(out)
@@ -106,48 +104,10 @@ def finalise(plan, out: Path, entries: list[dict]) -> int:
     _dump_json(out / "_info.json", info)
     _dump_json(out / "manifest.json", manifest)
 
-    lc_names = [*r.landcover_classes, "other"]
-    formats = [f for f in ("default", "webdataset") if (f == "default" and "parquet" in r.formats)
-               or (f == "webdataset" and "webdataset" in r.formats)]
-    yaml_dict = card_yaml(
-        als_features(lc_names), card_splits, pretty_name=f"{r.name} ({r.strategy} sampling)",
-        license=r.raw.get("license") or "other", tags=["lidar", "point-cloud", "airborne-laser-scanning", "geospatial"],
-        formats=formats,
-    )
-    write_readme(out, yaml_dict, card_body(r, manifest, index))
+    from ..report.folder import write_report
+
+    write_report(out)
     return int(len(index))
-
-
-def card_body(r, manifest: dict, index) -> str:
-    counts = index["stratum"].value_counts().sort_index() if len(index) else pd.Series(dtype=int)
-    strata = "\n".join(f"| {k} | {v} |" for k, v in counts.items())
-    splits = ", ".join(f"{k}: {v}" for k, v in manifest["splits"].items())
-    return f"""# {r.name}
-
-Airborne LiDAR pre-training tiles ({r.tile_size_m:g} m) built by
-[als-datasets](https://pypi.org/project/als-datasets/) {__version__} with **{r.strategy}** sampling
-(seed {r.seed}, {r.samples_per_project} tiles per project, {len(r.projects)} projects). Samples: {splits}.
-
-## Strata (land cover / slope)
-
-| stratum | samples |
-|---|---|
-{strata}
-
-## Loading
-
-```python
-from datasets import load_dataset
-ds = load_dataset("PATH_OR_REPO")                 # Parquet (default config)
-import webdataset as wds                          # or read the tar shards directly
-ds = wds.WebDataset("webdataset/train/shard-{{000000..999999}}.tar", shardshuffle=False)
-```
-
-Each sample: `xyz.npy` float32 (N, 3) metres relative to the tile's lower-left corner in its UTM
-CRS, `intensity.npy` uint16, `return_number.npy`, `number_of_returns.npy`, `classification.npy`
-uint8, and `json` metadata. `frame.parquet` lists every candidate tile with its labels, weight
-and draw rank; `recipe.yaml` is the resolved recipe that built this folder.
-"""
 
 
 def validate(out: str | Path) -> list[str]:

@@ -1,0 +1,63 @@
+"""A build folder's report: ``report/diversity.json``, the plots, ``croissant.json`` and the card.
+
+Computed from the folder's index, frame, manifest and recipe — the shards are not re-read —
+so ``als-datasets report DIR`` can refresh an existing build, and every ``build`` calls it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+COMPARE_COLUMNS = ["label", "strategy", "samples_per_project", "num_samples", "stratum_entropy", "stratum_normalised",
+                   "strata_coverage", "landcover_entropy", "slope_class_entropy", "project_entropy",
+                   "height_entropy_mean", "intensity_entropy_mean", "density_mean"]
+
+
+def write_report(out_dir, plots: bool = True, croissant: bool = True, repo_id: str | None = None) -> dict:
+    """(Re)write the report files and the card of one build folder; returns the diversity dict."""
+    from ..dataset.croissant import write_croissant
+    from .card import write_card
+    from .diversity import write_diversity
+
+    out = Path(out_dir)
+    div = write_diversity(out)
+    pngs: list[Path] = []
+    if plots:
+        from .plots import write_plots
+
+        pngs = write_plots(out)
+    write_card(out, div, pngs, repo_id=repo_id)
+    if croissant:  # after the card: it reads the card's licence
+        write_croissant(out)
+    return div
+
+
+def compare_builds(dirs: list[Path], out_dir: Path | None = None) -> tuple[object, str]:
+    """Side-by-side table of several builds (their diversity reports) and its differences from
+    the first; written to ``out_dir`` (comparison.md, comparison.json, comparison.png) if given."""
+    from .compare import compare_table, differences, format_markdown, format_table
+    from .diversity import load_diversity
+
+    reports = [load_diversity(d) for d in dirs]
+    labels = [Path(d).name for d in dirs]
+    table = compare_table(reports, labels)
+    cols = [c for c in COMPARE_COLUMNS if c in table.columns]
+    diff = differences(table, 0)
+    dcols = [c for c in cols if c in diff.columns]
+    text = (format_table(table, cols) + f"\n\ndifference from {labels[0]}:\n" + format_table(diff, dcols))
+    if out_dir is not None:
+        from ..shards.writer import atomic_write
+        from .plots import plot_comparison
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        md = ("# Comparison of builds\n\n" + format_markdown(table, cols) + f"\n\n## Difference from {labels[0]}\n\n"
+              + format_markdown(diff, dcols) + "\n")
+        atomic_write(out / "comparison.md", lambda f: f.write(md.encode()))
+        js = json.dumps({"builds": [str(d) for d in dirs], "table": json.loads(table.to_json(orient="records"))},
+                        indent=2, sort_keys=True) + "\n"
+        atomic_write(out / "comparison.json", lambda f: f.write(js.encode()))
+        if "stratum_entropy" in table.columns:
+            plot_comparison(table, out / "comparison_stratum_entropy.png", metric="stratum_entropy")
+    return table, text

@@ -1,0 +1,1 @@
+"""Dataset-card templates (the top-level ``cards/`` folder, shipped as ``als_datasets.cards``)."""
