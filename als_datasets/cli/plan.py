@@ -41,4 +41,6 @@ def plan(
         strata = grp.groupby(["landcover", "slope_class"]).size()
         typer.echo(f"  {proj}: " + ", ".join(f"{a}/{b} {n}" for (a, b), n in strata.items()))
     if files:
-        typer.echo(f"point-cloud files needed: {len(files)}")
+        listing = Path(r.out_dir) / "pointclouds_needed.txt"
+        listing.write_text("".join(f"{f}\n" for f in files))
+        typer.echo(f"point-cloud files needed by the selected tiles: {len(files)} (listed in {listing})")

@@ -1,0 +1,1 @@
+"""Publishing build folders to the Hugging Face Hub."""
