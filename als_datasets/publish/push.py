@@ -149,8 +149,8 @@ def push(out_dir, repo_id: str, token: str | None = None, private: bool = False,
             commit_message=f"als-datasets: {manifest.get('name')} ({sum(manifest['splits'].values())} samples, "
                            f"{manifest.get('strategy')} sampling)",
         )
-    except HfHubHTTPError as exc:
-        raise _hub_error(repo_id, exc) from None
+    except (HfHubHTTPError, RuntimeError, OSError) as exc:  # RuntimeError: huggingface_hub's failed LFS upload
+        raise _hub_error(repo_id, exc.__cause__ if isinstance(exc, RuntimeError) and exc.__cause__ else exc) from None
     return PushResult(repo_id, len(adds), len(deletes), unchanged, info.oid)
 
 
