@@ -83,6 +83,11 @@ def test_push_then_load_both_configs(hub, builds):
     wds_stream = load_dataset("webdataset", data_files=f"hf://datasets/{REPO}@{head}/webdataset/train/*.tar",
                               split="train", streaming=True)
     assert sorted(wds_map["__key__"]) == sorted(local) == sorted(r["__key__"] for r in wds_stream)
+    from als_datasets.dataset.card import load_config
+
+    wds_cfg = load_config(REPO, "webdataset", split="train")
+    assert sorted(wds_cfg["__key__"]) == sorted(local)
+    assert wds_cfg.features == remote.features
     samples = list(iter_hub_samples(REPO))
     assert sorted(s["__key__"] for s in samples) == sorted(local)
     s = samples[0]

@@ -197,22 +197,33 @@ def load_config(out_dir: str | os.PathLike, name: str = PARQUET_CONFIG, **kwargs
 
     For the first (default) config this is just ``load_dataset(out_dir, name)``.  Extra
     keyword arguments go to ``load_dataset`` (``split``, ``cache_dir``, ``streaming``, ...).
+    ``out_dir`` may also be a Hub dataset id (``ORG/NAME``, optionally ``revision=``): the files
+    are then read through ``hf://`` (the token stays inside the HTTP client).
     """
     from datasets import load_dataset
 
-    card = read_card_yaml(out_dir)
+    on_hub = not Path(out_dir).is_dir()
+    revision = kwargs.pop("revision", None) if on_hub else None
+    if on_hub:
+        from huggingface_hub import hf_hub_download
+
+        readme = hf_hub_download(str(out_dir), "README.md", repo_type="dataset", revision=revision)
+        card = DatasetCard.load(readme).data.to_dict()
+    else:
+        card = read_card_yaml(out_dir)
     configs = declared_configs(card)
     if name not in configs:
         raise ValueError(f"{out_dir}: no config {name!r} in README.md (declared: {sorted(configs)})")
     if next(iter(configs)) == name:
-        return load_dataset(str(out_dir), name, **kwargs)
+        return load_dataset(str(out_dir), name, revision=revision, **kwargs) if on_hub else \
+            load_dataset(str(out_dir), name, **kwargs)
     cfg = configs[name]
     exts = {os.path.splitext(p)[1] for paths in cfg["data_files"].values() for p in paths}
     modules = {_MODULE_FOR_EXT.get(e) for e in exts}
     if len(modules) != 1 or None in modules:
         raise ValueError(f"{out_dir}: config {name!r} mixes or has unknown file types {sorted(exts)}")
-    root = Path(out_dir).resolve()
-    data_files = {split: [(root / p).as_posix() for p in paths] for split, paths in cfg["data_files"].items()}
+    root = f"hf://datasets/{out_dir}@{revision or 'main'}" if on_hub else Path(out_dir).resolve().as_posix()
+    data_files = {split: [f"{root}/{p}" for p in paths] for split, paths in cfg["data_files"].items()}
     kwargs.setdefault("features", cfg["features"])
     ds = load_dataset(modules.pop(), data_files=data_files, **kwargs)
     if not kwargs.get("streaming") and hasattr(ds, "items"):  # check the declared split sizes
