@@ -14,7 +14,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .extract.route import RouteTask, TileGrid, run_route_task, task_is_done
+from .extract.route import RouteTask, TileGrid, reset_staging, run_route_task, task_is_done
 from .plan import Plan, make_plan
 from .progress import Reporter, map_tasks
 from .recipe import Recipe
@@ -198,6 +198,8 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
 
     files_read = 0
     if todo:
+        # staged parts from another routing plan (changed inputs or recipe) are never reused
+        reset_staging(staging, route_tasks(plan, set(plan.selected["tile_id"]), staging))
         needed = {r["tile_id"] for t in todo for r in t.records}
         routes = [t for t in route_tasks(plan, needed, staging) if not task_is_done(t)]
         total_pts = sum(t.info.point_count for t in routes)

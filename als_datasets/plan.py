@@ -105,8 +105,8 @@ def shard_specs(frame, shard_max_samples: int) -> list[ShardSpec]:
         s = sel[sel["split"] == split]
         s = s.assign(_p=s["project"].map(order)).sort_values(["_p", "draw_rank"], kind="stable")
         keys = list(s["tile_id"])
-        for j in range(0, len(keys), shard_max_samples):
-            specs.append(ShardSpec(len([x for x in specs if x.split == split]), split, keys[j:j + shard_max_samples]))
+        for i, j in enumerate(range(0, len(keys), shard_max_samples)):
+            specs.append(ShardSpec(i, split, keys[j:j + shard_max_samples]))
     return specs
 
 

@@ -141,3 +141,30 @@ def test_failed_sample_leaves_no_shard(tmp_path, recipe_path, monkeypatch):
         run_build(load_recipe(recipe_path, out_dir=tmp_path / "o"))
     written = [p for p in (tmp_path / "o").rglob("*") if p.suffix in (".tar", ".parquet") or ".tmp-" in p.name]
     assert written == []
+
+
+def test_interrupted_reading_resumes_with_the_unread_files(tmp_path, monkeypatch):
+    """Files routed before the interruption are not read again; the result equals a clean build."""
+    shutil.copy(MVK, tmp_path / "mvk-copy.las")
+    landcover_around(tmp_path / "lc.tif", footprint_lonlat(inspect_pointcloud(MVK)).bounds)
+    rp = write_recipe(tmp_path / "r2.yaml", name="two", samples_per_project=4, landcover={"path": "lc.tif"},
+                      projects=[{"name": "two", "pointclouds": [str(MVK), str(tmp_path / "mvk-copy.las")]}])
+    clean = _digest(run_build(load_recipe(rp, out_dir=tmp_path / "clean")).out_dir)
+    real = build_mod.run_route_task
+    seen = []
+
+    def dying(task, progress=None):
+        seen.append(task.file_index)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(task, progress)
+
+    monkeypatch.setattr(build_mod, "run_route_task", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_build(load_recipe(rp, out_dir=tmp_path / "o"))
+    monkeypatch.setattr(build_mod, "run_route_task", real)
+    res = run_build(load_recipe(rp, out_dir=tmp_path / "o"))
+    assert res.files_read == 1
+    d = _digest(res.out_dir)
+    d.pop("recipe.yaml"), clean.pop("recipe.yaml")
+    assert d == clean

@@ -79,16 +79,34 @@ def task_is_done(task: RouteTask) -> bool:
 
 
 def clear_task(task: RouteTask) -> None:
-    """Remove every part (and the marker) that an earlier, unfinished run of this task left."""
+    """Remove the parts (and the marker) that an earlier, unfinished run of this task left.
+
+    Only this task's tiles are looked at (a task writes nowhere else); parts of a different
+    routing plan are removed wholesale by :func:`reset_staging`.
+    """
     root = Path(task.staging)
     marker_path(root, task.file_index).unlink(missing_ok=True)
-    if root.is_dir():
-        for d in root.iterdir():
-            if d.is_dir() and d.name != "_done":
-                for p in d.glob(part_glob(task.file_index)):
-                    p.unlink()
-                for p in d.glob(f".f{task.file_index:05d}-*"):
-                    p.unlink()
+    for _, _, tile_id in task.tiles:
+        d = root / tile_id
+        if d.is_dir():
+            for p in d.glob(part_glob(task.file_index)):
+                p.unlink()
+            for p in d.glob(f".f{task.file_index:05d}-*"):
+                p.unlink()
+
+
+def reset_staging(staging: str | Path, tasks: list[RouteTask]) -> None:
+    """Empty the staging folder unless it was made for the same files and tile lattices."""
+    import shutil
+
+    root = Path(staging)
+    key = hashlib.sha256(json.dumps(sorted((t.file_index, task_key(t)) for t in tasks)).encode()).hexdigest()
+    stamp = root / "_plan.json"
+    if stamp.is_file() and stamp.read_text() == key:
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    stamp.write_text(key)
 
 
 def _write_atomic_npy(path: Path, arr: np.ndarray) -> None:
