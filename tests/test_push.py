@@ -88,6 +88,8 @@ def test_push_then_load_both_configs(hub, builds):
     wds_cfg = load_config(REPO, "webdataset", split="train")
     assert sorted(wds_cfg["__key__"]) == sorted(local)
     assert wds_cfg.features == remote.features
+    wds_cfg_stream = load_config(REPO, "webdataset", split="train", streaming=True)
+    assert sorted(r["__key__"] for r in wds_cfg_stream) == sorted(local)
     samples = list(iter_hub_samples(REPO))
     assert sorted(s["__key__"] for s in samples) == sorted(local)
     s = samples[0]

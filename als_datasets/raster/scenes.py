@@ -163,7 +163,7 @@ def _file_bands(path: Path, wanted) -> list[BandSource]:
     raise InputError(path, f"unknown band name(s) {bad} (file bands: {known})")
 
 
-def _cloud_source(root: Path, is_dir: bool, files, bands, spec) -> tuple[BandSource | None, tuple[int, ...]]:
+def _cloud_source(root: Path, is_dir: bool, files, spec) -> tuple[BandSource | None, tuple[int, ...]]:
     cm = spec.get("cloud_mask")
     if cm is None:  # a Sentinel-2 SCL file next to the bands is the cloud mask by default
         if is_dir and "SCL" in files:
@@ -184,7 +184,13 @@ def _band_sources(root: Path, spec) -> tuple[list[BandSource], BandSource | None
     wanted = spec.get("bands")
     if root.is_dir():
         files = _folder_files(root)
-        cloud, classes = _cloud_source(root, True, files, None, spec)
+        if len(files) == 1 and not isinstance(wanted, dict):  # a folder holding one multiband file
+            only = next(iter(files.values()))
+            with rasterio.open(only) as ds:
+                if ds.count > 1:
+                    root = only
+    if root.is_dir():
+        cloud, classes = _cloud_source(root, True, files, spec)
         if wanted is None:
             skip = {normalise_band_name(cloud.name)} if cloud else set()
             keys = sorted((k for k in files if k not in skip), key=_band_sort_key)
@@ -200,7 +206,9 @@ def _band_sources(root: Path, spec) -> tuple[list[BandSource], BandSource | None
             raise InputError(root, "no raster band files in the folder")
         return bands, cloud, classes
     bands = _file_bands(root, wanted)
-    cloud, classes = _cloud_source(root, False, {}, bands, spec)
+    cloud, classes = _cloud_source(root, False, {}, spec)
+    if cloud is not None and wanted is None:  # the mask band is not a spectral band
+        bands = [b for b in bands if (b.path, b.band_index) != (cloud.path, cloud.band_index)]
     return bands, cloud, classes
 
 
