@@ -14,9 +14,10 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .executors import Executor
 from .extract.route import RouteTask, TileGrid, reset_staging, run_route_task, task_is_done
 from .plan import Plan, make_plan
-from .progress import Reporter, map_tasks
+from .progress import Reporter
 from .recipe import Recipe
 from .shards.tasks import ShardTask, run_shard_task
 from .shards.writer import atomic_write, is_leftover_tmp, sha256_file
@@ -173,8 +174,11 @@ def _run_shard(task: ShardTask) -> list[dict]:
     return [{**e, "fingerprint": fp} for e in entries]
 
 
-def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None, plan: Plan | None = None) -> BuildResult:
-    """Build the dataset described by ``recipe`` into ``recipe.out_dir``."""
+def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None, plan: Plan | None = None,
+              executor: Executor | None = None) -> BuildResult:
+    """Build the dataset described by ``recipe`` into ``recipe.out_dir``.
+
+    ``executor`` maps the route and shard tasks (default: a local pool of ``workers``)."""
     from .dataset.layout import finalise
 
     rep = reporter or Reporter(enabled=False)
@@ -187,7 +191,7 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
     if plan is None:
         with rep.step("sampling frame", len(recipe.projects)) as adv:
             plan = make_plan(recipe, progress=lambda msg, i, n: adv(1) if i < n else None)
-    tasks = shard_tasks(plan, out, staging, workers)
+    tasks = shard_tasks(plan, out, staging, executor.workers if executor else workers)
     known = _known_entries(out, work)
     done: dict[int, list[dict]] = {}
     for t in tasks:
@@ -203,17 +207,18 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
         needed = {r["tile_id"] for t in todo for r in t.records}
         routes = [t for t in route_tasks(plan, needed, staging) if not task_is_done(t)]
         total_pts = sum(t.info.point_count for t in routes)
+        ex = executor or Executor(workers)
         with rep.step("reading point clouds", total_pts) as adv:
-            if workers <= 1:
+            if ex.name == "local" and ex.workers <= 1:
                 for t in routes:
                     run_route_task(t, progress=adv)
             else:
-                for t, _ in map_tasks(_run_route, routes, workers):
+                for t, _ in ex.map(_run_route, routes):
                     adv(t.info.point_count)
         files_read = len(routes)
         (work / "shards").mkdir(parents=True, exist_ok=True)
         with rep.step("writing shards", len(todo)) as adv:
-            for t, entries in map_tasks(_run_shard, todo, workers):
+            for t, entries in ex.map(_run_shard, todo):
                 side = work / "shards" / f"{t.split}-{t.index:06d}.json"
                 atomic_write(side, lambda f, e=entries: f.write(json.dumps(e, sort_keys=True).encode()))
                 done[id(t)] = entries

@@ -1,11 +1,9 @@
-"""Progress reporting (rich) and the task executor shared by every long step."""
+"""Progress reporting (rich) shared by every long step."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Any
+from collections.abc import Callable, Iterator
 
 
 class Reporter:
@@ -56,36 +54,3 @@ class Reporter:
     def log(self, message: str) -> None:
         if self._progress is not None:
             self._progress.console.print(message)
-
-
-def map_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], workers: int = 1) -> Iterator[tuple[Any, Any]]:
-    """Map ``fn`` over ``tasks``; yields ``(task, result)`` as tasks finish.
-
-    ``workers <= 1`` runs in this process (in order); otherwise a process pool of ``workers``.
-    The first failure cancels what has not started and is re-raised.
-    """
-    tasks = list(tasks)
-    if workers <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            yield t, fn(t)
-        return
-    import multiprocessing as mp
-
-    # forkserver, not fork: a forked child inherits dead copies of the parent's native thread
-    # pools (lazrs' rayon pool, BLAS) and can hang in them; the fork server is a clean process
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["als_datasets.build"])
-    else:
-        ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-        pending = {pool.submit(fn, t): t for t in tasks}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    task = pending.pop(fut)
-                    yield task, fut.result()
-        finally:
-            for fut in pending:
-                fut.cancel()

@@ -168,3 +168,27 @@ def test_interrupted_reading_resumes_with_the_unread_files(tmp_path, monkeypatch
     d = _digest(res.out_dir)
     d.pop("recipe.yaml"), clean.pop("recipe.yaml")
     assert d == clean
+
+
+def test_dask_executor_writes_the_same_bytes(tmp_path, recipe_path):
+    pytest.importorskip("distributed")
+    from als_datasets.executors import make_executor
+
+    local = _digest(run_build(load_recipe(recipe_path, out_dir=tmp_path / "local" / "o")).out_dir)
+    with make_executor("dask", workers=2) as ex:
+        assert ex.name == "dask" and len(ex.client.scheduler_info()["workers"]) == 2
+        res = run_build(load_recipe(recipe_path, out_dir=tmp_path / "dask" / "o"), executor=ex)
+    assert res.shards_written > 1
+    d = _digest(res.out_dir)
+    d.pop("recipe.yaml"), local.pop("recipe.yaml")  # it records the output folder
+    assert d == local
+
+
+def test_executor_errors():
+    from als_datasets.errors import InputError
+    from als_datasets.executors import make_executor
+
+    with pytest.raises(InputError, match="unknown executor"):
+        make_executor("spark")
+    with pytest.raises(InputError, match="--executor dask"):
+        make_executor("local", scheduler="tcp://127.0.0.1:1")

@@ -7,7 +7,19 @@ from pathlib import Path
 import typer
 
 from . import app
-from .options import OUT, QUIET, RECIPE, SAMPLES, SEED, STRATEGY, WORKERS, check_strategy, resolve_recipe
+from .options import (
+    EXECUTOR,
+    OUT,
+    QUIET,
+    RECIPE,
+    SAMPLES,
+    SCHEDULER,
+    SEED,
+    STRATEGY,
+    WORKERS,
+    check_strategy,
+    resolve_recipe,
+)
 
 
 @app.command()
@@ -18,19 +30,23 @@ def build(
     samples_per_project: int = SAMPLES,
     seed: int = SEED,
     workers: int = WORKERS,
+    executor: str = EXECUTOR,
+    scheduler: str = SCHEDULER,
     quiet: bool = QUIET,
 ) -> None:
     """Build a dataset: sampling frame → draw → streaming extraction → shards → card."""
     import time
 
     from ..build import run_build
+    from ..executors import make_executor
     from ..progress import Reporter
 
     t0 = time.perf_counter()
     with Reporter(enabled=not quiet) as rep:
         r = resolve_recipe(recipe, strategy, out, samples_per_project, seed, progress=None if quiet else rep.log)
         check_strategy(r)
-        res = run_build(r, workers=workers, reporter=rep)
+        with make_executor(executor, workers, scheduler) as ex:
+            res = run_build(r, workers=workers, reporter=rep, executor=ex)
     what = "already complete, nothing rewritten" if res.shards_written == 0 and res.shards_skipped else \
         f"{res.shards_written} shard(s) written, {res.shards_skipped} reused"
     typer.echo(f"{res.out_dir}: {res.samples} samples ({r.strategy}, seed {r.seed}); {what}; "

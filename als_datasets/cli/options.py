@@ -12,6 +12,8 @@ OUT = typer.Option(None, "--out", "-o", help="Output folder (default: the recipe
 SAMPLES = typer.Option(None, "--samples-per-project", "-n", help="Tiles per project (first N of the ordered draw).")
 SEED = typer.Option(None, "--seed", help="Seed of the draw (the paper: 41).")
 WORKERS = typer.Option(1, "--workers", "-w", min=1, help="Worker processes.")
+EXECUTOR = typer.Option("local", "--executor", help="local (process pool) or dask.")
+SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (default: a local Dask cluster).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
