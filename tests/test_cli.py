@@ -45,3 +45,26 @@ def test_validate_detects_damage(tmp_path):
     r = runner.invoke(app, ["validate", str(out)])
     assert r.exit_code == 1
     assert "sha256" in r.output and "bytes" in r.output and "missing" in r.output
+
+
+def test_interrupted_build_exits_nonzero(tmp_path):
+    """Ctrl-C: exit 130 with the resume hint (typer returns, not raises, the code in main())."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    mvk = DATA / "als" / "mvk-thin.las"
+    landcover_around(tmp_path / "lc.tif", footprint_lonlat(inspect_pointcloud(mvk)).bounds)
+    rp = write_recipe(tmp_path / "r.yaml", name="i", samples_per_project=9, landcover={"path": "lc.tif"},
+                      projects=[{"name": "i", "pointclouds": [str(mvk)]}], output={"dir": "out", "shard_max_samples": 1})
+    p = subprocess.Popen([sys.executable, "-m", "als_datasets", "build", str(rp), "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "out").is_dir() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # wait until the build itself runs (not the interpreter's imports)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    if p.returncode == 0:  # finished before the signal on a fast machine
+        return
+    assert p.returncode == 130, err
+    assert "re-run the same command to resume" in err

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args.remove("--debug")
     try:
-        app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)  # non-standalone typer returns exit codes, never raises Exit
     except InputError as exc:
         if debug:
             raise
@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
         sys.exit(1)
+    if code == 130:  # Ctrl-C: typer turns KeyboardInterrupt into a returned 130
+        typer.echo("interrupted: re-run the same command to resume", err=True)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 _register()

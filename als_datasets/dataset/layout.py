@@ -121,6 +121,8 @@ def validate(out: str | Path) -> list[str]:
     except ValueError as exc:
         raise InputError(m, f"not valid JSON: {exc}") from None
     problems = []
+    if (out / ".build").exists():
+        problems.append(".build: the build did not finish (re-run the same build command to complete it)")
     for e in manifest.get("shards", []):
         p = out / e["path"]
         if not p.is_file():

@@ -140,9 +140,15 @@ def _new_figure(width: float, height: float):
 
 
 def _save(fig, path) -> Path:
+    import io
+
+    from ..shards.writer import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI, metadata=_PNG_META)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata=_PNG_META)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))  # a kill mid-write leaves no truncated PNG
     return path
 
 
