@@ -14,6 +14,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .errors import InputError
 from .executors import Executor
 from .extract.route import RouteTask, TileGrid, reset_staging, run_route_task, task_is_done
 from .plan import Plan, make_plan
@@ -183,7 +184,10 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
 
     rep = reporter or Reporter(enabled=False)
     out = Path(recipe.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(out, f"cannot create the output folder: {exc.strerror}") from None
     work = out / WORK_DIR
     staging = work / "staging"
     remove_leftovers(out)

@@ -96,6 +96,14 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _number(where, merged: dict, key: str, kind=float):
+    value = merged.get(key)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputError(where, f"{key} must be a number, got {value!r}") from None
+
+
 def read_recipe_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -187,7 +195,7 @@ def load_recipe(
     if not slope_classes:
         raise InputError(where, "slope_classes_deg must define at least one class")
 
-    tile, res = float(merged["tile_size_m"]), float(merged["grid_res_m"])
+    tile, res = _number(where, merged, "tile_size_m"), _number(where, merged, "grid_res_m")
     if tile <= 0 or res <= 0 or abs(tile / res - round(tile / res)) > 1e-9:
         raise InputError(where, f"tile_size_m ({tile}) must be a positive multiple of grid_res_m ({res})")
 
@@ -236,11 +244,11 @@ def load_recipe(
     dem = merged.get("dem")
     dem_path = _resolve_path(base, dem.get("path")) if isinstance(dem, dict) else _resolve_path(base, dem)
 
-    n = int(merged["samples_per_project"])
-    draws = int(merged["draws"])
+    n = _number(where, merged, "samples_per_project", int)
+    draws = _number(where, merged, "draws", int)
     if n < 1 or draws < 1:
         raise InputError(where, "samples_per_project and draws must be positive")
-    hold = float(merged.get("holdout_fraction") or 0.0)
+    hold = _number(where, {"holdout_fraction": merged.get("holdout_fraction") or 0.0}, "holdout_fraction")
     if not 0.0 <= hold < 1.0:
         raise InputError(where, "holdout_fraction must be in [0, 1)")
 
@@ -258,14 +266,14 @@ def load_recipe(
         path=src,
         name=name,
         strategy=str(merged["strategy"]),
-        seed=int(merged["seed"]),
+        seed=_number(where, merged, "seed", int),
         samples_per_project=n,
         draws=max(draws, n),
         tile_size_m=tile,
         grid_res_m=res,
         landcover_path=_resolve_path(base, lc["path"]),
         landcover_classes=lc_classes,
-        min_class_fraction=float(merged["min_class_fraction"]),
+        min_class_fraction=_number(where, merged, "min_class_fraction"),
         dem_path=dem_path,
         slope_mask_other=bool(merged.get("slope_mask_other")),
         slope_classes=slope_classes,

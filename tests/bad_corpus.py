@@ -38,6 +38,48 @@ _OFF_SCALE = 131  # 3 doubles
 _OFF_MIN_X = 187  # double (max x at 179, max y 195, min y 203, max z 211, min z 219)
 
 
+#: every case make_corpus writes, in order (the tests are parametrised over these names)
+CASE_NAMES = (
+    "truncated_laz",
+    "corrupt_laz_body",
+    "wrong_magic",
+    "count_exceeds_data",
+    "no_crs",
+    "conflicting_crs",
+    "conflicting_crs_wkt_right",
+    "feet_as_metres",
+    "nan_bounds",
+    "absurd_coords",
+    "absurd_scale_tiny",
+    "absurd_scale_huge",
+    "zero_points",
+    "all_noise",
+    "landcover_no_overlap",
+    "landcover_all_nodata",
+    "dem_all_nodata",
+    "dem_no_crs",
+    "raster_not_geotiff",
+    "boundary_invalid_json",
+    "boundary_bowtie",
+    "boundary_utm_edge",
+    "boundary_point",
+    "boundary_line",
+    "boundary_projected_as_lonlat",
+    "boundary_missing",
+    "recipe_yaml_syntax",
+    "recipe_unknown_key",
+    "recipe_wrong_type",
+    "recipe_tile_not_multiple",
+    "recipe_no_projects",
+    "recipe_duplicate_projects",
+    "recipe_project_name_dot",
+    "recipe_unknown_strategy",
+    "recipe_missing_pointcloud",
+    "recipe_missing_landcover",
+    "output_under_file",
+)
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -323,6 +365,7 @@ def make_corpus(outdir) -> list[Case]:
     (d / "afile").write_text("a regular file, not a folder\n")
     r = w.recipe("output_under_file", output={"dir": str(d / "afile" / "sub")})
     w.add("output_under_file", r, "afile", "output")
+    assert [c.name for c in w.cases] == [n for n in CASE_NAMES if n != "feet_as_metres" or copc.is_file()]
     return w.cases
 
 

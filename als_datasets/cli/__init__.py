@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # disk full, permissions...: name the file, keep it one line
+        if debug:
+            raise
+        typer.echo(f"error: {exc.filename or ''}: {exc.strerror or exc}".replace("error: : ", "error: "), err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: re-run the same command to resume", err=True)
         sys.exit(130)

@@ -134,8 +134,11 @@ def _lockstep(samples: Iterable[dict], sinks: list[Callable[[Iterable[dict]], di
     for t in threads:
         t.start()
 
+    finished = []
+
     def tee() -> Iterator[dict]:
         ok = False
+        finished.append(True)
         try:
             for s in samples:
                 if errors:
@@ -148,9 +151,14 @@ def _lockstep(samples: Iterable[dict], sinks: list[Callable[[Iterable[dict]], di
             for q in queues:
                 q.put(end if ok else abort)
 
+    gen = tee()
     try:
-        results[0] = sinks[0](tee())
+        results[0] = sinks[0](gen)
     finally:
+        gen.close()  # a writer that failed mid-stream leaves the generator suspended: finish it (abort)
+        if not finished:  # the first writer failed before it read a sample: abort the others
+            for q in queues:
+                q.put(abort)
         for t in threads:
             t.join()
     if errors:

@@ -118,6 +118,8 @@ def reproject_to_grid(path: str | Path, grid: Grid, what: str) -> tuple[np.ndarr
         src_transform = src.window_transform(win)
         src_crs = src.crs
         is_float = np.issubdtype(data.dtype, np.floating)
+    if not src_valid.any():
+        raise InputError(path, f"{what} raster holds only nodata over the project boundary")
     values = np.asarray(data.filled(0), dtype=np.float64 if is_float else np.int32)
     if is_float:
         src_valid &= np.isfinite(values)

@@ -362,6 +362,21 @@ def _short(e: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _check_inside_header(info: PointCloudInfo, chunk: dict) -> None:
+    """Points must lie in the header's bounds (a wrong scale/offset or a corrupt body puts them
+    elsewhere, or all onto the offset)."""
+    minx, miny, maxx, maxy = info.bounds
+    tol = max(maxx - minx, maxy - miny, 1.0) * 0.01 + 1.0
+    x, y = chunk["x"], chunk["y"]
+    if not (np.isfinite(x).all() and np.isfinite(y).all()) or x.min() < minx - tol or x.max() > maxx + tol \
+            or y.min() < miny - tol or y.max() > maxy + tol:
+        raise InputError(info.path, "points lie outside the header's bounds: wrong scale/offset or corrupt data")
+    extent = max(maxx - minx, maxy - miny)
+    if len(x) > 100 and extent > 1.0 and max(np.ptp(x), np.ptp(y)) < 1e-6 * extent:
+        raise InputError(info.path, "every point decodes to (nearly) the same position, far from filling the "
+                                    "header's bounds: wrong scale/offset or corrupt data")
+
+
 def iter_point_chunks(info: PointCloudInfo, chunk_size: int = 2_000_000) -> Iterator[dict[str, np.ndarray]]:
     """Stream the points in chunks of at most ``chunk_size`` (constant memory, COPC read as LAZ).
 
@@ -402,6 +417,7 @@ def iter_point_chunks(info: PointCloudInfo, chunk_size: int = 2_000_000) -> Iter
             n = len(chunk["x"])
             if n == 0:
                 break
+            _check_inside_header(info, chunk)
             seen += n
             yield chunk
         if seen != expected:
