@@ -165,10 +165,6 @@ def remove_stale_shards(out: Path, entries: list[dict]) -> int:
     return n
 
 
-def _run_route(task: RouteTask) -> dict:
-    return run_route_task(task)
-
-
 def _run_shard(task: ShardTask) -> list[dict]:
     entries = run_shard_task(task)
     fp = _fingerprint(task)
@@ -217,7 +213,7 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
                 for t in routes:
                     run_route_task(t, progress=adv)
             else:
-                for t, _ in ex.map(_run_route, routes):
+                for t, _ in ex.map(run_route_task, routes):
                     adv(t.info.point_count)
         files_read = len(routes)
         (work / "shards").mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from synth_inputs import DATA, landcover_around, write_recipe
 from typer.testing import CliRunner
 
@@ -64,7 +65,7 @@ def test_interrupted_build_exits_nonzero(tmp_path):
         time.sleep(0.05)  # wait until the build itself runs (not the interpreter's imports)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
-    if p.returncode == 0:  # finished before the signal on a fast machine
-        return
+    if p.returncode == 0:  # finished before the signal: nothing was tested, say so
+        pytest.skip("the build finished before SIGINT arrived")
     assert p.returncode == 130, err
     assert "re-run the same command to resume" in err
