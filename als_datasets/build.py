@@ -63,15 +63,19 @@ def tile_records(plan: Plan) -> dict[str, dict]:
     return recs
 
 
-def _fingerprint(task: ShardTask) -> str:
-    d = asdict(task)
+def _fingerprint(task) -> str:
+    d = task.fingerprint_data() if hasattr(task, "fingerprint_data") else asdict(task)
     for k in ("out_dir", "staging", "threads"):  # where and how fast, not what
-        d.pop(k)
+        d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> list[ShardTask]:
+def shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> list:
     r = plan.recipe
+    if r.kind != "als":
+        from .raster.build import raster_shard_tasks
+
+        return raster_shard_tasks(plan, out)
     recs = tile_records(plan)
     files = [f for pf in plan.frames for f in pf.pointclouds]
     names = tuple(Path(f.path).name for f in files)
@@ -189,7 +193,8 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
     remove_leftovers(out)
 
     if plan is None:
-        with rep.step("sampling frame", len(recipe.projects)) as adv:
+        units = len(recipe.projects) if recipe.kind == "als" else len(recipe.scenes)
+        with rep.step("sampling frame", units) as adv:
             plan = make_plan(recipe, progress=lambda msg, i, n: adv(1) if i < n else None)
     tasks = shard_tasks(plan, out, staging, executor.workers if executor else workers)
     known = _known_entries(out, work)
@@ -201,13 +206,13 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
     todo = [t for t in tasks if id(t) not in done]
 
     files_read = 0
-    if todo:
+    ex = executor or Executor(workers)
+    if todo and recipe.kind == "als":
         # staged parts from another routing plan (changed inputs or recipe) are never reused
         reset_staging(staging, route_tasks(plan, set(plan.selected["tile_id"]), staging))
         needed = {r["tile_id"] for t in todo for r in t.records}
         routes = [t for t in route_tasks(plan, needed, staging) if not task_is_done(t)]
         total_pts = sum(t.info.point_count for t in routes)
-        ex = executor or Executor(workers)
         with rep.step("reading point clouds", total_pts) as adv:
             if ex.name == "local" and ex.workers <= 1:
                 for t in routes:
@@ -216,6 +221,7 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
                 for t, _ in ex.map(run_route_task, routes):
                     adv(t.info.point_count)
         files_read = len(routes)
+    if todo:
         (work / "shards").mkdir(parents=True, exist_ok=True)
         with rep.step("writing shards", len(todo)) as adv:
             for t, entries in ex.map(_run_shard, todo):

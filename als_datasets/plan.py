@@ -38,6 +38,7 @@ class Plan:
     frames: list[ProjectFrame]
     frame: object  # GeoDataFrame, every candidate tile of every project
     shards: list[ShardSpec] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # kind-specific facts (raster: bands, dtype)
 
     @property
     def selected(self) -> pd.DataFrame:
@@ -71,6 +72,11 @@ def make_plan(recipe: Recipe, progress: Callable[[str, int, int], None] | None =
     """Frame every project, draw with the recipe's strategy, assign splits and shards."""
     import geopandas as gpd
 
+    if recipe.kind != "als":
+        from .raster.plan import make_raster_plan
+
+        return make_raster_plan(recipe, progress)
+
     frames, tables = [], []
     for i, project in enumerate(recipe.projects):
         if progress:
@@ -97,13 +103,14 @@ def make_plan(recipe: Recipe, progress: Callable[[str, int, int], None] | None =
 
 
 def shard_specs(frame, shard_max_samples: int) -> list[ShardSpec]:
-    """Selected tiles per split, ordered by (project, draw rank), cut into shards."""
+    """Selected tiles per split, ordered by (project or scene, draw rank), cut into shards."""
     sel = frame[frame["selected"]]
-    order = {p: i for i, p in enumerate(dict.fromkeys(frame["project"]))}
+    group = "project" if "project" in frame.columns else "scene"
+    order = {p: i for i, p in enumerate(dict.fromkeys(frame[group]))}
     specs: list[ShardSpec] = []
     for split in sorted(set(sel["split"]), key=lambda s: (s != "train", s)):
         s = sel[sel["split"] == split]
-        s = s.assign(_p=s["project"].map(order)).sort_values(["_p", "draw_rank"], kind="stable")
+        s = s.assign(_p=s[group].map(order)).sort_values(["_p", "draw_rank"], kind="stable")
         keys = list(s["tile_id"])
         for i, j in enumerate(range(0, len(keys), shard_max_samples)):
             specs.append(ShardSpec(i, split, keys[j:j + shard_max_samples]))

@@ -49,7 +49,7 @@ PROJECT_KEYS = {"name", "boundary", "pointclouds", "pointcloud_crs"}
 class Project:
     name: str
     boundary: Path | None
-    pointclouds: tuple[Path, ...]
+    pointclouds: tuple[Path | str, ...]  # local paths; URLs (http(s)://, s3://) as str
     pointcloud_crs: str | None = None
 
 
@@ -80,6 +80,8 @@ class Recipe:
     formats: tuple[str, ...]
     shard_max_samples: int
     raw: dict = field(repr=False, compare=False, default_factory=dict)
+
+    kind = "als"
 
     @property
     def tile_px(self) -> int:
@@ -148,8 +150,21 @@ def load_recipe(
         from .demo import ensure_demo
 
         opts = data["demo"] if isinstance(data["demo"], dict) else {}
-        src = ensure_demo(seed=int(opts.get("seed", 0)))
+        demo_kind = str(opts.get("kind", "als"))
+        if demo_kind == "als":
+            src = ensure_demo(seed=int(opts.get("seed", 0)))
+        elif demo_kind in ("satellite", "dem"):
+            from .demo import raster as raster_demo
+
+            make = raster_demo.ensure_satellite_demo if demo_kind == "satellite" else raster_demo.ensure_dem_demo
+            src = make(seed=int(opts.get("seed", 0)))
+        else:
+            raise InputError(where, f"demo.kind {demo_kind!r}: expected als, satellite or dem")
         data = _deep_merge(read_recipe_file(src), {k: v for k, v in data.items() if k != "demo"})
+    if str(data.get("kind", "als")) in ("satellite", "dem"):
+        from .raster.recipe import load_raster_recipe
+
+        return load_raster_recipe(data, src, overrides, out_dir)
     unknown = set(data) - KNOWN_KEYS
     if unknown:
         raise InputError(where, f"unknown recipe key(s): {', '.join(sorted(unknown))}")
@@ -159,7 +174,7 @@ def load_recipe(
             merged[k] = v
     base = src.parent.resolve() if src is not None else Path.cwd()
     if merged.get("kind") != "als":
-        raise InputError(where, f"kind {merged.get('kind')!r} is not supported by this builder (expected 'als')")
+        raise InputError(where, f"kind {merged.get('kind')!r}: expected als, satellite or dem")
 
     name = merged.get("name") or (src.stem if src is not None else "als-dataset")
     if not KEY_RE.match(str(name)):
@@ -199,6 +214,8 @@ def load_recipe(
     if tile <= 0 or res <= 0 or abs(tile / res - round(tile / res)) > 1e-9:
         raise InputError(where, f"tile_size_m ({tile}) must be a positive multiple of grid_res_m ({res})")
 
+    from .sources.remote import is_remote
+
     projects = []
     seen = set()
     for i, p in enumerate(merged.get("projects") or []):
@@ -216,8 +233,11 @@ def load_recipe(
         pcs = p.get("pointclouds") or []
         if isinstance(pcs, str):
             pcs = [pcs]
-        files: list[Path] = []
+        files: list[Path | str] = []
         for pattern in pcs:
+            if is_remote(str(pattern)):  # a URL is kept as given: never globbed, never made relative
+                files.append(str(pattern))
+                continue
             full = _resolve_path(base, pattern)
             hits = sorted(Path(h) for h in glob.glob(str(full)))
             if not hits and not glob.has_magic(str(full)):

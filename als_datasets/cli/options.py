@@ -7,9 +7,11 @@ from pathlib import Path
 import typer
 
 RECIPE = typer.Argument(None, help="Recipe YAML (default: the embedded demo, generated on first use).", show_default=False)
-STRATEGY = typer.Option(None, "--strategy", "-s", help="Sampling strategy: geospatial | random.")
+STRATEGY = typer.Option(None, "--strategy", "-s", help="Sampling strategy: ALS geospatial | random; satellite/DEM "
+                                                         "global | continent:<name> | spectral | random.")
 OUT = typer.Option(None, "--out", "-o", help="Output folder (default: the recipe's output.dir or out/<name>-<strategy>).")
-SAMPLES = typer.Option(None, "--samples-per-project", "-n", help="Tiles per project (first N of the ordered draw).")
+SAMPLES = typer.Option(None, "--samples-per-project", "--samples", "-n",
+                       help="ALS: tiles per project; satellite/DEM: samples in all (first N of the ordered draw).")
 SEED = typer.Option(None, "--seed", help="Seed of the draw (the paper: 41).")
 WORKERS = typer.Option(1, "--workers", "-w", min=1, help="Worker processes.")
 EXECUTOR = typer.Option("local", "--executor", help="local (process pool) or dask.")
@@ -46,5 +48,9 @@ def check_strategy(recipe) -> None:
     from ..errors import InputError
     from ..strategies import STRATEGIES
 
+    if recipe.kind != "als":
+        from ..raster.sampling import check_strategy as check_raster
+
+        return check_raster(recipe.strategy, recipe.kind, recipe.path)
     if recipe.strategy not in STRATEGIES:
         raise InputError(recipe.path, f"unknown strategy {recipe.strategy!r} (choose from {', '.join(sorted(STRATEGIES))})")

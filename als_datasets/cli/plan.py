@@ -28,11 +28,21 @@ def plan(
     with Reporter(enabled=not quiet) as rep:
         r = resolve_recipe(recipe, strategy, out, samples_per_project, seed, progress=None if quiet else rep.log)
         check_strategy(r)
-        with rep.step("sampling frame", len(r.projects)) as adv:
+        units = len(r.projects) if r.kind == "als" else len(r.scenes)
+        with rep.step("sampling frame", units) as adv:
             p = make_plan(r, progress=lambda msg, i, n: adv(1) if i < n else None)
     Path(r.out_dir).mkdir(parents=True, exist_ok=True)
     write_frame(p, Path(r.out_dir) / "frame.parquet")
     f = p.frame
+    if r.kind != "als":
+        sel = p.selected
+        reasons = f.loc[~f["eligible"], "reason"].value_counts().to_dict()
+        typer.echo(f"{r.out_dir}/frame.parquet: {len(f)} candidate patches, {int(f['eligible'].sum())} eligible"
+                   + (f" (dropped: {', '.join(f'{k} {v}' for k, v in reasons.items())})" if reasons else "")
+                   + f", {len(sel)} selected ({r.strategy}, seed {r.seed}) in {len(r.scenes)} scene(s)")
+        for cont, n in sel["continent"].fillna("none").value_counts().items():
+            typer.echo(f"  {cont}: {n}")
+        return
     needed = set(p.selected["tile_id"])
     files = sorted({str(t.info.path) for t in route_tasks(p, needed, Path(r.out_dir) / ".build" / "staging")})
     typer.echo(f"{r.out_dir}/frame.parquet: {len(f)} candidate tiles, {int(f['eligible'].sum())} eligible, "

@@ -43,9 +43,11 @@ def read_sample_meta(out: Path, entry: dict) -> list[dict]:
     return metas
 
 
-def build_index(out: Path, entries: list[dict], frame) -> tuple[object, list[str]]:
+def build_index(out: Path, entries: list[dict], frame, columns: list[str] | None = None) -> tuple[object, list[str]]:
     """``index.parquet`` rows (one per written sample) and the selected tiles that were skipped."""
     import geopandas as gpd
+
+    INDEX = columns or INDEX_COLUMNS
 
     fmt = "parquet" if any(e["format"] == "parquet" for e in entries) else "webdataset"
     rows = []
@@ -54,8 +56,8 @@ def build_index(out: Path, entries: list[dict], frame) -> tuple[object, list[str
             continue
         wds = e["path"] if fmt == "webdataset" else f"webdataset/{e['split']}/shard-{e['shard']:06d}.tar"
         for m in read_sample_meta(out, e):
-            rows.append({**{k: m.get(k) for k in INDEX_COLUMNS if k in m}, "key": m["tile_id"], "shard": wds})
-    df = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+            rows.append({**{k: m.get(k) for k in INDEX if k in m}, "key": m["tile_id"], "shard": wds})
+    df = pd.DataFrame(rows, columns=INDEX)
     geom = frame.set_index("tile_id").geometry
     written = set(df["key"])
     skipped = sorted(set(frame.loc[frame["selected"], "tile_id"]) - written)
@@ -71,7 +73,12 @@ def finalise(plan, out: Path, entries: list[dict]) -> int:
 
     r = plan.recipe
     out = Path(out)
-    index, skipped = build_index(out, entries, plan.frame)
+    columns = None
+    if r.kind != "als":
+        from ..raster.build import index_columns
+
+        columns = index_columns(r.kind)
+    index, skipped = build_index(out, entries, plan.frame, columns)
     atomic_write(out / "index.parquet", lambda f: index.to_parquet(f, index=False, compression="zstd"))
     write_frame(plan, out / "frame.parquet")
     text = dump_recipe(r)
@@ -82,6 +89,8 @@ def finalise(plan, out: Path, entries: list[dict]) -> int:
         s = splits.setdefault(e["split"], {"webdataset": [], "parquet": []})
         s[e["format"]].append(e)
     info = {"name": r.name, "version": __version__, "splits": {}}
+    if r.kind != "als":
+        info.update(kind=r.kind, bands=plan.meta["bands"], patch_size_px=r.patch_px, dtype=plan.meta["dtype"])
     card_splits = {}
     for split, by_fmt in splits.items():
         main = by_fmt["webdataset"] or by_fmt["parquet"]
@@ -94,12 +103,15 @@ def finalise(plan, out: Path, entries: list[dict]) -> int:
                               "webdataset_bytes": sum(e["bytes"] for e in by_fmt["webdataset"])}
     manifest = {
         "tool": "als-datasets", "tool_version": __version__, "schema_version": SCHEMA_VERSION,
-        "kind": "als", "name": r.name, "strategy": r.strategy, "seed": r.seed,
-        "samples_per_project": r.samples_per_project,
+        "kind": r.kind, "name": r.name, "strategy": r.strategy, "seed": r.seed,
+        **({"samples_per_project": r.samples_per_project} if r.kind == "als" else
+           {"samples": r.samples, "bands": plan.meta["bands"], "pixel_dtype": plan.meta["dtype"],
+            "patch_size_px": r.patch_px}),
         "splits": {k: v["num_samples"] for k, v in info["splits"].items()},
         "shards": [{k: e[k] for k in ("path", "format", "split", "shard", "samples", "bytes", "sha256", "fingerprint")
                     if k in e} for e in entries],
-        "skipped_tiles": [{"tile_id": k, "reason": "no points left after reading and cleaning"} for k in skipped],
+        "skipped_tiles": [{"tile_id": k, "reason": "no points left after reading and cleaning" if r.kind == "als"
+                           else "not written"} for k in skipped],
     }
     _dump_json(out / "_info.json", info)
     _dump_json(out / "manifest.json", manifest)

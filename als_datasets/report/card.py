@@ -92,6 +92,10 @@ def render_card(out_dir, div: dict, plots: list[Path], repo_id: str | None = Non
 
     out = Path(out_dir)
     manifest = json.loads((out / "manifest.json").read_text())
+    if manifest.get("kind", "als") != "als":
+        from .raster_card import render_raster_card
+
+        return render_raster_card(out_dir, div, plots, repo_id)
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     lc_names = [*((recipe.get("landcover") or {}).get("classes") or {}), "other"]
     splits: dict[str, dict] = {}

@@ -52,8 +52,23 @@ def als_features(landcover_names: list[str]):
     return features_for_samples(example, json_schema=als_json_schema(landcover_names))
 
 
+class ShardOutputs:
+    """What every shard task shares: where its files go.  A task type adds ``features()`` and
+    ``iter_samples()``; :func:`run_shard_task` does the rest (one copy of the writing machinery
+    for ALS tiles and raster patches)."""
+
+    def paths(self) -> dict[str, str]:
+        """Relative output path per format."""
+        p = {}
+        if "webdataset" in self.formats:
+            p["webdataset"] = f"webdataset/{self.split}/shard-{self.index:06d}.tar"
+        if "parquet" in self.formats:
+            p["parquet"] = f"parquet/{self.split}/part-{self.index:06d}.parquet"
+        return p
+
+
 @dataclass(frozen=True)
-class ShardTask:
+class ShardTask(ShardOutputs):
     index: int
     split: str
     records: tuple[dict, ...]  # one per sample: the tile's metadata from the plan
@@ -67,14 +82,13 @@ class ShardTask:
     source_names: tuple[str, ...]  # file index → file name
     threads: int = 1  # threads for the outlier filter's neighbour queries (does not change the output)
 
-    def paths(self) -> dict[str, str]:
-        """Relative output path per format."""
-        p = {}
-        if "webdataset" in self.formats:
-            p["webdataset"] = f"webdataset/{self.split}/shard-{self.index:06d}.tar"
-        if "parquet" in self.formats:
-            p["parquet"] = f"parquet/{self.split}/part-{self.index:06d}.parquet"
-        return p
+    def features(self):
+        return als_features(list(self.landcover_names))
+
+    def iter_samples(self) -> Iterator[dict]:
+        # a selected tile with no point left (no input file covers it) is not written; finalise
+        # lists it in the manifest's skipped_tiles
+        return (s for s in (make_sample(self, rec) for rec in self.records) if s["json"]["point_count"] > 0)
 
 
 def make_sample(task: ShardTask, rec: dict) -> dict:
@@ -166,10 +180,10 @@ def _lockstep(samples: Iterable[dict], sinks: list[Callable[[Iterable[dict]], di
     return results
 
 
-def run_shard_task(task: ShardTask, features=None) -> list[dict]:
+def run_shard_task(task: ShardOutputs, features=None) -> list[dict]:
     """Write the shard in every format; return one manifest entry per file written."""
     out = Path(task.out_dir)
-    features = features or als_features(list(task.landcover_names))
+    features = features or task.features()
     paths = task.paths()
     for rel in paths.values():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -178,12 +192,10 @@ def run_shard_task(task: ShardTask, features=None) -> list[dict]:
         sinks.append(lambda s, p=out / paths["webdataset"]: write_tar_shard(p, s, features))
         kinds.append("webdataset")
     if "parquet" in paths:
-        # one row group per tile: a tile can hold millions of points, so memory stays at one tile
-        sinks.append(lambda s, p=out / paths["parquet"]: write_parquet_shard(p, s, features, row_group_size=1))
+        # one row group per sample: an ALS tile can hold millions of points, so memory stays at one sample
+        rg = getattr(task, "row_group_size", 1)
+        sinks.append(lambda s, p=out / paths["parquet"]: write_parquet_shard(p, s, features, row_group_size=rg))
         kinds.append("parquet")
-    # a selected tile with no point left (no input file covers it) is not written; finalise
-    # lists it in the manifest's skipped_tiles
-    samples = (s for s in (make_sample(task, rec) for rec in task.records) if s["json"]["point_count"] > 0)
-    entries = _lockstep(samples, sinks)
+    entries = _lockstep(task.iter_samples(), sinks)
     return [{**e, "path": paths[k], "format": k, "split": task.split, "shard": task.index}
             for k, e in zip(kinds, entries)]

@@ -1,0 +1,86 @@
+"""Raster side of the build: plan → :class:`~.tasks.RasterShardTask` list, and the index columns.
+
+The orchestration (resume, executors, finalise) is :func:`als_datasets.build.run_build`, shared
+with the ALS builder; this module only turns a raster plan into shard tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .tasks import RasterShardTask
+
+SATELLITE_INDEX = [
+    "key", "split", "shard", "scene", "tile_id", "crs", "sensor", "date", "continent", "biome", "landcover",
+    "spectral_entropy", "cloud_fraction", "nodata_fraction", "draw_rank", "weight", "lon", "lat",
+]
+DEM_INDEX = [
+    "key", "split", "shard", "scene", "tile_id", "crs", "sensor", "date", "continent", "biome", "landcover",
+    "elevation_mean", "relief_m", "nodata_fraction", "draw_rank", "weight", "lon", "lat",
+]
+RECORD_KEYS = ("tile_id", "scene", "col", "row", "crs", "x0", "y0", "x1", "y1", "lon", "lat", "continent",
+               "continent_rule", "biome", "biome_rule", "landcover", "draw_rank", "weight", "split")
+
+
+def index_columns(kind: str) -> list[str]:
+    return list(DEM_INDEX if kind == "dem" else SATELLITE_INDEX)
+
+
+def _plain(v):
+    """numpy / pandas scalars → python; NaN / NA → None."""
+    if v is None:
+        return None
+    if hasattr(v, "item"):
+        v = v.item()
+    try:
+        if isinstance(v, float) and math.isnan(v):
+            return None
+    except TypeError:
+        pass
+    if v.__class__.__name__ == "NAType":
+        return None
+    return v
+
+
+def raster_shard_tasks(plan, out: Path) -> list[RasterShardTask]:
+    r = plan.recipe
+    frame = plan.frame
+    recs = {}
+    for row in frame[frame["selected"]][list(RECORD_KEYS)].itertuples(index=False):
+        d = {k: _plain(v) for k, v in zip(RECORD_KEYS, row)}
+        recs[d["tile_id"]] = d
+    scenes = {s.name: s for s in plan.frames}
+    commons = plan.meta["common_bands"]
+    tasks = []
+    for spec in plan.shards:
+        records = tuple(recs[k] for k in spec.keys)
+        names = list(dict.fromkeys(rec["scene"] for rec in records))
+        tasks.append(RasterShardTask(
+            index=spec.index, split=spec.split, records=records, out_dir=str(out), formats=r.formats, kind=r.kind,
+            scenes=tuple(scenes[n] for n in names), common_bands=tuple(tuple(commons[n]) for n in names),
+            patch_px=r.patch_px, stride_px=r.stride_px, dtype=plan.meta["dtype"], entropy_bins=r.entropy_bins,
+            entropy_base=r.entropy_base, strategy=r.strategy, seed=r.seed))
+    return tasks
+
+
+def _scene_facts(s) -> dict:
+    return {
+        "name": s.name, "bands": [[b.name, b.path, b.band_index] for b in s.bands], "crs": s.crs.to_wkt(),
+        "transform": list(s.transform)[:6], "size": [s.width, s.height], "res": s.res, "dtype": s.dtype,
+        "nodata": None if s.nodata is None or s.nodata != s.nodata else s.nodata, "zero": s.zero_is_nodata,
+        "cloud": None if s.cloud_mask is None else [s.cloud_mask.path, s.cloud_mask.band_index,
+                                                    list(s.cloud_classes)],
+        "sensor": s.sensor, "date": s.date,
+    }
+
+
+def fingerprint_data(task: RasterShardTask) -> dict:
+    """What a raster shard's bytes depend on (the build's resume check compares it)."""
+    return {
+        "index": task.index, "split": task.split, "records": list(task.records), "formats": list(task.formats),
+        "kind": task.kind, "scenes": [_scene_facts(s) for s in task.scenes],
+        "common_bands": [list(c) for c in task.common_bands], "patch_px": task.patch_px,
+        "stride_px": task.stride_px, "dtype": task.dtype, "entropy": [task.entropy_bins, task.entropy_base],
+        "strategy": task.strategy, "seed": task.seed, "row_group_size": task.row_group_size,
+    }

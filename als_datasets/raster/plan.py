@@ -1,0 +1,155 @@
+"""Raster plan: recipe → scenes on their common grids → frame of every candidate patch → ordered
+draw (strategy) → overlap check → splits → shard specs.  ``als-datasets plan`` stops here.
+
+Deterministic given the recipe and its files.  The frame pass reads every scene once, strip by
+strip (:mod:`.frame`), to score every candidate patch; the shard tasks then read the selected
+patches again by window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .frame import common_band_names, dataset_bands, landcover_labels, scan_scene, scene_patch_geometry
+from .sampling import check_strategy, drop_overlaps, ordered_draw, spectral_weights
+from .scenes import Scene, open_scene
+
+FRAME_COLUMNS = [
+    "tile_id", "scene", "col", "row", "geometry", "crs", "x0", "y0", "x1", "y1", "lon", "lat", "sensor", "date",
+    "continent", "continent_rule", "biome", "biome_rule", "landcover", "nodata_fraction", "cloud_fraction",
+]
+TAIL_COLUMNS = ["eligible", "reason", "weight", "draw_rank", "selected", "split"]
+
+
+def open_scenes(recipe) -> tuple[list[Scene], list[list[str]]]:
+    """Open every scene of the recipe; returns the scenes and each scene's common band names."""
+    scenes, commons = [], []
+    for spec in recipe.scenes:
+        s = open_scene({k: v for k, v in spec.items() if k != "common_bands"}, base_dir="/")
+        if recipe.kind == "dem":
+            if len(s.bands) != 1:
+                raise InputError(s.bands[0].path, f"a DEM scene must have one band, this one has {len(s.bands)} "
+                                                  "(name the elevation band with 'bands: [<name>]')")
+            commons.append(["elevation"])
+        else:
+            commons.append(common_band_names(s, spec.get("common_bands")))
+        if s.crs is None:
+            raise InputError(s.bands[0].path, "raster has no CRS")
+        scenes.append(s)
+    return scenes, commons
+
+
+def output_dtype(recipe, scenes: list[Scene]) -> str:
+    if recipe.dtype:
+        return str(recipe.dtype)
+    return np.result_type(*[np.dtype(s.dtype) for s in scenes]).name
+
+
+def _scene_rows(recipe, scene: Scene, progress=None) -> pd.DataFrame:
+    df = scan_scene(scene, recipe.patch_px, recipe.stride_px, kind=recipe.kind, bins=recipe.entropy_bins,
+                    base=recipe.entropy_base, progress=progress)
+    cells = list(zip(df["col"].tolist(), df["row"].tolist()))
+    b, ll, foot = scene_patch_geometry(scene, cells, recipe.patch_px, recipe.stride_px)
+    df.insert(0, "tile_id", [f"{scene.name}_c{c}_r{r}" for c, r in cells])
+    df.insert(1, "scene", scene.name)
+    df["geometry"] = foot
+    df["crs"] = scene.crs.to_string()
+    df["x0"], df["y0"], df["x1"], df["y1"] = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    df["lon"], df["lat"] = ll[:, 0], ll[:, 1]
+    df["sensor"] = scene.sensor
+    df["date"] = scene.date
+    return df
+
+
+def _labels(recipe, table: pd.DataFrame) -> None:
+    from .labels import BiomeLookup, ContinentLookup
+
+    lon, lat = table["lon"].to_numpy(), table["lat"].to_numpy()
+    c = recipe.continents
+    cont = ContinentLookup(c.get("path"), field=c.get("field", "CONTINENT"), nearest_max_km=c.get("nearest_max_km", 500))
+    names, rules = cont.lookup(lon, lat)
+    table["continent"] = list(names)
+    table["continent_rule"] = [f"{r}: {cont.rule_text}" for r in rules]
+    if recipe.biomes:
+        bl = BiomeLookup(recipe.biomes["raster"], recipe.biomes["table"], nearest_px=recipe.biomes["nearest_px"])
+        names, rules = bl.lookup(lon, lat)
+        table["biome"] = list(names)
+        table["biome_rule"] = [f"{r}: {bl.rule_text}" for r in rules]
+    else:
+        table["biome"] = None
+        table["biome_rule"] = "none: no biome layer in the recipe"
+    table["landcover"] = landcover_labels(recipe.landcover, lon, lat, table["geometry"]) if recipe.landcover else None
+
+
+def eligibility(recipe, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(eligible, reason) from the quality thresholds."""
+    nod = table["nodata_fraction"].to_numpy(dtype=float)
+    cloud = table["cloud_fraction"].to_numpy(dtype=float)
+    reason = np.full(len(table), "", dtype=object)
+    too_cloudy = np.nan_to_num(cloud, nan=0.0) > recipe.max_cloud_fraction + 1e-12
+    too_empty = nod > recipe.max_nodata_fraction + 1e-12
+    reason[too_cloudy] = "cloud"
+    reason[too_empty] = "nodata"
+    return ~(too_cloudy | too_empty), reason
+
+
+def make_raster_plan(recipe, progress: Callable[[str, int, int], None] | None = None):
+    """Frame every scene, draw with the recipe's strategy, drop overlaps, assign splits and shards."""
+    import geopandas as gpd
+
+    from ..plan import Plan, shard_specs, split_of
+
+    check_strategy(recipe.strategy, recipe.kind, recipe.path)
+    scenes, commons = open_scenes(recipe)
+    tables = []
+    for i, scene in enumerate(scenes):
+        if progress:
+            progress(f"frame {scene.name}", i, len(scenes))
+        tables.append(_scene_rows(recipe, scene))
+    if progress:
+        progress("frame", len(scenes), len(scenes))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if not len(table):
+        raise InputError(recipe.path, f"no scene is at least {recipe.patch_px} px wide and high: no patch to cut")
+    _labels(recipe, table)
+    elig, reason = eligibility(recipe, table)
+    table["eligible"] = elig
+    table["reason"] = reason
+    if not elig.any():
+        raise InputError(recipe.path, f"no eligible patch: every patch has more than {recipe.max_nodata_fraction:.0%} "
+                                      f"nodata or {recipe.max_cloud_fraction:.0%} cloud")
+
+    order = ordered_draw(table, recipe.strategy, recipe.seed, recipe.spectral_beta, where=recipe.path)
+    if recipe.max_overlap < 1.0:
+        order, rejected = drop_overlaps(order, table["geometry"].to_numpy(), recipe.max_overlap)
+        table.loc[rejected, "eligible"] = False
+        table.loc[rejected, "reason"] = "overlap"
+    rank = np.full(len(table), -1, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    weight = np.zeros(len(table))
+    if recipe.strategy == "spectral":
+        weight = spectral_weights(table["spectral_entropy"].to_numpy(), table["eligible"].to_numpy(),
+                                  recipe.spectral_beta)
+    else:
+        weight[order] = 1.0
+    weight = weight / weight.sum() if weight.sum() > 0 else weight
+    table["weight"] = weight
+    table["draw_rank"] = pd.array(np.where(rank >= 0, rank, 0), dtype="Int64")
+    table.loc[rank < 0, "draw_rank"] = pd.NA
+    table["selected"] = (rank >= 0) & (rank < recipe.samples)
+    table["split"] = [split_of(k, recipe.seed, recipe.holdout_fraction) for k in table["tile_id"]]
+    stats = ["spectral_entropy"] if recipe.kind == "satellite" else ["elevation_mean", "relief_m"]
+    frame = gpd.GeoDataFrame(table[FRAME_COLUMNS + stats + TAIL_COLUMNS], geometry="geometry", crs=4326)
+    by_name = dict(zip([s.name for s in scenes], commons))
+    used = sorted(set(frame.loc[frame["selected"], "scene"]))
+    plan = Plan(recipe, scenes, frame, meta={
+        "kind": recipe.kind, "dtype": output_dtype(recipe, scenes),
+        "bands": dataset_bands([by_name[s] for s in used] or commons),
+        "common_bands": by_name, "patch_size_px": recipe.patch_px,
+    })
+    plan.shards = shard_specs(frame, recipe.shard_max_samples)
+    return plan

@@ -1,0 +1,253 @@
+"""Raster recipes (``kind: satellite`` or ``kind: dem``): YAML → a validated :class:`RasterRecipe`.
+
+Same conventions as the ALS recipe (:mod:`als_datasets.recipe`): paths relative to the recipe
+file, command-line flags override keys, unknown keys refused, the resolved recipe written next to
+the outputs.  Keys (defaults in :data:`RASTER_DEFAULTS`)::
+
+    kind: satellite                # satellite | dem
+    name: my-set
+    strategy: global               # global | continent:<name> | spectral | random
+    seed: 41
+    samples: 1000                  # total samples: the first N of the ordered draw
+    patch_size_px: 96              # SatMAE and "Pretrain Where?" use 96 px
+    stride_px: null                # default: patch_size_px (no overlap inside a scene)
+    max_nodata_fraction: 0.0       # a patch with more nodata (declared or zero fill) is dropped
+    max_cloud_fraction: 0.1        # with a cloud mask (Sentinel-2 SCL 3/8/9/10 by default)
+    max_overlap: 0.0               # share of a patch's area that may overlap an earlier sample
+    spectral_entropy: {bins: 256, base: e}
+    spectral_beta: 2.0             # "spectral": weight ∝ exp(beta · z-scored entropy)
+    continents: {path: null, field: CONTINENT, nearest_max_km: 500}   # default: shipped Natural Earth 110m
+    biomes: {raster: ..., table: ...}                                 # optional (RESOLVE 2017)
+    landcover: {path: ..., classes: {name: [codes]}}                  # optional
+    dtype: null                    # pixels dtype (default: the scenes' common dtype; dem: float32)
+    scenes: [{path, name, bands, common_bands, sensor, date, cloud_mask, nodata, zero_is_nodata, resolution}]
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+RASTER_DEFAULTS: dict[str, Any] = {
+    "kind": "satellite",
+    "name": None,
+    "strategy": None,
+    "seed": 41,
+    "samples": 1000,
+    "patch_size_px": 96,
+    "stride_px": None,
+    "max_nodata_fraction": 0.0,
+    "max_cloud_fraction": 0.1,
+    "max_overlap": 0.0,
+    "spectral_entropy": {"bins": 256, "base": "e"},
+    "spectral_beta": 2.0,
+    "continents": None,
+    "biomes": None,
+    "landcover": None,
+    "dtype": None,
+    "scenes": [],
+    "holdout_fraction": 0.0,
+    "output": {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64},
+}
+RASTER_KEYS = set(RASTER_DEFAULTS) | {"description", "license", "sources", "demo"}
+SCENE_KEYS = {"path", "name", "bands", "common_bands", "sensor", "date", "cloud_mask", "nodata", "zero_is_nodata",
+              "resolution"}
+DEFAULT_STRATEGY = {"satellite": "global", "dem": "random"}
+
+
+@dataclass(frozen=True)
+class RasterRecipe:
+    """A resolved satellite / DEM recipe. ``raw`` is what ``recipe.yaml`` records."""
+
+    path: Path | None
+    kind: str
+    name: str
+    strategy: str
+    seed: int
+    samples: int
+    patch_px: int
+    stride_px: int
+    max_nodata_fraction: float
+    max_cloud_fraction: float
+    max_overlap: float
+    entropy_bins: int
+    entropy_base: float
+    spectral_beta: float
+    scenes: tuple[dict, ...]  # scene specs with absolute paths (for raster.scenes.open_scene)
+    continents: dict
+    biomes: dict | None
+    landcover: dict | None
+    dtype: str | None
+    holdout_fraction: float
+    out_dir: Path
+    formats: tuple[str, ...]
+    shard_max_samples: int
+    raw: dict = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def samples_per_project(self) -> int:  # the CLI's -n flag and the ALS-shaped reports
+        return self.samples
+
+
+def _num(where, d: dict, key: str, kind=float, lo=None, hi=None):
+    v = d.get(key)
+    try:
+        x = kind(v)
+    except (TypeError, ValueError):
+        raise InputError(where, f"{key} must be a number, got {v!r}") from None
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise InputError(where, f"{key} must be in {rng}, got {v!r}")
+    return x
+
+
+def _resolve(base: Path, value) -> str | None:
+    if value is None:
+        return None
+    p = Path(str(value)).expanduser()
+    return str(p if p.is_absolute() else (base / p))
+
+
+def _base(value) -> float:
+    if value in ("e", None):
+        return math.e
+    try:
+        b = float(value)
+    except (TypeError, ValueError):
+        b = -1.0
+    if b <= 1.0:
+        raise ValueError(value)
+    return b
+
+
+def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = None,
+                       out_dir: str | Path | None = None) -> RasterRecipe:
+    """Validate a ``kind: satellite|dem`` recipe dict (already demo-merged) read from ``src``."""
+    from ..recipe import KEY_RE, _deep_merge
+
+    where = src if src is not None else "<recipe>"
+    unknown = set(data) - RASTER_KEYS
+    if unknown:
+        raise InputError(where, f"unknown recipe key(s): {', '.join(sorted(unknown))}")
+    merged = _deep_merge(RASTER_DEFAULTS, data)
+    for k, v in (overrides or {}).items():
+        if v is None:
+            continue
+        merged["samples" if k == "samples_per_project" else k] = v
+    kind = str(merged["kind"])
+    if kind not in ("satellite", "dem"):
+        raise InputError(where, f"kind {kind!r}: expected als, satellite or dem")
+    base = src.parent.resolve() if src is not None else Path.cwd()
+    name = merged.get("name") or (src.stem if src is not None else f"{kind}-dataset")
+    if not KEY_RE.match(str(name)):
+        raise InputError(where, f"name {name!r} may only contain letters, digits, '_' and '-'")
+    strategy = str(merged.get("strategy") or DEFAULT_STRATEGY[kind])
+    merged["strategy"] = strategy
+
+    patch = _num(where, merged, "patch_size_px", int, lo=1)
+    stride = _num(where, {"stride_px": merged.get("stride_px") or patch}, "stride_px", int, lo=1)
+    ent = merged.get("spectral_entropy") or {}
+    if not isinstance(ent, dict):
+        raise InputError(where, "spectral_entropy must be a mapping {bins, base}")
+    bins = _num(where, {"spectral_entropy.bins": ent.get("bins", 256)}, "spectral_entropy.bins", int, lo=2)
+    try:
+        log_base = _base(ent.get("base", "e"))
+    except ValueError:
+        raise InputError(where, f"spectral_entropy.base must be 'e' or a number > 1, got {ent.get('base')!r}") from None
+
+    scenes, seen = [], set()
+    for i, s in enumerate(merged.get("scenes") or []):
+        if isinstance(s, str):
+            s = {"path": s}
+        if not isinstance(s, dict) or not s.get("path"):
+            raise InputError(where, f"scenes[{i}] needs a path (a raster file or a folder of one file per band)")
+        extra = set(s) - SCENE_KEYS
+        if extra:
+            raise InputError(where, f"scenes[{i}]: unknown key(s): {', '.join(sorted(extra))}")
+        spec = copy.deepcopy(s)
+        spec["path"] = _resolve(base, s["path"])
+        spec["name"] = str(s.get("name") or Path(spec["path"]).name.split(".")[0])
+        if not KEY_RE.match(spec["name"]):
+            raise InputError(where, f"scene name {spec['name']!r} may only contain letters, digits, '_' and '-' "
+                                    "(give the scene a 'name')")
+        if spec["name"] in seen:
+            raise InputError(where, f"scene name {spec['name']!r} appears twice")
+        seen.add(spec["name"])
+        cm = spec.get("cloud_mask")
+        if isinstance(cm, dict) and cm.get("path"):
+            cm["path"] = _resolve(base, cm["path"])
+        scenes.append(spec)
+    if not scenes:
+        raise InputError(where, "the recipe lists no scenes")
+
+    cont = merged.get("continents") or {}
+    if isinstance(cont, str):
+        cont = {"path": cont}
+    cont = {"path": _resolve(base, cont.get("path")), "field": str(cont.get("field", "CONTINENT")),
+            "nearest_max_km": float(cont.get("nearest_max_km", 500.0))}
+    biomes = merged.get("biomes")
+    if biomes:
+        if not isinstance(biomes, dict) or not biomes.get("raster") or not biomes.get("table"):
+            raise InputError(where, "biomes needs 'raster' (RESOLVE ecoregion ids) and 'table' (ecoregions CSV)")
+        biomes = {"raster": _resolve(base, biomes["raster"]), "table": _resolve(base, biomes["table"]),
+                  "nearest_px": int(biomes.get("nearest_px", 2))}
+    lc = merged.get("landcover")
+    if lc:
+        if isinstance(lc, str):
+            lc = {"path": lc}
+        if not isinstance(lc, dict) or not lc.get("path"):
+            raise InputError(where, "landcover needs a 'path'")
+        classes = lc.get("classes") or {}
+        try:
+            classes = {str(k): [int(c) for c in (v if isinstance(v, list) else [v])] for k, v in classes.items()}
+        except (TypeError, ValueError):
+            raise InputError(where, "landcover.classes must map class names to lists of raster codes") from None
+        lc = {"path": _resolve(base, lc["path"]), "classes": classes}
+    dtype = merged.get("dtype")
+    if dtype is not None:
+        try:
+            dtype = np.dtype(str(dtype)).name
+        except TypeError:
+            raise InputError(where, f"dtype {merged.get('dtype')!r} is not a numpy dtype") from None
+    elif kind == "dem":
+        dtype = "float32"
+
+    output = merged.get("output") or {}
+    formats = tuple(output.get("formats") or ("webdataset", "parquet"))
+    bad = set(formats) - {"webdataset", "parquet"}
+    if bad:
+        raise InputError(where, f"unknown output format(s): {', '.join(sorted(bad))}")
+    if out_dir is not None:
+        out = Path(out_dir)
+    elif output.get("dir"):
+        out = Path(_resolve(base, output["dir"]))
+    else:
+        out = Path("out") / f"{name}-{strategy.replace(':', '-')}"
+    shard_max = _num(where, {"output.shard_max_samples": output.get("shard_max_samples", 64)},
+                     "output.shard_max_samples", int, lo=1)
+
+    raw = copy.deepcopy(merged)
+    raw.update(name=name, scenes=scenes, continents=cont, biomes=biomes, landcover=lc, dtype=dtype,
+               output={"dir": str(out), "formats": list(formats), "shard_max_samples": shard_max})
+    return RasterRecipe(
+        path=src, kind=kind, name=name, strategy=strategy,
+        seed=_num(where, merged, "seed", int),
+        samples=_num(where, merged, "samples", int, lo=1),
+        patch_px=patch, stride_px=stride,
+        max_nodata_fraction=_num(where, merged, "max_nodata_fraction", float, 0.0, 1.0),
+        max_cloud_fraction=_num(where, merged, "max_cloud_fraction", float, 0.0, 1.0),
+        max_overlap=_num(where, merged, "max_overlap", float, 0.0, 1.0),
+        entropy_bins=bins, entropy_base=log_base,
+        spectral_beta=_num(where, merged, "spectral_beta", float),
+        scenes=tuple(scenes), continents=cont, biomes=biomes, landcover=lc, dtype=dtype,
+        holdout_fraction=_num(where, {"holdout_fraction": merged.get("holdout_fraction") or 0.0},
+                              "holdout_fraction", float, 0.0, 0.999),
+        out_dir=out, formats=formats, shard_max_samples=shard_max, raw=raw,
+    )
