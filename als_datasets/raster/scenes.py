@@ -93,11 +93,22 @@ def _resolve(base_dir, p) -> Path:
     return p if p.is_absolute() else Path(base_dir) / p
 
 
-def _decimated_read(ds, index: int) -> np.ndarray:
-    """Band ``index`` at most ``_DECIMATED_PX`` on its long side (GDAL uses overviews when present)."""
+def _decimated_read(ds, index) -> np.ndarray:
+    """A cheap sample of band(s) ``index`` (an int → 2-D, a list → 3-D): the whole band when
+    small, a decimated read from overviews when the file has them, else an 8 x 8 grid of small
+    windows spread over the band (a decimated read without overviews would decompress every
+    block of a tiled file)."""
     f = max(1.0, max(ds.width, ds.height) / _DECIMATED_PX)
-    shape = (max(1, int(ds.height / f)), max(1, int(ds.width / f)))
-    return ds.read(index, out_shape=shape, resampling=Resampling.nearest)
+    first = index if isinstance(index, int) else index[0]
+    if f <= 2.0 or ds.overviews(first):
+        shape = (max(1, int(ds.height / f)), max(1, int(ds.width / f)))
+        return ds.read(index, out_shape=shape if isinstance(index, int) else (len(index), *shape),
+                       resampling=Resampling.nearest)
+    k, w = 8, 32
+    cols = np.linspace(0, max(ds.width - w, 0), k).astype(int)
+    rows = np.linspace(0, max(ds.height - w, 0), k).astype(int)
+    return np.concatenate([ds.read(index, window=Window(int(c), int(r), w, w)) for r in rows for c in cols],
+                          axis=-2)
 
 
 def detect_zero_fill(path) -> bool:
@@ -293,11 +304,15 @@ def open_scene(spec: dict, base_dir=".") -> Scene:
         zero_is_nodata = nodata is None and detect_zero_fill(bands[0].path)
     dtype = str(np.result_type(*[infos[b.path]["dtypes"][b.band_index - 1] for b in bands]))
 
-    for b in bands:  # refuse a scene whose band has no valid pixel (cheap, decimated read)
-        with rasterio.open(b.path) as ds:
-            a = _decimated_read(ds, b.band_index)
-        if not _valid(a, nodata, zero_is_nodata).any():
-            raise InputError(b.path, f"band {b.name} is entirely nodata ({nodata if nodata is not None else 0})")
+    by_file: dict[str, list[BandSource]] = {}
+    for b in bands:
+        by_file.setdefault(b.path, []).append(b)
+    for path, bs in by_file.items():  # refuse a scene whose band has no valid pixel (cheap, sampled read)
+        with rasterio.open(path) as ds:
+            sample = _decimated_read(ds, [b.band_index for b in bs])
+        for b, a in zip(bs, sample):
+            if not _valid(a, nodata, zero_is_nodata).any():
+                raise InputError(b.path, f"band {b.name} is entirely nodata ({nodata if nodata is not None else 0})")
 
     crs = pyproj.CRS.from_user_input(ref["crs"].to_wkt())
     return Scene(name=str(spec.get("name") or root.stem), bands=tuple(bands), crs=crs, transform=transform,
