@@ -309,3 +309,47 @@ def test_bad_raster_inputs_one_line(tmp_path, case):
         run_build(r)
     text = str(ei.value)
     assert "\n" not in text and bad in text
+
+
+BUILDERS = Path(__file__).resolve().parents[1] / "builders"
+
+
+@pytest.fixture(scope="module")
+def demo_builds(tmp_path_factory):
+    """``als-datasets build builders/satellite-global.yaml`` (and continent:europe) as a user runs it."""
+    from als_datasets.cli import main
+
+    tmp = tmp_path_factory.mktemp("sat-demo")
+    outs = {}
+    for st in ("global", "continent:europe"):
+        out = tmp / st.replace(":", "-")
+        main(["build", str(BUILDERS / "satellite-global.yaml"), "--strategy", st, "--out", str(out), "-q"])
+        outs[st] = out
+    return outs
+
+
+def test_builder_satellite_global_demo(demo_builds):
+    idx = pd.read_parquet(demo_builds["global"] / "index.parquet")
+    counts = idx["continent"].value_counts()
+    assert len(counts) >= 4 and counts.max() - counts.min() <= 3
+    frame = pd.read_parquet(demo_builds["global"] / "frame.parquet")
+    assert {"cloud", "nodata", "overlap"} <= set(frame["reason"])  # SCL clouds, zero fill, overlapping scenes
+    assert CliRunner().invoke(app, ["validate", str(demo_builds["global"])]).exit_code == 0
+    eu = pd.read_parquet(demo_builds["continent:europe"] / "index.parquet")
+    assert len(eu) > 0 and set(eu["continent"]) == {"Europe"}
+
+
+def test_builder_dem_demo(tmp_path):
+    from als_datasets.cli import main
+
+    main(["build", str(BUILDERS / "dem-demo.yaml"), "--out", str(tmp_path / "dem"), "-q"])  # exits only on error
+    samples = _samples(tmp_path / "dem")
+    assert len(samples) == 60
+    assert all(s["pixels.npy"].shape == (1, 64, 64) and s["pixels.npy"].dtype == np.float32 for s in samples)
+
+
+@needs_real
+def test_builder_satellite_real_recipe_resolves():
+    r = load_recipe(BUILDERS / "satellite-real.yaml")
+    assert r.kind == "satellite" and len(r.scenes) == 6
+    assert all(Path(s["path"]).exists() for s in r.scenes)

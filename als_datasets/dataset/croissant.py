@@ -507,7 +507,7 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
     res = _spatial_resolution(kind, recipe, idx)
     if res:
         meta["geocr:spatialResolution"] = res
-    bands = _bands(kind, recipe, columns)
+    bands = list(manifest.get("bands") or []) or _bands(kind, recipe, columns)  # raster builds: common band names
     if bands:
         meta["geocr:bandConfiguration"] = {"@type": "geocr:BandConfiguration", "geocr:totalBands": len(bands),
                                            "geocr:bandNameList": bands}
@@ -518,6 +518,8 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
                      "(arXiv 2501.05095)")
         if recipe.get("samples_per_project") is not None:
             text += f"; {recipe['samples_per_project']} samples per project"
+        if manifest.get("patch_size_px") is not None:
+            text += f"; {manifest['patch_size_px']} px patches, at most {manifest.get('samples')} samples"
         if recipe.get("tile_size_m") is not None:
             text += f"; {recipe['tile_size_m']} m tiles"
         meta["geocr:samplingStrategy"] = text + "."

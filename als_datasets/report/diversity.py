@@ -224,7 +224,7 @@ def diversity(index: pd.DataFrame, frame: pd.DataFrame | None = None, meta: dict
     eligible = _eligible(frame) if frame is not None else None
     labels: dict[str, dict] = {}
     for col in LABEL_COLUMNS:
-        if col not in index.columns:
+        if col not in index.columns or (len(index) and index[col].isna().all()):  # a layer the recipe did not give
             continue
         stats = label_stats(index[col])
         fr = None

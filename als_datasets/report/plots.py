@@ -303,8 +303,9 @@ def plot_footprints(
 
     index = _with_stratum(_to_lonlat(index))
     frame = _to_lonlat(frame) if frame is not None and len(frame) else None
-    if color_by not in index.columns:
-        color_by = next((c for c in (*LABEL_COLUMNS[::-1], "project", "scene") if c in index.columns), None)
+    if color_by not in index.columns or index[color_by].isna().all():  # raster builds: no strata, maybe no land cover
+        color_by = next((c for c in (*LABEL_COLUMNS[::-1], "project", "scene")
+                         if c in index.columns and index[c].notna().any()), None)
     cats = _labels(index[color_by]) if color_by else pd.Series("sample", index=index.index)
     colors = category_colors(cats.unique())
     counts = cats.value_counts()
@@ -456,7 +457,8 @@ def plot_label_bars(
     index = _with_stratum(pd.DataFrame(index))
     ref = _eligible(frame)
     ref = _with_stratum(pd.DataFrame(ref)) if ref is not None else None
-    cols = [c for c in (columns if columns is not None else LABEL_COLUMNS) if c in index.columns]
+    cols = [c for c in (columns if columns is not None else LABEL_COLUMNS)
+            if c in index.columns and (columns is not None or index[c].notna().any())]  # skip layers not given
 
     if not cols:
         fig = _new_figure(8, 3)
