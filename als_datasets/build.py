@@ -22,6 +22,7 @@ from .progress import Reporter
 from .recipe import Recipe
 from .shards.tasks import ShardTask, run_shard_task
 from .shards.writer import atomic_write, is_leftover_tmp, sha256_file
+from .sources.remote import source_name
 
 WORK_DIR = ".build"
 
@@ -78,7 +79,7 @@ def shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> list:
         return raster_shard_tasks(plan, out)
     recs = tile_records(plan)
     files = [f for pf in plan.frames for f in pf.pointclouds]
-    names = tuple(Path(f.path).name for f in files)
+    names = tuple(source_name(f.path) for f in files)  # never a signed URL's token
     return [
         ShardTask(index=s.index, split=s.split, records=tuple(recs[k] for k in s.keys), staging=str(staging),
                   out_dir=str(out), formats=r.formats, drop_classes=r.drop_classes, outlier_k=r.outlier_k,

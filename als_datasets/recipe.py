@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
+from .errors import InputError, _redact
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -276,9 +276,9 @@ def load_recipe(
     raw["name"] = name
     raw["landcover"] = {"path": str(_resolve_path(base, lc["path"])), "classes": {k: list(v) for k, v in lc_classes.items()}}
     raw["dem"] = {"path": str(dem_path)} if dem_path else None
-    raw["projects"] = [
+    raw["projects"] = [  # recipe.yaml is published: no URL tokens
         {"name": p.name, "boundary": str(p.boundary) if p.boundary else None,
-         "pointclouds": [str(f) for f in p.pointclouds], **({"pointcloud_crs": p.pointcloud_crs} if p.pointcloud_crs else {})}
+         "pointclouds": [_redact(str(f)) for f in p.pointclouds], **({"pointcloud_crs": p.pointcloud_crs} if p.pointcloud_crs else {})}
         for p in projects
     ]
     raw["output"] = {"dir": str(out), "formats": list(formats), "shard_max_samples": int(output.get("shard_max_samples", 64))}

@@ -33,7 +33,7 @@ def _root(
 
 
 def _register() -> None:
-    from . import build, plan, push, report, validate  # noqa: F401  (each module adds its command to ``app``)
+    from . import build, plan, pretrain, probe, push, report, validate  # noqa: F401  (each module adds its command to ``app``)
 
 
 def main(argv: list[str] | None = None) -> None:

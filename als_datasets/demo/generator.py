@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from .cache import default_cache, ensure_generated
 from .synth import write_geotiff, write_las
 
 __all__ = ["ensure_demo", "demo_region", "generate_demo", "DemoRegion", "DemoProject", "NLCD_COLORS"]
@@ -829,11 +828,6 @@ def generate_demo(
     return recipe
 
 
-def _default_cache() -> Path:
-    env = os.environ.get("ALS_DATASETS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "als-datasets"
-
-
 _OURS = {"demo.yaml", "README.txt", "landcover.tif", "dem.tif", "boundaries", "pointclouds", ".complete"}
 
 
@@ -849,35 +843,6 @@ def ensure_demo(
     sibling folder and moved into place with ``os.replace``; a ``.complete`` marker is written
     last, so an interrupted generation never leaves a half demo behind.
     """
-    target = Path(cache_dir) if cache_dir is not None else _default_cache() / f"demo-{DEMO_VERSION}-seed{seed}"
-    target = target.expanduser().absolute()
-    recipe = target / "demo.yaml"
-    if (target / ".complete").is_file() and recipe.is_file():
-        return recipe
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        leftovers = {p.name for p in target.iterdir()}
-        if leftovers - _OURS:
-            from ..errors import InputError
-
-            raise InputError(target, "demo folder is not empty and holds no complete demo; choose another folder")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        generate_demo(tmp, seed=seed, progress=progress)
-        (tmp / ".complete").write_text(f"als-datasets demo {DEMO_VERSION} seed {seed}\n")
-        if target.exists():
-            if (target / ".complete").is_file():  # another process finished first
-                shutil.rmtree(tmp, ignore_errors=True)
-                return recipe
-            shutil.rmtree(target)  # a stale, incomplete demo of ours
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if (target / ".complete").is_file():
-                shutil.rmtree(tmp, ignore_errors=True)
-                return recipe
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return recipe
+    target = Path(cache_dir) if cache_dir is not None else default_cache() / f"demo-{DEMO_VERSION}-seed{seed}"
+    return ensure_generated(target, "demo.yaml", _OURS, lambda tmp: generate_demo(tmp, seed=seed, progress=progress),
+                            f"als-datasets demo {DEMO_VERSION} seed {seed}\n")

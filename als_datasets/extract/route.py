@@ -3,7 +3,8 @@
 A route task reads one point-cloud file chunk by chunk (laspy ``chunk_iterator``), moves the
 points into the project's UTM CRS, and appends every point that falls in a *selected* tile to
 that tile's staging buffer.  Buffers are flushed to small ``.npy`` parts when they grow past
-a fixed number of points, so memory stays flat however large the file.  A task ends by
+a fixed number of points, so memory stays flat however large the file.  A COPC file (local
+or a URL) is read by bounds instead: only the octree nodes over the task's tiles.  A task ends by
 writing a ``done`` marker; parts of a task without its marker are leftovers of an interrupted
 run and are removed before the task runs again.
 """
@@ -56,10 +57,20 @@ def part_glob(file_index: int) -> str:
 
 
 def task_key(task: RouteTask) -> str:
-    """What the staged parts depend on: the file (path, size, mtime, CRS) and the tile lattice."""
-    st = os.stat(task.info.path)
-    d = {"file": str(task.info.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-         "crs": task.info.crs.to_wkt(), "z_to_m": task.info.z_to_m, "grid": asdict(task.grid)}
+    """What the staged parts depend on: the file (path, size, mtime, CRS) and the tile lattice.
+
+    A URL is never stat'ed (nor fetched) here: its key is the URL without its query string
+    (signed-URL tokens rotate) and what its inspection saw (size, ETag / Last-Modified, header)."""
+    from ..sources.remote import is_remote, redact
+
+    info = task.info
+    if is_remote(info.path):
+        d = {"file": redact(info.path), "stamp": info.stamp, "points": info.point_count,
+             "bounds": list(info.bounds)}
+    else:
+        st = os.stat(info.path)
+        d = {"file": str(info.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    d.update({"crs": info.crs.to_wkt(), "z_to_m": info.z_to_m, "grid": asdict(task.grid)})
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -176,11 +187,34 @@ def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=No
         yield int(s[group[0]]), pts
 
 
+def file_boxes(task: RouteTask, margin_m: float = 1.0) -> list[tuple[float, float, float, float]]:
+    """The task's tile boxes (UTM, grown by ``margin_m``) as boxes in the file's CRS and units.
+
+    Edges are densified before reprojecting, so a box holds every point that routes into its
+    tile; points between the box and the tile are dropped by :func:`route_points`."""
+    from pyproj import CRS, Transformer
+
+    g = task.grid
+    dst = CRS.from_epsg(g.epsg)
+    tr = None if task.info.crs == dst else Transformer.from_crs(dst, task.info.crs, always_xy=True)
+    boxes = []
+    for c, r, _ in task.tiles:
+        x0, y1 = g.x0 + c * g.tile, g.y1 - r * g.tile
+        b = (x0 - margin_m, y1 - g.tile - margin_m, x0 + g.tile + margin_m, y1 + margin_m)
+        boxes.append(b if tr is None else tuple(tr.transform_bounds(*b, densify_pts=21)))
+    return boxes
+
+
 def run_route_task(task: RouteTask, progress=None) -> dict:
-    """Route one file's points into the staging folder; returns the file's counts."""
+    """Route one file's points into the staging folder; returns the file's counts.
+
+    A COPC file (local or remote) is read by bounds: only the octree nodes overlapping the
+    task's tiles are fetched and decoded, in file order, so the staged points are the same as
+    a full read's.  Other files are read whole, chunk by chunk."""
     from pyproj import CRS, Transformer
 
     from ..sources.pointcloud import iter_point_chunks
+    from ..sources.remote import FetchStats, iter_copc_boxes, redact
 
     clear_task(task)
     root = Path(task.staging)
@@ -192,7 +226,12 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
     tr = None if task.info.crs == dst else Transformer.from_crs(task.info.crs, dst, always_xy=True)
     bufs = _Buffers(root, task.file_index, [t[2] for t in task.tiles], task.flush_points)
     read = routed = 0
-    for chunk in iter_point_chunks(task.info, task.chunk_size):
+    fetched = FetchStats()
+    if task.info.is_copc:
+        chunks = iter_copc_boxes(task.info, file_boxes(task), task.chunk_size, stats=fetched)
+    else:
+        chunks = iter_point_chunks(task.info, task.chunk_size)
+    for chunk in chunks:
         n = len(chunk["x"])
         read += n
         for slot, pts in route_points(chunk, g, lookup, tr):
@@ -201,7 +240,10 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
         if progress:
             progress(n)
     bufs.flush()
-    stats = {"file": str(task.info.path), "points_read": read, "points_routed": routed,
+    if progress and task.info.is_copc and task.info.point_count > read:
+        progress(task.info.point_count - read)  # the points a bounds query did not need to read
+    stats = {"file": redact(task.info.path), "points_read": read, "points_routed": routed,
+             "bytes_fetched": fetched.bytes_fetched, "requests": fetched.requests,
              "tiles": sorted(t[2] for t in task.tiles), "key": task_key(task)}
     m = marker_path(root, task.file_index)
     m.parent.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,12 @@ def build_project_frame(recipe: Recipe, project: Project, progress: Callable[[in
     else:
         if not infos:
             raise InputError(recipe.path, f"project {project.name!r}: no DEM and no point clouds to derive slope from")
+        from ..sources.remote import is_remote, redact
+
+        far = [i.path for i in infos if is_remote(i.path)]
+        if far:  # a DTM from ground returns reads every point: the whole remote project
+            raise InputError(redact(far[0]), f"project {project.name!r}: remote point clouds need a DEM in the "
+                             "recipe (dem: path); slope from ground returns would download every point")
         dem = ground_dtm(infos, grid, progress)
         if not np.isfinite(dem).any():
             raise InputError(infos[0].path, f"no ground returns (class 2) to derive slope for project {project.name!r}")

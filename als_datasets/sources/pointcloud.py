@@ -28,6 +28,7 @@ import shapely.geometry
 from pyproj.exceptions import CRSError
 
 from als_datasets.errors import InputError
+from als_datasets.sources.remote import check_supported, is_remote, open_source, read_header, redact
 
 __all__ = [
     "PointCloudInfo",
@@ -69,6 +70,7 @@ class PointCloudInfo:
     is_copc: bool
     crs_source: str  # "wkt" | "geotiff" | "geotiff+unit-override" | "override"
     notes: tuple[str, ...] = ()
+    stamp: str = ""  # URLs: size, ETag / Last-Modified at inspection (what staged parts depend on)
 
 
 # --------------------------------------------------------------------------- unit helpers
@@ -234,27 +236,41 @@ def _round_trips(crs: pyproj.CRS, bounds, poly: shapely.geometry.Polygon) -> boo
     return bool(np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(inside))
 
 
+def _read_header(src: str):
+    """(header, stamp): a local file through laspy; a URL by ranged reads of the header and VLRs
+    only (:mod:`als_datasets.sources.remote`), ``stamp`` saying which version of it was read."""
+    if is_remote(src):
+        remote = read_header(src)
+        return remote.header, remote.stamp
+    with laspy.open(src) as reader:
+        return reader.header, ""
+
+
 def inspect_pointcloud(path, crs_override: str | None = None) -> PointCloudInfo:
     """Read the header and VLRs of a LAS/LAZ/COPC file (no points) and work out its CRS and units.
+
+    ``path`` may be a URL (``http(s)://``, ``s3://`` with s3fs): only the header and VLRs are
+    fetched, by HTTP range requests.
 
     ``crs_override`` is any string :class:`pyproj.CRS` accepts; it replaces the file's CRS
     (``crs_source="override"``) and its units are used for x/y and z (vertical part if compound).
     Raises :class:`InputError` (one line, naming the file) for unreadable, empty, CRS-less,
     geographic or implausibly located files.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
+    src = os.fspath(path)
+    path = redact(src)  # messages name a URL without its query string (a signed URL's token)
+    check_supported(src)
+    if not is_remote(src) and not os.path.isfile(src):
         raise InputError(path, "file not found")
     try:
-        with laspy.open(path) as reader:
-            header = reader.header
-            point_count = int(header.point_count)
-            mins, maxs = header.mins, header.maxs
-            is_copc = any(v.user_id == "copc" and v.record_id == 1 for v in header.vlrs)
-            if point_count == 0:
-                raise InputError(path, "contains no points")
-            if crs_override is None:
-                horiz, z_unit, source, notes = _file_crs(header, path)
+        header, stamp = _read_header(src)
+        point_count = int(header.point_count)
+        mins, maxs = header.mins, header.maxs
+        is_copc = any(v.user_id == "copc" and v.record_id == 1 for v in header.vlrs)
+        if point_count == 0:
+            raise InputError(path, "contains no points")
+        if crs_override is None:
+            horiz, z_unit, source, notes = _file_crs(header, path)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - laspy raises many types for bad headers
@@ -276,9 +292,9 @@ def inspect_pointcloud(path, crs_override: str | None = None) -> PointCloudInfo:
     bounds = (float(mins[0]), float(mins[1]), float(maxs[0]), float(maxs[1]))
     if not all(math.isfinite(b) for b in bounds) or bounds[0] > bounds[2] or bounds[1] > bounds[3]:
         raise InputError(path, f"header bounds are invalid: {bounds}")
-    info = PointCloudInfo(path=path, crs=horiz, xy_unit=xy_unit, z_to_m=_UNITS[z_unit][0],
+    info = PointCloudInfo(path=src, crs=horiz, xy_unit=xy_unit, z_to_m=_UNITS[z_unit][0],
                           bounds=bounds, point_count=point_count, is_copc=is_copc,
-                          crs_source=source, notes=tuple(notes))
+                          crs_source=source, notes=tuple(notes), stamp=stamp)
     try:
         foot = footprint_lonlat(info)
         ok = _plausible(foot) and _round_trips(horiz, bounds, foot)
@@ -391,7 +407,10 @@ def iter_point_chunks(info: PointCloudInfo, chunk_size: int = 2_000_000) -> Iter
         return InputError(info.path, f"truncated or corrupt LAZ/LAS data: {_short(e)}")
 
     try:
-        reader = laspy.open(info.path)
+        # a URL is streamed whole by ranged reads (COPC tiles are read by bounds instead: remote.py)
+        reader = laspy.open(open_source(info.path, block_size=8 << 20) if is_remote(info.path) else info.path)
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise corrupt(e) from None
     with reader:

@@ -1,0 +1,476 @@
+"""BEV-MAE on ALS tiles, as the ALS pre-training paper configured it (DESIGN.md §9).
+
+What: BEV-MAE (Lin et al., AAAI 2024, arXiv 2212.05758, code ``VDIGPKU/BEV-MAE``) — mask the
+point cloud by bird's-eye-view cells, keep the masked voxels' *coordinates* with a shared learned
+token as their features, encode with a sparse 3D ResNet, collapse to BEV, and from each masked
+cell reconstruct its points (Chamfer) and its point density (SmoothL1) — with the settings of
+Xiu et al., "Advancing ALS Applications with Large-Scale Pre-training" (arXiv 2501.05095; the
+authors' released configs ``martianxiu/ALS_pretraining``, ``tools/cfgs/als_models/
+bevmae_pretrain_mask0.7_D2362W3_sample40_als.yaml``).
+
+Where every number of ``CONFIGS["base"]`` comes from:
+
+* 144 m square crops (``pillar_crop PILLAR_SIZE: 144``), voxel 0.6 m (``VOXEL_SIZE``), height range
+  0-288 m (``POINT_CLOUD_RANGE [-72, -72, 0, 72, 72, 288]``), z clipped to its 0.1 / 99.9
+  percentiles (``percentile_clip_z``), at most 200 000 voxels per sample (``MAX_NUMBER_OF_VOXELS``).
+* BEV cells 4.8 m = 8 × 8 voxel columns (``VOXEL_SIZE_BEV [4.8, 4.8, 288]``; BEV-MAE's
+  ``down_factor = 8``); at most 30 target points per cell (``MAX_POINTS_PER_VOXEL_BEV: 30``,
+  BEV-MAE's Waymo value; the ALS dataset base config says 50, its model config 30); 20 predicted
+  points per cell (BEV-MAE ``coor_conv``: ``3 * 20`` channels); mask ratio 0.7 (``MASKED_RATIO``).
+* Encoder: stem 16 × ``WIDTH_MUL 3`` = 48 channels, ``NUM_BLOCKS [2, 3, 6, 2]``, widths doubling
+  48-96-192-384, stride-2 3×3×3 sparse convs between stages (z padding 0 before the last stage),
+  then a (3, 1, 1)/(2, 1, 1) sparse conv on z, BatchNorm ``eps=1e-3, momentum=0.01`` (BEV-MAE
+  ``BEV_MAE_res``).  Deviation: the ALS code puts one *extra* residual block in stage 1
+  (``1 + NUM_BLOCKS[0]``); here stage ``i`` has exactly ``blocks[i]``, as the paper describes it.
+  The blocks' convs carry no bias (BatchNorm follows; BEV-MAE's ``bias=True`` is redundant).
+* Decoder: BEV features = the final sparse volume made dense with z flattened into channels
+  (BEV-MAE's height compression), one 3×3 conv to 256 + BN + ReLU, then 1×1 heads: ``3 · 20``
+  point coordinates and 1 density.
+* Targets (BEV-MAE ``forward``): a target point is ``((x - cx) / cell, (y - cy) / cell, z / z_range)``
+  with ``(cx, cy)`` the cell centre; **density** of a cell = Σ over its voxels of
+  ``min(points in voxel, 5)`` / (8 · 8): the voxeliser keeps at most ``MAX_POINTS_PER_VOXEL = 5``
+  points per voxel and BEV-MAE sums the kept counts over the cell's 64 voxel columns (all
+  heights) and divides by ``down_factor² = 64``.
+* Losses (BEV-MAE ``loss_utils.MaskChamferDistance``, ``get_num_loss``): Chamfer with squared L2,
+  ``mean over predicted points of min over the cell's real points`` + ``sum over real points of min
+  over predictions / number of real points`` over all masked cells; density SmoothL1 (β = 1)
+  averaged over masked cells; loss = Chamfer + 1.0 × density (unweighted sum in both codes).
+* Optimisation (ALS config ``OPTIMIZATION``, optimiser ``adamW_onecycle``): AdamW (betas 0.9 /
+  0.99, OpenPCDet's default), lr 0.01, weight decay 0.01, one-cycle (``PCT_START 0.1``,
+  ``DIV_FACTOR 10``, cosine, final lr = lr / 10 / 1e4, beta1 0.95 → 0.85 → 0.95 (``MOMS``)),
+  50 epochs, ``BATCH_SIZE_PER_GPU 2`` (its launch script uses 1 GPU), gradient clip 10
+  (``GRAD_NORM_CLIP``).  BEV-MAE's own Waymo config (``bevmae_waymo_voxel_20ep.yaml``): Adam
+  one-cycle, lr 3e-4, pct 0.4, 20 epochs, batch 4 per GPU.  ``warmup_epochs`` (= pct × epochs) is
+  only used if ``schedule`` is switched to ``cosine``.
+* Augmentation (ALS ``DATA_AUGMENTOR``): random flips along x and y, rotation ±45°, scaling
+  0.95-1.05 (applied to the crop here).  The crop is placed uniformly at random inside the tile's
+  extent (the ALS code's ``pillar_crop`` ``GRID_SIZE_2D: 10`` placement is not reproduced); a crop
+  with fewer than ``min_points`` points is re-centred on a random point.
+
+``CONFIGS["tiny"]`` runs the same code on a 96 m crop of 1.5 m voxels (12 m cells, 48 m height
+range), widths 8-16-32-64, one block per stage, a 32-channel decoder: ~0.15 s per training step
+(batch 2) on one CPU core.
+
+Input voxel features (``features="full"``, 6 channels; the choice of this toolkit): mean over the
+voxel's points of their offset from the voxel centre (in voxel units), their height above the
+crop's ground level / z range, intensity divided by the crop's 99th percentile (clipped to 1:
+sensors store 8- to 16-bit scales), and return number / number of returns.  The ALS paper used
+the mean absolute coordinates only (``used_feature_list: [x, y, z]``): ``features="xyz"``.
+
+Masking here is exact and per sample: ``round(0.7 × occupied cells)`` cells of every sample
+(BEV-MAE keeps ``int(0.3 × n)`` cells of the whole batch).  ``train=False`` gives the centre
+crop, no augmentation, and a mask drawn from a generator seeded by the sample key (so a
+validation loss is reproducible); :meth:`BEVMAE.encode` never applies a mask.  ``encode`` pools
+the encoder's last sparse volume: max over height per BEV cell, mean over occupied cells
+→ ``(B, widths[-1])`` (a sample without points gives zeros).
+
+``collate`` is numpy (runs in loader workers, all randomness from its ``rng``); the model uses
+the pure-torch sparse convolution of :mod:`..sparse` (spconv optional: ``backend``).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import InputError
+from ..sparse import (
+    SparseBatchNorm,
+    SparseConv3d,
+    SparseReLU,
+    SparseSequential,
+    SparseTensor,
+    SubMConv3d,
+    conv_output_shape,
+)
+
+KIND = "als"
+
+_DATA = {"z_low_percentile": 0.1, "z_high_percentile": 99.9, "mask_ratio": 0.7, "num_pred_points": 20,
+         "max_target_points": 30, "max_points_per_voxel": 5, "density_weight": 1.0, "features": "full",
+         "augment": True, "rotation_deg": 45.0, "scale_range": (0.95, 1.05), "min_points": 16,
+         "backend": None}
+_OPTIM = {"optimizer": "adamw", "betas": (0.9, 0.99), "weight_decay": 0.01, "schedule": "onecycle",
+          "pct_start": 0.1, "div_factor": 10.0, "final_div_factor": 1e4, "moms": (0.95, 0.85), "clip_grad": 10.0}
+
+CONFIGS = {
+    # seconds on CPU: coarse voxels, small crop, narrow and shallow — same code path as base
+    "tiny": {**_DATA, **_OPTIM, "crop_m": 96.0, "voxel_m": 1.5, "z_range_m": 48.0, "cell_voxels": 8,
+             "widths": (8, 16, 32, 64), "blocks": (1, 1, 1, 1), "decoder_channels": 32, "max_voxels": 20000,
+             "batch_size": 2, "lr": 3e-3, "epochs": 1, "warmup_steps": 0},
+    # the ALS paper's BEV-MAE (see the module docstring for each number's source)
+    "base": {**_DATA, **_OPTIM, "crop_m": 144.0, "voxel_m": 0.6, "z_range_m": 288.0, "cell_voxels": 8,
+             "widths": (48, 96, 192, 384), "blocks": (2, 3, 6, 2), "decoder_channels": 256,
+             "max_voxels": 200000, "batch_size": 2, "lr": 0.01, "epochs": 50, "warmup_epochs": 5},
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry (pure numpy)
+# --------------------------------------------------------------------------------------------
+def grid_geometry(config: dict) -> dict:
+    """Voxel grid of a crop: ``nxy`` columns per side, ``nz`` levels, ``ncell`` BEV cells per side."""
+    v, cv = float(config["voxel_m"]), int(config["cell_voxels"])
+    nxy, nz = config["crop_m"] / v, config["z_range_m"] / v
+    if abs(nxy - round(nxy)) > 1e-6 or abs(nz - round(nz)) > 1e-6:
+        raise ValueError(f"crop_m {config['crop_m']} and z_range_m {config['z_range_m']} must be multiples of "
+                         f"voxel_m {v}")
+    nxy, nz = int(round(nxy)), int(round(nz))
+    if nxy % cv:
+        raise ValueError(f"crop of {nxy} voxels is not a whole number of {cv}-voxel BEV cells")
+    if 2 ** (len(config["widths"]) - 1) != cv:
+        raise ValueError(f"{len(config['widths'])} stages give a BEV stride of {2 ** (len(config['widths']) - 1)}, "
+                         f"not cell_voxels {cv}")
+    return {"nxy": nxy, "nz": nz, "ncell": nxy // cv, "cell_m": v * cv, "voxel_m": v, "cell_voxels": cv}
+
+
+def n_features(config: dict) -> int:
+    return {"full": 6, "xyz": 3}[config.get("features", "full")]
+
+
+def masked_count(n_cells: int, ratio: float) -> int:
+    """``round(ratio × n_cells)`` with halves rounded up (not banker's rounding)."""
+    return int(np.floor(ratio * n_cells + 0.5))
+
+
+def _crop_centre(xy: np.ndarray, half: float, rng, train: bool, min_points: int) -> np.ndarray:
+    lo, hi = xy.min(0), xy.max(0)
+    c_lo, c_hi = lo + half, hi - half
+    c_lo, c_hi = np.minimum(c_lo, (lo + hi) / 2), np.maximum(c_hi, (lo + hi) / 2)  # tile narrower than crop
+    c = rng.uniform(c_lo, c_hi) if train else (c_lo + c_hi) / 2
+    if int((np.abs(xy - c) < half).all(1).sum()) < min_points:  # empty corner: centre on a point instead
+        p = xy[rng.integers(len(xy))] if train else np.median(xy, 0)
+        c = np.clip(p, c_lo, c_hi)
+    return c
+
+
+def _sample_arrays(sample: dict) -> tuple[np.ndarray, ...]:
+    where = sample.get("__url__") or sample.get("__key__")
+    xyz = sample.get("xyz.npy")
+    if xyz is None or np.ndim(xyz) != 2 or np.shape(xyz)[1] != 3:
+        raise InputError(where, f"ALS sample {sample.get('__key__')!r} needs xyz.npy of shape (N, 3)")
+    xyz = np.asarray(xyz, np.float64)
+    n = len(xyz)
+    out = [xyz]
+    for name in ("intensity.npy", "return_number.npy", "number_of_returns.npy"):
+        a = sample.get(name)
+        if a is not None and len(a) != n:
+            raise InputError(where, f"{name} has {len(a)} values for {n} points")
+        out.append(None if a is None else np.asarray(a, np.float64))
+    return tuple(out)
+
+
+def crop_points(xyz: np.ndarray, rng: np.random.Generator, config: dict, train: bool):
+    """Crop (and, in training, augment) a tile: ``(keep, loc (n, 2) in [0, crop), zrel (n,))``.
+
+    ``keep`` indexes the tile's points inside the crop; ``loc`` is x/y in metres from the crop's
+    corner; ``zrel`` the height above the crop's ``z_low_percentile`` ground level, z clipped to the
+    ``[low, high]`` percentiles (ALS ``percentile_clip_z``) and to ``[0, z_range_m)``.  Training
+    crops are placed uniformly at random, rotated ±``rotation_deg``, flipped, scaled (ALS
+    augmentations); evaluation crops are centred, unaugmented.
+    """
+    crop = float(config["crop_m"])
+    half, zr = crop / 2, float(config["z_range_m"])
+    if not len(xyz):
+        return np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0)
+    c = _crop_centre(xyz[:, :2], half, rng, train, int(config.get("min_points", 16)))
+    d = xyz[:, :2] - c
+    s = 1.0
+    if train and config.get("augment", False):
+        s = rng.uniform(*config["scale_range"])
+        th = np.deg2rad(rng.uniform(-config["rotation_deg"], config["rotation_deg"]))
+        flip = np.where(rng.random(2) < 0.5, -1.0, 1.0)
+        pre = np.flatnonzero((np.abs(d) < 1.5 * half).all(1))  # covers the rotated, scaled square
+        rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+        d = ((d[pre] * flip) @ rot.T) * s
+        inside = (np.abs(d) < half).all(1)
+        keep, d = pre[inside], d[inside]
+    else:
+        inside = (np.abs(d) < half).all(1)
+        keep, d = np.flatnonzero(inside), d[inside]
+    if not len(keep):
+        return keep, np.zeros((0, 2)), np.zeros(0)
+    z = xyz[keep, 2]
+    lo, hi = np.percentile(z, [config["z_low_percentile"], config["z_high_percentile"]])
+    zrel = np.clip((np.clip(z, lo, hi) - lo) * s, 0.0, zr - 1e-6)
+    return keep, np.clip(d + half, 0.0, crop - 1e-6), zrel
+
+
+def voxel_features(loc, zrel, ix, iz, vinv, vcount, inten, rnum, nret, config: dict) -> np.ndarray:
+    """Per-voxel input features (mean over the voxel's points), see the module docstring."""
+    crop, zr, v = float(config["crop_m"]), float(config["z_range_m"]), float(config["voxel_m"])
+    nv, n = len(vcount), len(zrel)
+    if not nv:
+        return np.zeros((0, n_features(config)), np.float32)
+
+    def vmean(a):
+        return np.bincount(vinv, weights=a, minlength=nv) / np.maximum(vcount, 1)
+
+    if config.get("features", "full") == "xyz":  # the ALS paper's absolute coordinates
+        cols = [loc[:, 0] / crop, loc[:, 1] / crop, zrel / zr]
+    else:
+        off = np.stack([loc[:, 0] / v - ix[:, 0], loc[:, 1] / v - ix[:, 1], zrel / v - iz], 1) - 0.5
+        ref = max(float(np.percentile(inten, 99)), 1.0) if inten is not None else 1.0
+        i_norm = np.clip(inten / ref, 0, 1) if inten is not None else np.zeros(n)
+        r_ratio = np.clip(rnum / np.maximum(nret, 1), 0, 1) if rnum is not None and nret is not None \
+            else np.ones(n)
+        cols = [off[:, 0], off[:, 1], off[:, 2], zrel / zr, i_norm, r_ratio]
+    return np.stack([vmean(a) for a in cols], 1).astype(np.float32)
+
+
+def cell_targets(loc, zrel, pcell, m_cells, rng: np.random.Generator, config: dict):
+    """Up to ``max_target_points`` points of every masked cell, drawn with ``rng``: ``(M, T, 3)``, lengths.
+
+    A target point is ``((x - cx) / cell, (y - cy) / cell, z / z_range)`` (BEV-MAE); padding is zero.
+    """
+    g = grid_geometry(config)
+    T, ncell, cm, zr = int(config["max_target_points"]), g["ncell"], g["cell_m"], float(config["z_range_m"])
+    pidx = np.flatnonzero(np.isin(pcell, m_cells))
+    order = pidx[np.lexsort((rng.random(len(pidx)), pcell[pidx]))]  # by cell, random within a cell
+    pc = pcell[order]
+    slot = np.searchsorted(m_cells, pc)
+    rank = np.arange(len(order)) - np.searchsorted(pc, pc, side="left")
+    take = rank < T
+    sel, sl, rk = order[take], slot[take], rank[take]
+    cy, cx = m_cells // ncell, m_cells % ncell
+    tgt = np.zeros((len(m_cells), T, 3), np.float32)
+    tgt[sl, rk, 0] = (loc[sel, 0] - (cx[sl] + 0.5) * cm) / cm
+    tgt[sl, rk, 1] = (loc[sel, 1] - (cy[sl] + 0.5) * cm) / cm
+    tgt[sl, rk, 2] = zrel[sel] / zr
+    return tgt, np.minimum(np.bincount(slot, minlength=len(m_cells)), T).astype(np.int64)
+
+
+def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: bool = True) -> dict:
+    """One ALS sample → voxels, mask and targets (numpy), a function of ``(sample, rng, config, train)``."""
+    g = grid_geometry(config)
+    xyz, inten, rnum, nret = _sample_arrays(sample)
+    v, cv, nxy, ncell = g["voxel_m"], g["cell_voxels"], g["nxy"], g["ncell"]
+    if not train:
+        rng = np.random.default_rng(zlib.crc32(str(sample.get("__key__", "")).encode()))
+    # independent streams: the view does not depend on the mask ratio, nor the mask on the targets
+    r_view, r_mask, r_tgt = (np.random.default_rng(int(sd)) for sd in rng.integers(0, 2 ** 63 - 1, size=3))
+    keep, loc, zrel = crop_points(xyz, r_view, config, train)
+
+    # voxels: unique (z, y, x) cells of the points
+    ix = np.minimum((loc / v).astype(np.int64), nxy - 1)
+    iz = np.minimum((zrel / v).astype(np.int64), g["nz"] - 1)
+    ukey, vinv, vcount = np.unique((iz * nxy + ix[:, 1]) * nxy + ix[:, 0], return_inverse=True,
+                                   return_counts=True)
+    vox = np.stack([ukey // (nxy * nxy), (ukey // nxy) % nxy, ukey % nxy], 1)
+    feats = voxel_features(loc, zrel, ix, iz, vinv, vcount, *(None if a is None else a[keep]
+                                                             for a in (inten, rnum, nret)), config)
+
+    # BEV cells: mask exactly round(ratio × occupied) of them
+    vcell = (vox[:, 1] // cv) * ncell + vox[:, 2] // cv
+    cells, vcell_inv = np.unique(vcell, return_inverse=True)
+    cell_masked = np.zeros(len(cells), bool)
+    cell_masked[r_mask.permutation(len(cells))[:masked_count(len(cells), float(config["mask_ratio"]))]] = True
+    vmasked = cell_masked[vcell_inv]
+
+    # targets: points (Chamfer) and density = Σ_voxels min(count, cap) / cell_voxels² (BEV-MAE)
+    m_cells = cells[cell_masked]
+    tgt, tlen = cell_targets(loc, zrel, vcell[vinv], m_cells, r_tgt, config)
+    capped = np.bincount(vcell_inv, weights=np.minimum(vcount, int(config["max_points_per_voxel"])),
+                         minlength=len(cells))
+    density = (capped[cell_masked] / (cv * cv)).astype(np.float32)
+
+    maxv = int(config.get("max_voxels") or 0)
+    if maxv and len(vox) > maxv:  # BEV-MAE's MAX_NUMBER_OF_VOXELS; cells/targets stay as computed
+        sub = np.sort(r_tgt.choice(len(vox), maxv, replace=False)) if train else \
+            np.linspace(0, len(vox) - 1, maxv).astype(np.int64)
+        vox, feats, vmasked = vox[sub], feats[sub], vmasked[sub]
+    return {"coords": vox, "features": feats, "masked": vmasked,
+            "cells": np.stack([m_cells // ncell, m_cells % ncell], 1), "target_points": tgt, "target_len": tlen,
+            "target_density": density, "num_cells": len(cells), "num_points": len(keep)}
+
+
+def collate(samples: list[dict], rng: np.random.Generator, config: dict, info=None, train: bool = True) -> dict:
+    """Batch of ALS samples for :class:`BEVMAE` (all randomness from ``rng``).
+
+    Keys: ``coords`` (V, 4) int64 ``(b, z, y, x)``, ``features`` (V, F) float32 (real features, also
+    for masked voxels: the model swaps in the mask token), ``masked`` (V,) bool, ``cell_index``
+    (M, 3) ``(b, cy, cx)`` of masked cells, ``target_points`` (M, T, 3), ``target_len`` (M,),
+    ``target_density`` (M,), per sample ``num_cells`` / ``num_masked`` / ``num_points`` (B,),
+    and ``batch_size`` (scalar).
+    """
+    parts = [prepare_sample(s, rng, config, train) for s in samples]
+    cat = np.concatenate
+
+    def with_b(key, width):
+        rows = [np.concatenate([np.full((len(p[key]), 1), b, np.int64), p[key].reshape(-1, width)], 1)
+                for b, p in enumerate(parts)]
+        return torch.from_numpy(cat(rows) if rows else np.zeros((0, width + 1), np.int64)).long()
+
+    T, nf = int(config["max_target_points"]), n_features(config)
+    return {
+        "coords": with_b("coords", 3),
+        "features": torch.from_numpy(cat([p["features"] for p in parts] or [np.zeros((0, nf), np.float32)])),
+        "masked": torch.from_numpy(cat([p["masked"] for p in parts] or [np.zeros(0, bool)])),
+        "cell_index": with_b("cells", 2),
+        "target_points": torch.from_numpy(cat([p["target_points"] for p in parts] or
+                                              [np.zeros((0, T, 3), np.float32)])),
+        "target_len": torch.from_numpy(cat([p["target_len"] for p in parts] or [np.zeros(0, np.int64)])),
+        "target_density": torch.from_numpy(cat([p["target_density"] for p in parts] or [np.zeros(0, np.float32)])),
+        "num_cells": torch.tensor([p["num_cells"] for p in parts], dtype=torch.long),
+        "num_masked": torch.tensor([len(p["cells"]) for p in parts], dtype=torch.long),
+        "num_points": torch.tensor([p["num_points"] for p in parts], dtype=torch.long),
+        "batch_size": torch.tensor(len(parts), dtype=torch.long),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Losses (pure torch)
+# --------------------------------------------------------------------------------------------
+def masked_chamfer(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """BEV-MAE's masked Chamfer distance (squared L2) between ``pred (M, P, 3)`` and ``target (M, T, 3)``.
+
+    Only the first ``lengths[m]`` target points of cell ``m`` are real.  Returns
+    ``mean_{m,p} min_t d + Σ_{m,t real} min_p d / #real`` (0 when ``M == 0``).
+    """
+    if pred.shape[0] == 0:
+        return pred.sum() * 0.0
+    d = ((pred[:, :, None, :] - target[:, None, :, :]) ** 2).sum(-1)  # (M, P, T)
+    valid = torch.arange(target.shape[1], device=target.device)[None, :] < lengths[:, None]  # (M, T)
+    src = d.masked_fill(~valid[:, None, :], float("inf")).min(2).values  # cells have ≥ 1 real point
+    dst = d.min(1).values
+    return src.mean() + (dst * valid).sum() / valid.sum().clamp(min=1)
+
+
+def density_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SmoothL1 (β = 1) averaged over masked cells (BEV-MAE ``get_num_loss``)."""
+    if pred.numel() == 0:
+        return pred.sum() * 0.0
+    return F.smooth_l1_loss(pred, target, beta=1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+class SparseBasicBlock(nn.Module):
+    """Residual block: subm3 → BN → ReLU → subm3 → BN, + identity, ReLU (BEV-MAE ``SparseBasicBlock``)."""
+
+    def __init__(self, c: int, backend=None):
+        super().__init__()
+        self.conv1, self.bn1 = SubMConv3d(c, c, 3, backend=backend), SparseBatchNorm(c)
+        self.conv2, self.bn2 = SubMConv3d(c, c, 3, backend=backend), SparseBatchNorm(c)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        out = self.bn1(self.conv1(x))
+        out = self.bn2(self.conv2(out.replace(torch.relu(out.features))))
+        return out.replace(torch.relu(out.features + x.features))
+
+
+class SparseResNetEncoder(nn.Module):
+    """BEV-MAE's sparse 3D ResNet: stem, stages (stride-2 down + residual blocks), a z-only down conv."""
+
+    def __init__(self, in_channels: int, widths, blocks, backend=None):
+        super().__init__()
+        w0 = widths[0]
+        self.stem = SparseSequential(SubMConv3d(in_channels, w0, 3, backend=backend), SparseBatchNorm(w0),
+                                     SparseReLU())
+        self.stages = nn.ModuleList()
+        self.downs = []  # (kernel, stride, padding) of every strided conv, for the output-shape arithmetic
+        for i, (w, nb) in enumerate(zip(widths, blocks)):
+            layers = []
+            if i:
+                pad = (0, 1, 1) if i == len(widths) - 1 else 1
+                layers += [SparseConv3d(widths[i - 1], w, 3, 2, pad, backend=backend), SparseBatchNorm(w),
+                           SparseReLU()]
+                self.downs.append((3, 2, pad))
+            layers += [SparseBasicBlock(w, backend) for _ in range(nb)]
+            self.stages.append(SparseSequential(*layers))
+        c = widths[-1]
+        self.out = SparseSequential(SparseConv3d(c, c, (3, 1, 1), (2, 1, 1), 0, backend=backend),
+                                    SparseBatchNorm(c), SparseReLU())
+        self.downs.append(((3, 1, 1), (2, 1, 1), 0))
+        self.out_channels = c
+
+    def output_shape(self, shape) -> tuple[int, int, int]:
+        for k, s, p in self.downs:
+            shape = conv_output_shape(shape, k, s, p)
+        return shape
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.out(x)
+
+
+class BEVMAE(nn.Module):
+    """BEV-MAE: ``forward(batch)`` → ``{"loss", "chamfer", "density"}``; ``encode(batch)`` → (B, C)."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        g = self.geometry = grid_geometry(config)
+        self.grid = (g["nz"], g["nxy"], g["nxy"])
+        nf = n_features(config)
+        self.mask_token = nn.Parameter(torch.zeros(1, nf))  # BEV-MAE: zeros(1, C_in), learned
+        self.encoder = SparseResNetEncoder(nf, tuple(config["widths"]), tuple(config["blocks"]),
+                                           config.get("backend"))
+        self.bev_shape = self.encoder.output_shape(self.grid)
+        if min(self.bev_shape) < 1 or self.bev_shape[1:] != (g["ncell"], g["ncell"]):
+            raise ValueError(f"grid {self.grid} gives an encoder output {self.bev_shape}, not {g['ncell']}² BEV "
+                             f"cells with ≥ 1 height level: raise z_range_m or crop_m")
+        cin, dec, P = self.encoder.out_channels * self.bev_shape[0], int(config["decoder_channels"]), \
+            int(config["num_pred_points"])
+        self.decoder = nn.Sequential(nn.Conv2d(cin, dec, 3, padding=1), nn.BatchNorm2d(dec), nn.ReLU())
+        self.coord_head = nn.Conv2d(dec, 3 * P, 1)
+        self.density_head = nn.Conv2d(dec, 1, 1)
+
+    def _encode_sparse(self, batch: dict, masked: bool) -> SparseTensor:
+        f = batch["features"]
+        if masked:
+            m = batch["masked"][:, None]
+            f = torch.where(m, self.mask_token.to(f.dtype).expand_as(f), f)
+        x = SparseTensor(f, batch["coords"][:, :4], self.grid, int(batch["batch_size"]))
+        return self.encoder(x)
+
+    def masked_input(self, batch: dict) -> torch.Tensor:
+        """The features the encoder sees: the mask token on masked voxels (exposed for tests)."""
+        m = batch["masked"][:, None]
+        return torch.where(m, self.mask_token.to(batch["features"].dtype).expand_as(batch["features"]),
+                           batch["features"])
+
+    def forward(self, batch: dict) -> dict:
+        out = self._encode_sparse(batch, masked=True)
+        bev = out.dense()  # (B, C, Dz, H, W)
+        b_, c_, d_, h_, w_ = bev.shape
+        h = self.decoder(bev.reshape(b_, c_ * d_, h_, w_))
+        coords, dens = self.coord_head(h), self.density_head(h)
+        b, cy, cx = batch["cell_index"].unbind(1)
+        P = int(self.config["num_pred_points"])
+        pred_pts = coords[b, :, cy, cx].reshape(-1, P, 3).float()
+        pred_den = dens[b, 0, cy, cx].float()
+        chamfer = masked_chamfer(pred_pts, batch["target_points"].float(), batch["target_len"])
+        density = density_loss(pred_den, batch["target_density"].float())
+        loss = chamfer + float(self.config["density_weight"]) * density
+        if pred_pts.shape[0] == 0:  # nothing masked: keep every parameter in the graph (DDP)
+            loss = loss + 0.0 * (coords.sum() + dens.sum())
+        return {"loss": loss, "chamfer": chamfer.detach(), "density": density.detach()}
+
+    def encode(self, batch: dict) -> torch.Tensor:
+        """(B, C): encoder features, max over height per BEV cell, mean over occupied cells; no mask."""
+        out = self._encode_sparse(batch, masked=False)
+        B, (_, H, W) = out.batch_size, out.spatial_shape
+        c = out.coords
+        col, inv = torch.unique((c[:, 0] * H + c[:, 2]) * W + c[:, 3], return_inverse=True)
+        f = out.features.float()
+        cell = f.new_zeros((len(col), f.shape[1])).scatter_reduce(
+            0, inv[:, None].expand_as(f), f, reduce="amax", include_self=False)
+        cb = torch.div(col, H * W, rounding_mode="floor")
+        pooled = f.new_zeros((B, f.shape[1])).index_add_(0, cb, cell)
+        n = torch.bincount(cb, minlength=B).clamp(min=1).to(f.dtype)
+        return pooled / n[:, None]
+
+
+def build_model(config: dict, info=None) -> BEVMAE:
+    """BEV-MAE for an ALS dataset (``info.kind`` must be ``als`` when given)."""
+    if info is not None and getattr(info, "kind", "als") != KIND:
+        raise InputError(getattr(info, "root", None), f"bev-mae trains on ALS builds, this one is {info.kind!r}")
+    return BEVMAE(config)

@@ -1,0 +1,137 @@
+"""Benchmark: training throughput of the pre-training harness, per model, through the real loop.
+
+    python bench/bench_train.py                          # tiny configs on the CPU
+    python bench/bench_train.py --device cuda            # tiny and base configs on a GPU (bf16, MFU)
+    python bench/bench_train.py --models dem-mae --steps 40 --num-workers 2
+    python bench/bench_train.py --threads 1 2                 # each config with 1 and with 2 torch threads
+
+For each model it writes a synthetic build folder of its kind (``tests/train_data.py``: ALS
+tiles, Sentinel-2/Landsat patches, DEM patches; sizes below), runs
+:func:`als_datasets.train.loop.train` for ``--steps`` optimiser steps with one metrics row per
+step, drops the first ``--warmup`` steps (allocator, autotuning, worker start) and reports from
+the rest: median step time, samples/s (batch / median step time), the share of the step spent
+waiting on the loader (``data_wait_s / step_time_s``: near 0 means the loader keeps up), and on
+CUDA the MFU from the model's ``flops_per_sample`` (analytic, fwd + bwd) against the bf16 dense
+peak of the device (:data:`als_datasets.train.loop.PEAK_FLOPS`). BEV-MAE has no FLOP model
+(sparse convolutions): no MFU for it.
+
+Writes ``bench/results/train.json`` (or ``--out``) with the machine's description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the synthetic build folders of the test suite
+
+KIND = {"bev-mae": "als", "satmae": "satellite", "dem-mae": "dem"}
+#: synthetic data per (kind, config): samples and sizes close to what the config expects
+DATA = {
+    ("als", "tiny"): {"n_points": 3000, "tile_size_m": 150.0},
+    ("als", "base"): {"n_points": 90000, "tile_size_m": 150.0},  # ~4 pts/m², a 144 m crop fits
+    ("satellite", "tiny"): {"patch_size_px": 32},
+    ("satellite", "base"): {"patch_size_px": 96},
+    ("dem", "tiny"): {"patch_size_px": 32},
+    ("dem", "base"): {"patch_size_px": 224},
+}
+
+
+def machine(device: str) -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "device": device,
+            "processor": platform.processor() or platform.machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg_1m": os.getloadavg()[0]}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    return info
+
+
+def bench_one(model: str, config: str, root: Path, *, steps: int, warmup: int, device: str, num_workers: int,
+              batch_size: int | None) -> dict:
+    from train_data import write_dataset
+
+    from als_datasets.train.loop import train
+    from als_datasets.train.models import get_config
+
+    kind = KIND[model]
+    cfg = get_config(model, config, batch_size=batch_size)
+    bs = int(cfg["batch_size"])
+    n_train = max(bs * (steps + 2), 64)  # one epoch covers the run: no epoch boundary in the timing
+    data = write_dataset(root / f"{kind}-{config}", kind, n_train=n_train, n_val=0, shard_size=max(bs * 4, 16),
+                         seed=0, **DATA[(kind, config)])
+    t0 = time.perf_counter()
+    s = train(data, model, config, out=root / f"run-{model}-{config}", max_steps=steps, batch_size=batch_size,
+              num_workers=num_workers, device=device, log_every=1, ckpt_every=10**9, progress=False, resume=False)
+    wall = time.perf_counter() - t0
+    rows = [json.loads(line) for line in (root / f"run-{model}-{config}" / "metrics.jsonl").read_text().splitlines()]
+    rows = rows[warmup:] or rows
+    step_t = statistics.median(r["step_time_s"] for r in rows)
+    wait = sum(r["data_wait_s"] for r in rows) / max(sum(r["step_time_s"] for r in rows), 1e-12)
+    out = {"model": model, "config": config, "batch_size": bs, "global_batch": s["global_batch"],
+           "steps_timed": len(rows), "median_step_s": round(step_t, 5),
+           "samples_per_s": round(s["global_batch"] / step_t, 2), "data_wait_share": round(wait, 4),
+           "final_loss": s["final_loss"], "run_wall_s": round(wall, 2), "num_workers": num_workers}
+    mfu = [r["mfu"] for r in rows if "mfu" in r]
+    if mfu:
+        out["mfu"] = round(statistics.median(mfu), 4)
+    mem = [r["max_mem_gib"] for r in rows if "max_mem_gib" in r]
+    if mem:
+        out["max_mem_gib"] = round(max(mem), 2)
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=list(KIND), choices=list(KIND))
+    p.add_argument("--configs", nargs="+", default=None, help="default: tiny on cpu, tiny and base on cuda")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5, help="first steps left out of the figures")
+    p.add_argument("--num-workers", type=int, default=None, help="loader workers (default: cores - 1, ≤ 8)")
+    p.add_argument("--batch-size", type=int, default=None, help="override every config's batch size")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="torch intra-op thread counts to measure (default: torch's own)")
+    p.add_argument("--out", default=str(HERE / "results" / "train.json"))
+    a = p.parse_args(argv)
+    import torch
+
+    from als_datasets.train.loop import default_workers
+
+    configs = a.configs or (["tiny"] if a.device == "cpu" else ["tiny", "base"])
+    nw = default_workers() if a.num_workers is None else a.num_workers
+    load_start = os.getloadavg()[0]  # a shared machine's load changes the figures: keep it with them
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        for threads in a.threads or [torch.get_num_threads()]:
+            torch.set_num_threads(threads)
+            for model in a.models:
+                for config in configs:
+                    r = bench_one(model, config, Path(tmp), steps=a.steps, warmup=a.warmup, device=a.device,
+                                  num_workers=nw, batch_size=a.batch_size)
+                    r["torch_threads"] = threads
+                    results.append(r)
+                    mfu = f"  MFU {r['mfu']:.1%}" if "mfu" in r else ""
+                    print(f"{model:<8} {config:<5} {threads} thr  batch {r['global_batch']:>4}  "
+                          f"{r['median_step_s'] * 1e3:8.1f} ms/step  {r['samples_per_s']:9.1f} samples/s  "
+                          f"data wait {r['data_wait_share']:.1%}{mfu}", flush=True)
+    doc = {"machine": {**machine(a.device), "load_avg_1m_start": load_start}, "steps": a.steps,
+           "warmup": a.warmup, "results": results}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"written: {a.out}")
+
+
+if __name__ == "__main__":
+    main()
