@@ -91,6 +91,10 @@ def finalise(plan, out: Path, entries: list[dict]) -> int:
     info = {"name": r.name, "version": __version__, "splits": {}}
     if r.kind != "als":
         info.update(kind=r.kind, bands=plan.meta["bands"], patch_size_px=r.patch_px, dtype=plan.meta["dtype"])
+        if r.kind == "satellite":
+            from ..raster.build import band_stats
+
+            info["band_stats"] = band_stats(out, entries)
     card_splits = {}
     for split, by_fmt in splits.items():
         main = by_fmt["webdataset"] or by_fmt["parquet"]

@@ -84,3 +84,33 @@ def fingerprint_data(task: RasterShardTask) -> dict:
         "stride_px": task.stride_px, "dtype": task.dtype, "entropy": [task.entropy_bins, task.entropy_base],
         "strategy": task.strategy, "seed": task.seed, "row_group_size": task.row_group_size,
     }
+
+
+def band_stats(out: Path, entries: list[dict], split: str = "train") -> dict:
+    """Per sensor and common band name: pooled mean and std of the valid pixels of ``split``'s
+    samples (each sample weighted by its valid pixels), for SatMAE-style normalisation with
+    dataset statistics. ``{sensor: {band: {"mean", "std", "samples"}}}``; sensor ``"unknown"``
+    when a scene declares none."""
+    from ..dataset.layout import read_sample_meta
+
+    fmt = "parquet" if any(e["format"] == "parquet" for e in entries) else "webdataset"
+    acc: dict[tuple[str, str], list[float]] = {}
+    for e in entries:
+        if e["format"] != fmt or e["split"] != split:
+            continue
+        for m in read_sample_meta(out, e):
+            w = (1.0 - float(m.get("nodata_fraction") or 0.0)) * float(m["patch_size_px"]) ** 2
+            for band, mu, sd in zip(m["common_bands"], m.get("band_mean") or [], m.get("band_std") or []):
+                if mu is None or sd is None or w <= 0:
+                    continue
+                a = acc.setdefault((m.get("sensor") or "unknown", band), [0.0, 0.0, 0.0, 0])
+                a[0] += w
+                a[1] += w * mu
+                a[2] += w * (sd * sd + mu * mu)
+                a[3] += 1
+    stats: dict[str, dict] = {}
+    for (sensor, band), (w, s1, s2, n) in sorted(acc.items()):
+        mean = s1 / w
+        stats.setdefault(sensor, {})[band] = {"mean": round(mean, 6), "std": round(math.sqrt(max(s2 / w - mean * mean, 0.0)), 6),
+                                              "samples": n}
+    return stats

@@ -27,7 +27,7 @@ COMMON_JSON = {
     "biome_rule": str, "landcover": str, "cloud_fraction": float, "nodata_fraction": float,
     "strategy": str, "draw_rank": int, "weight": float, "seed": int,
 }
-SATELLITE_JSON = {**COMMON_JSON, "spectral_entropy": float}
+SATELLITE_JSON = {**COMMON_JSON, "spectral_entropy": float, "band_mean": [float], "band_std": [float]}
 DEM_JSON = {**COMMON_JSON, "elevation_mean": float, "elevation_min": float, "elevation_max": float,
             "relief_m": float}
 
@@ -107,6 +107,9 @@ class RasterShardTask(ShardOutputs):
         else:
             meta["spectral_entropy"] = float(spectral_entropy(pix, valid, bins=self.entropy_bins,
                                                               base=self.entropy_base)[0])
+            ok = pix[0][:, v].astype(np.float64)  # (C, valid pixels): per-band statistics for normalisation
+            meta["band_mean"] = [_f(x) for x in ok.mean(axis=1)] if ok.shape[1] else [None] * len(ok)
+            meta["band_std"] = [_f(x) for x in ok.std(axis=1)] if ok.shape[1] else [None] * len(ok)
             out = np.where(v[None], pix[0], 0).astype(self.dtype, copy=False)
         return {"__key__": rec["tile_id"], "pixels.npy": np.ascontiguousarray(out), "json": meta}
 

@@ -16,7 +16,9 @@ class DatasetInfo:
     ``kind``: ``als`` | ``satellite`` | ``dem`` (``manifest.json``); ``splits``: ``_info.json``'s
     splits (``num_samples``, ``filenames`` relative to ``root``, ``shard_lengths``); ``bands``: for
     raster kinds, the dataset's band list in order (common names such as ``blue``, ``nir``,
-    ``swir16``, or ``elevation``; ``_info.json`` ``bands``); ``patch_size_px`` for raster kinds.
+    ``swir16``, or ``elevation``; ``_info.json`` ``bands``); ``patch_size_px`` for raster kinds;
+    ``band_stats``: per sensor and band, the pooled mean and std of the train split's valid pixels
+    (satellite builds), for normalising with dataset statistics as SatMAE does.
     """
 
     root: str
@@ -25,6 +27,7 @@ class DatasetInfo:
     bands: tuple[str, ...] = ()
     patch_size_px: int | None = None
     name: str = ""
+    band_stats: dict = field(default_factory=dict)  # {sensor: {band: {"mean", "std"}}} of the train split
 
     @classmethod
     def from_folder(cls, root) -> DatasetInfo:
@@ -40,7 +43,7 @@ class DatasetInfo:
             raise InputError(info_p, f"not valid JSON: {exc}") from None
         return cls(root=str(root), kind=str(manifest.get("kind", "als")), splits=dict(info.get("splits", {})),
                    bands=tuple(info.get("bands", ())), patch_size_px=info.get("patch_size_px"),
-                   name=str(info.get("name", root.name)))
+                   name=str(info.get("name", root.name)), band_stats=dict(info.get("band_stats") or {}))
 
     def num_samples(self, split: str = "train") -> int:
         if split not in self.splits:

@@ -29,10 +29,13 @@ the dataset's band order by ``json["common_bands"]``; bands the sample lacks sta
 invalid.  A pixel of a band is *nodata* when it is not finite, or — when ``json`` reports
 ``nodata_fraction > 0`` or declares ``nodata`` — when it equals the declared ``nodata`` value
 (0 by default).  Invalid elements are zero in the input and never count in the loss.
-**Normalisation** as SatMAE's ``SentinelNormalize`` (clip to mean ± 2σ, scale to [0, 1]), but
-with the statistics of *the sample* (per band, over its valid pixels, population σ, computed on
-the whole patch before cropping) rather than SatMAE's fixed dataset statistics: mixed sensors
-and processing levels then need no statistics table.  A constant band maps to 0.  Training
+**Normalisation** as SatMAE's ``SentinelNormalize`` (clip to mean ± 2σ, scale to [0, 1]) with
+the dataset's statistics: a satellite build records, per sensor and band, the pooled mean and
+std of its train split's valid pixels (``_info.json`` ``band_stats``), so sensors with
+different units (reflectance × 10000, DN) are each normalised by their own table.  Where a
+dataset has no table (older builds, synthetic folders) or ``config["normalise"] == "sample"``,
+the sample's own statistics are used (per band, over its valid pixels, population σ, on the
+whole patch before cropping).  A constant band maps to 0.  Training
 views are a random ``img_size`` crop and a horizontal flip (SatMAE's RandomResizedCrop rescales;
 here the ground resolution is kept); ``train=False`` takes the centre crop.
 """
@@ -163,10 +166,12 @@ def nodata_mask(pixels: np.ndarray, meta: dict) -> np.ndarray:
     return bad
 
 
-def satmae_normalise(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per band: clip to mean ± 2σ of its valid pixels and scale to [0, 1]; invalid pixels → 0.
+def satmae_normalise(pixels: np.ndarray, valid: np.ndarray, dataset_mean=None, dataset_std=None) -> np.ndarray:
+    """Per band: clip to mean ± 2σ and scale to [0, 1]; invalid pixels → 0.
 
-    (C, H, W) in, float32 (C, H, W) out.  A band with no valid pixel or σ = 0 maps to 0.
+    (C, H, W) in, float32 (C, H, W) out.  ``dataset_mean`` / ``dataset_std`` (C,): the dataset's
+    statistics, as SatMAE's ``SentinelNormalize``; bands where they are NaN (or not given) use the
+    band's own valid-pixel statistics.  A band with no valid pixel or σ = 0 maps to 0.
     """
     x = pixels.astype(np.float64)
     w = valid.astype(np.float64)
@@ -175,18 +180,23 @@ def satmae_normalise(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     mean = xz.sum(axis=(1, 2)) / np.maximum(n, 1)
     var = (np.where(valid, x - mean[:, None, None], 0.0) ** 2).sum(axis=(1, 2)) / np.maximum(n, 1)
     std = np.sqrt(var)
+    if dataset_mean is not None and dataset_std is not None:
+        dm, ds = np.asarray(dataset_mean, np.float64), np.asarray(dataset_std, np.float64)
+        use = np.isfinite(dm) & np.isfinite(ds)
+        mean, std = np.where(use, dm, mean), np.where(use, ds, std)
     lo, span = (mean - 2 * std)[:, None, None], (4 * std)[:, None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(span > 0, np.clip((xz - lo) / np.where(span > 0, span, 1.0), 0.0, 1.0), 0.0)
     return np.where(valid, out, 0.0).astype(np.float32)
 
 
-def sample_bands(sample: dict, bands) -> tuple[np.ndarray, np.ndarray]:
+def sample_bands(sample: dict, bands, band_stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A decoded sample → (normalised pixels (C, H, W) float32 in dataset band order, valid (C, H, W)).
 
     Bands are matched by ``json["common_bands"]`` (else ``json["bands"]``, else — same count —
     the dataset order); bands the sample lacks are zero and invalid, bands the dataset does not
-    list are ignored.
+    list are ignored.  ``band_stats`` (``DatasetInfo.band_stats``: sensor → band → mean/std) gives
+    the dataset statistics for the sample's sensor; bands without them use the sample's own.
     """
     src = sample_source(sample)
     px = sample.get("pixels.npy")
@@ -211,9 +221,20 @@ def sample_bands(sample: dict, bands) -> tuple[np.ndarray, np.ndarray]:
         sub = px[take]
         valid = ~nodata_mask(sub, meta)
         dst = [pos[names[i]] for i in take]
-        out[dst] = satmae_normalise(sub, valid)
+        table = (band_stats or {}).get(meta.get("sensor") or "unknown") or {}
+        dm = [table.get(names[i], {}).get("mean", np.nan) for i in take]
+        ds = [table.get(names[i], {}).get("std", np.nan) for i in take]
+        out[dst] = satmae_normalise(sub, valid, dm, ds) if table else satmae_normalise(sub, valid)
         ok[dst] = valid
     return out, ok
+
+
+def info_band_stats(info, config: dict) -> dict | None:
+    """The dataset statistics to normalise with (``config["normalise"]``: ``dataset`` — the
+    default, falling back per band to the sample's own — or ``sample``)."""
+    if config.get("normalise", "dataset") != "dataset":
+        return None
+    return getattr(info, "band_stats", None) or None
 
 
 def collate(samples, rng: np.random.Generator, config: dict, info, train: bool = True) -> dict:
@@ -230,7 +251,7 @@ def collate(samples, rng: np.random.Generator, config: dict, info, train: bool =
     pix = np.zeros((b, len(bands), size, size), np.float32)
     val = np.zeros((b, len(bands), size, size), bool)
     for j, s in enumerate(samples):
-        x, v = sample_bands(s, bands)
+        x, v = sample_bands(s, bands, info_band_stats(info, config))
         x, v = crop_or_pad(x, v, size, rng if train else None)
         if train and config.get("hflip", True) and rng.random() < 0.5:
             x, v = x[..., ::-1], v[..., ::-1]
