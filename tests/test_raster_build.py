@@ -257,18 +257,19 @@ def test_dem_build_float32_nodata_nan(tmp_path):
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["kind"] == "dem"
 
 
-def test_build_twice_same_bytes_and_resume(tmp_path):
+def test_build_twice_same_bytes_workers_and_resume(tmp_path):
     _synthetic_scene(tmp_path, "a", 500000.0, 3)
     recipe = _write(tmp_path / "r.yaml", {"kind": "satellite", "strategy": "random", "samples": 3,
+                                          "output": {"shard_max_samples": 2},
                                           "scenes": [{"name": "a", "path": "a.tif", "sensor": "sentinel-2"}]})
     digests = []
-    for out in ("o1", "o2"):
-        run_build(load_recipe(recipe, out_dir=tmp_path / out))
+    for out, workers in (("o1", 1), ("o2", 2)):  # a process pool writes the same bytes
+        run_build(load_recipe(recipe, out_dir=tmp_path / out), workers=workers)
         digests.append({p.relative_to(tmp_path / out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                         for p in sorted((tmp_path / out).rglob("*")) if p.is_file() and p.suffix in (".tar", ".parquet")})
     assert digests[0] == digests[1]
     res = run_build(load_recipe(recipe, out_dir=tmp_path / "o1"))
-    assert res.shards_written == 0 and res.shards_skipped == 1
+    assert res.shards_written == 0 and res.shards_skipped == 2
 
 
 @pytest.mark.parametrize("case", ["extents", "nocrs", "nodata", "bandname", "strategy", "key"])

@@ -62,3 +62,25 @@ def test_dem_build_pretrains_dem_mae(tmp_path):
           "--out", str(run), "-q", "--num-workers", "0"])
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows and np.isfinite(rows[-1]["loss"])
+
+
+def test_raster_build_pushes_and_loads_from_the_hub(monkeypatch, tmp_path):
+    """A satellite build publishes like an ALS one: load_dataset("org/name") and streaming work."""
+    import huggingface_hub.utils._http as hf_http
+    from datasets import load_dataset
+    from hub_server import HubServer, hub_env
+
+    from als_datasets.publish.push import push
+
+    out = tmp_path / "dem"
+    main(["build", str(BUILDERS / "dem-demo.yaml"), "-n", "12", "--out", str(out), "-q"])
+    monkeypatch.setattr(hf_http.time, "sleep", lambda s: None)
+    with HubServer() as server:
+        hub_env(monkeypatch, server, tmp_path / "hf")
+        push(out, "org/dem-demo")
+        remote = load_dataset("org/dem-demo", split="train")
+        local = {r["__key__"]: r for r in load_dataset(str(out), split="train")}
+        assert sorted(r["__key__"] for r in remote) == sorted(local) and len(local) == 12
+        r = remote[0]
+        assert np.asarray(r["pixels.npy"], dtype=np.float32).shape == (1, 64, 64)
+        assert len(list(load_dataset("org/dem-demo", split="train", streaming=True))) == 12
