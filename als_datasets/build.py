@@ -193,11 +193,12 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
     staging = work / "staging"
     remove_leftovers(out)
 
+    ex = executor or Executor(workers)
     if plan is None:
         units = len(recipe.projects) if recipe.kind == "als" else len(recipe.scenes)
         with rep.step("sampling frame", units) as adv:
-            plan = make_plan(recipe, progress=lambda msg, i, n: adv(1) if i < n else None)
-    tasks = shard_tasks(plan, out, staging, executor.workers if executor else workers)
+            plan = make_plan(recipe, progress=lambda msg, i, n: adv(1) if i < n else None, executor=ex)
+    tasks = shard_tasks(plan, out, staging, ex.workers)
     known = _known_entries(out, work)
     done: dict[int, list[dict]] = {}
     for t in tasks:
@@ -207,7 +208,6 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
     todo = [t for t in tasks if id(t) not in done]
 
     files_read = 0
-    ex = executor or Executor(workers)
     if todo and recipe.kind == "als":
         # staged parts from another routing plan (changed inputs or recipe) are never reused
         reset_staging(staging, route_tasks(plan, set(plan.selected["tile_id"]), staging))

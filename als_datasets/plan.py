@@ -68,14 +68,16 @@ def _footprints(frame: ProjectFrame, tile: float):
     return g.to_crs(4326)
 
 
-def make_plan(recipe: Recipe, progress: Callable[[str, int, int], None] | None = None) -> Plan:
-    """Frame every project, draw with the recipe's strategy, assign splits and shards."""
+def make_plan(recipe: Recipe, progress: Callable[[str, int, int], None] | None = None, executor=None) -> Plan:
+    """Frame every project, draw with the recipe's strategy, assign splits and shards.
+
+    ``executor``: raster recipes scan their scenes through it (in parallel)."""
     import geopandas as gpd
 
     if recipe.kind != "als":
         from .raster.plan import make_raster_plan
 
-        return make_raster_plan(recipe, progress)
+        return make_raster_plan(recipe, progress, executor)
 
     frames, tables = [], []
     for i, project in enumerate(recipe.projects):

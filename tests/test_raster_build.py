@@ -259,15 +259,18 @@ def test_dem_build_float32_nodata_nan(tmp_path):
 
 def test_build_twice_same_bytes_workers_and_resume(tmp_path):
     _synthetic_scene(tmp_path, "a", 500000.0, 3)
+    _synthetic_scene(tmp_path, "b", 520000.0, 4)
     recipe = _write(tmp_path / "r.yaml", {"kind": "satellite", "strategy": "random", "samples": 3,
                                           "output": {"shard_max_samples": 2},
-                                          "scenes": [{"name": "a", "path": "a.tif", "sensor": "sentinel-2"}]})
+                                          "scenes": [{"name": "a", "path": "a.tif", "sensor": "sentinel-2"},
+                                                     {"name": "b", "path": "b.tif", "sensor": "sentinel-2"}]})
     digests = []
-    for out, workers in (("o1", 1), ("o2", 2)):  # a process pool writes the same bytes
+    for out, workers in (("o1", 1), ("o2", 2)):  # a process pool (scene scans, shards) writes the same bytes
         run_build(load_recipe(recipe, out_dir=tmp_path / out), workers=workers)
         digests.append({p.relative_to(tmp_path / out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                         for p in sorted((tmp_path / out).rglob("*")) if p.is_file() and p.suffix in (".tar", ".parquet")})
     assert digests[0] == digests[1]
+    assert (tmp_path / "o1" / "frame.parquet").read_bytes() == (tmp_path / "o2" / "frame.parquet").read_bytes()
     res = run_build(load_recipe(recipe, out_dir=tmp_path / "o1"))
     assert res.shards_written == 0 and res.shards_skipped == 2
 

@@ -9,6 +9,7 @@ patches again by window.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -49,11 +50,24 @@ def output_dtype(recipe, scenes: list[Scene]) -> str:
     return np.result_type(*[np.dtype(s.dtype) for s in scenes]).name
 
 
-def _scene_rows(recipe, scene: Scene, progress=None) -> pd.DataFrame:
-    df = scan_scene(scene, recipe.patch_px, recipe.stride_px, kind=recipe.kind, bins=recipe.entropy_bins,
-                    base=recipe.entropy_base, progress=progress)
+@dataclass(frozen=True)
+class ScanTask:
+    """Scan one scene: a pure task an executor maps (a local pool or Dask), like the shard tasks."""
+
+    scene: Scene
+    patch_px: int
+    stride_px: int
+    kind: str
+    bins: int
+    base: float
+
+
+def run_scan_task(t: ScanTask) -> pd.DataFrame:
+    """Every candidate patch of one scene: quality, statistics, geometry (labels come later)."""
+    scene = t.scene
+    df = scan_scene(scene, t.patch_px, t.stride_px, kind=t.kind, bins=t.bins, base=t.base)
     cells = list(zip(df["col"].tolist(), df["row"].tolist()))
-    b, ll, foot = scene_patch_geometry(scene, cells, recipe.patch_px, recipe.stride_px)
+    b, ll, foot = scene_patch_geometry(scene, cells, t.patch_px, t.stride_px)
     df.insert(0, "tile_id", [f"{scene.name}_c{c}_r{r}" for c, r in cells])
     df.insert(1, "scene", scene.name)
     df["geometry"] = foot
@@ -97,21 +111,30 @@ def eligibility(recipe, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return ~(too_cloudy | too_empty), reason
 
 
-def make_raster_plan(recipe, progress: Callable[[str, int, int], None] | None = None):
-    """Frame every scene, draw with the recipe's strategy, drop overlaps, assign splits and shards."""
+def make_raster_plan(recipe, progress: Callable[[str, int, int], None] | None = None, executor=None):
+    """Frame every scene, draw with the recipe's strategy, drop overlaps, assign splits and shards.
+
+    ``executor`` (optional) scans the scenes in parallel; the frame is the same either way."""
     import geopandas as gpd
 
     from ..plan import Plan, shard_specs, split_of
 
     check_strategy(recipe.strategy, recipe.kind, recipe.path)
     scenes, commons = open_scenes(recipe)
-    tables = []
-    for i, scene in enumerate(scenes):
+    tasks = [ScanTask(s, recipe.patch_px, recipe.stride_px, recipe.kind, recipe.entropy_bins, recipe.entropy_base)
+             for s in scenes]
+    if executor is not None and executor.workers > 1 and len(tasks) > 1:
+        results = executor.map(run_scan_task, tasks)
+    else:
+        results = ((t, run_scan_task(t)) for t in tasks)
+    found: dict[str, pd.DataFrame] = {}
+    for i, (t, df) in enumerate(results):
+        found[t.scene.name] = df
         if progress:
-            progress(f"frame {scene.name}", i, len(scenes))
-        tables.append(_scene_rows(recipe, scene))
+            progress(f"frame {t.scene.name}", i, len(scenes))
     if progress:
         progress("frame", len(scenes), len(scenes))
+    tables = [found[s.name] for s in scenes]  # recipe order, whatever order the scans finished in
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if not len(table):
         raise InputError(recipe.path, f"no scene is at least {recipe.patch_px} px wide and high: no patch to cut")
