@@ -111,6 +111,23 @@ def eligibility(recipe, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return ~(too_cloudy | too_empty), reason
 
 
+def draw_weights(table: pd.DataFrame, recipe, order: np.ndarray) -> np.ndarray:
+    """The frame's ``weight`` column: each drawn patch's relative chance under the strategy —
+    exp(β·z) for ``spectral``, 1 / (drawable patches of its continent) for ``global`` (balanced),
+    uniform otherwise; 0 for patches the strategy cannot draw."""
+    w = np.zeros(len(table))
+    if recipe.strategy == "spectral":
+        return spectral_weights(table["spectral_entropy"].to_numpy(), table["eligible"].to_numpy(),
+                                recipe.spectral_beta)
+    if recipe.strategy == "global":
+        cont = table["continent"].to_numpy(dtype=object)[order]
+        counts = pd.Series(cont).value_counts()
+        w[order] = 1.0 / counts.loc[cont].to_numpy(dtype=float)
+        return w
+    w[order] = 1.0
+    return w
+
+
 def make_raster_plan(recipe, progress: Callable[[str, int, int], None] | None = None, executor=None):
     """Frame every scene, draw with the recipe's strategy, drop overlaps, assign splits and shards.
 
@@ -147,18 +164,14 @@ def make_raster_plan(recipe, progress: Callable[[str, int, int], None] | None = 
                                       f"nodata or {recipe.max_cloud_fraction:.0%} cloud")
 
     order = ordered_draw(table, recipe.strategy, recipe.seed, recipe.spectral_beta, where=recipe.path)
+    weight = draw_weights(table, recipe, order)  # of the draw, before the overlap check
     if recipe.max_overlap < 1.0:
         order, rejected = drop_overlaps(order, table["geometry"].to_numpy(), recipe.max_overlap)
         table.loc[rejected, "eligible"] = False
         table.loc[rejected, "reason"] = "overlap"
+        weight[rejected] = 0.0
     rank = np.full(len(table), -1, dtype=np.int64)
     rank[order] = np.arange(len(order))
-    weight = np.zeros(len(table))
-    if recipe.strategy == "spectral":
-        weight = spectral_weights(table["spectral_entropy"].to_numpy(), table["eligible"].to_numpy(),
-                                  recipe.spectral_beta)
-    else:
-        weight[order] = 1.0
     weight = weight / weight.sum() if weight.sum() > 0 else weight
     table["weight"] = weight
     table["draw_rank"] = pd.array(np.where(rank >= 0, rank, 0), dtype="Int64")
