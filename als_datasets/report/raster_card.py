@@ -117,7 +117,7 @@ def render_raster_card(out_dir, div: dict, plots: list[Path], repo_id: str | Non
                  "when the centre is on nodata)" if recipe.get("biomes") else "- **Biome**: none (no layer in the recipe)")
     rules.append("- **Land cover**: mode of a 5 × 5 grid of points in the patch" if recipe.get("landcover")
                  else "- **Land cover**: none (no layer in the recipe)")
-    rules.append("Each sample's `continent_rule` / `biome_rule` says which rule gave its label.")
+    rules.append("\nEach sample's `continent_rule` / `biome_rule` says which rule gave its label.")
     limitations = [
         "Pixel values keep each sensor's units (reflectance × 10000, or raw DN): samples from different sensors are "
         "not radiometrically comparable; normalise per band (e.g. SatMAE-style) before training.",
