@@ -57,6 +57,8 @@ DISTRIBUTION_COLUMNS = (
     "spectral_entropy",
     "cloud_fraction",
     "nodata_fraction",
+    "elevation_mean",
+    "relief_m",
 )
 HISTOGRAM_BINS = 20
 _PERCENTILES = (("p05", 5), ("p25", 25), ("median", 50), ("p75", 75), ("p95", 95))

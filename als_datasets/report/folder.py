@@ -11,7 +11,10 @@ from pathlib import Path
 
 COMPARE_COLUMNS = ["label", "strategy", "samples_per_project", "num_samples", "stratum_entropy", "stratum_normalised",
                    "strata_coverage", "landcover_entropy", "slope_class_entropy", "project_entropy",
-                   "height_entropy_mean", "intensity_entropy_mean", "density_mean"]
+                   "height_entropy_mean", "intensity_entropy_mean", "density_mean",
+                   # satellite / DEM builds
+                   "continent_entropy", "continent_normalised", "continent_K", "biome_entropy", "biome_normalised",
+                   "spectral_entropy_mean", "cloud_fraction_mean", "nodata_fraction_mean", "relief_m_mean"]
 
 
 def write_report(out_dir, plots: bool = True, croissant: bool = True, repo_id: str | None = None) -> dict:
@@ -42,7 +45,8 @@ def compare_builds(dirs: list[Path], out_dir: Path | None = None) -> tuple[objec
     reports = [load_diversity(d) for d in dirs]
     labels = [Path(d).name for d in dirs]
     table = compare_table(reports, labels)
-    cols = [c for c in COMPARE_COLUMNS if c in table.columns]
+    cols = [c for c in COMPARE_COLUMNS  # columns no build has (ALS vs raster kinds) are left out
+            if c in table.columns and (c in ("label", "strategy") or table[c].notna().any())]
     diff = differences(table, 0)
     dcols = [c for c in cols if c in diff.columns]
     text = (format_table(table, cols) + f"\n\ndifference from {labels[0]}:\n" + format_table(diff, dcols))
@@ -58,6 +62,7 @@ def compare_builds(dirs: list[Path], out_dir: Path | None = None) -> tuple[objec
         js = json.dumps({"builds": [str(d) for d in dirs], "table": json.loads(table.to_json(orient="records"))},
                         indent=2, sort_keys=True) + "\n"
         atomic_write(out / "comparison.json", lambda f: f.write(js.encode()))
-        if "stratum_entropy" in table.columns:
-            plot_comparison(table, out / "comparison_stratum_entropy.png", metric="stratum_entropy")
+        for metric in ("stratum_entropy", "continent_entropy", "spectral_entropy_mean"):
+            if metric in table.columns and table[metric].notna().any():
+                plot_comparison(table, out / f"comparison_{metric}.png", metric=metric)
     return table, text
