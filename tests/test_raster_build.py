@@ -357,3 +357,15 @@ def test_builder_satellite_real_recipe_resolves():
     r = load_recipe(BUILDERS / "satellite-real.yaml")
     assert r.kind == "satellite" and len(r.scenes) == 6
     assert all(Path(s["path"]).exists() for s in r.scenes)
+
+
+@needs_real
+def test_real_builds_compare_side_by_side(real_builds, tmp_path):
+    from als_datasets.report.folder import compare_builds
+
+    table, text = compare_builds([real_builds["random"], real_builds["spectral"], real_builds["global"]], tmp_path)
+    assert "continent_entropy" in text and "spectral_entropy_mean" in text and "strata_coverage" not in text
+    row = table.set_index("label")
+    assert row.loc["spectral", "spectral_entropy_mean"] > row.loc["random", "spectral_entropy_mean"]
+    assert row.loc["global", "continent_entropy"] >= row.loc["random", "continent_entropy"]
+    assert (tmp_path / "comparison_continent_entropy.png").is_file()
