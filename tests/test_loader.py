@@ -20,6 +20,9 @@ from als_datasets.errors import InputError  # noqa: E402
 from als_datasets.train.info import DatasetInfo  # noqa: E402
 from als_datasets.train.loader import (  # noqa: E402
     batches_per_rank,
+    decode_npy,
+    decode_sample,
+    iter_raw,
     iter_samples,
     loader_for,
     make_loader,
@@ -258,6 +261,236 @@ def test_corrupt_tar_refused(tmp_path, kind):
         with pytest.raises(InputError) as ei:
             list(make_loader(info, "train", 1, keys_collate, seed=0, num_workers=nw))
         assert ei.value.path == str(bad) and "\n" not in str(ei.value)
+
+
+# --------------------------------------------------------------------------------------------
+# .npy decoding without a second copy
+# --------------------------------------------------------------------------------------------
+def _npy_cases():
+    rng = np.random.default_rng(0)
+    yield np.arange(12, dtype=np.float32).reshape(3, 4)
+    for dt in ("<i1", "<u2", "<i4", ">i4", "<u8", ">f8", "<f2", "|b1", "<c8", ">c16", "<M8[ns]", "<m8[s]",
+               "<U5", "|S3", "|V4"):
+        yield rng.integers(0, 100, (4, 3)).astype(dt)
+    yield np.float64(2.5) * np.ones(())  # 0-d
+    yield np.array(7, dtype=np.uint16)  # 0-d integer
+    yield np.zeros((0, 3), np.float32)  # empty
+    yield np.zeros((5, 0), ">i2")
+    yield np.zeros(0, np.uint8)
+    yield np.asfortranarray(rng.normal(size=(5, 7)).astype(np.float32))  # fortran_order
+    yield np.asfortranarray(rng.normal(size=(2, 3, 4)))
+    yield rng.normal(size=(2, 3, 4, 5)).astype(np.float32).transpose(2, 0, 3, 1)  # neither: written C order
+    yield np.arange(10 ** 5, dtype=np.int64).reshape(10, -1)  # large first axis digits
+    yield np.zeros(3, dtype=[("a", "<f4"), ("b", "u1", (2,))])  # structured: numpy's header reader
+    yield np.zeros((2, 2), dtype=[("x", ">i8")])
+
+
+@pytest.mark.parametrize("version", [None, (1, 0), (2, 0), (3, 0)])
+def test_decode_npy_equals_np_load(version):
+    for arr in _npy_cases():
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, arr, version=version, allow_pickle=False)
+        raw = buf.getvalue()
+        ref = np.load(io.BytesIO(raw), allow_pickle=False)
+        for data in (bytearray(raw), raw):  # bytes: read-only, so copied once
+            got = decode_npy(data)
+            assert got.dtype == ref.dtype and got.shape == ref.shape, (arr.dtype, arr.shape)
+            assert np.array_equal(got, ref) if ref.dtype.kind != "V" else got.tobytes() == ref.tobytes()
+            assert got.flags.c_contiguous == ref.flags.c_contiguous
+            assert got.flags.f_contiguous == ref.flags.f_contiguous
+            assert got.flags.writeable and got.flags.aligned
+
+
+def test_decode_npy_builds_on_the_buffer_without_copy():
+    raw = bytearray(_npy(np.arange(1000, dtype=np.float32).reshape(100, 10)))
+    arr = decode_npy(raw)
+    assert np.shares_memory(arr, np.frombuffer(raw, np.uint8))
+    arr[0, 0] = 42.0  # writable, in place
+    assert np.load(io.BytesIO(bytes(raw)))[0, 0] == 42.0
+    # an odd header length leaves the data unaligned: then it is copied once (aligned, writable)
+    a = np.arange(6, dtype=np.float64)
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (6,), }" + b" " * 6 + b"\n"
+    odd = bytearray(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + a.tobytes())
+    assert (10 + len(header)) % 8 and np.array_equal(decode_npy(odd), a) and decode_npy(odd).flags.aligned
+    # trailing bytes after the data are ignored, like numpy
+    assert np.array_equal(decode_npy(bytearray(_npy(a) + b"xyz")), a)
+
+
+@pytest.mark.parametrize("arr", [np.array([{"a": 1}, None], dtype=object),
+                                 np.zeros(2, dtype=[("a", "<f4"), ("b", object)]),
+                                 np.zeros((2, 2), dtype=object)])
+def test_decode_npy_refuses_object_arrays(arr):
+    raw = _npy(arr, allow_pickle=True)
+    with pytest.raises(ValueError, match="Object arrays cannot be loaded when allow_pickle=False"):
+        np.load(io.BytesIO(raw), allow_pickle=False)
+    with pytest.raises(ValueError, match="Object arrays cannot be loaded when allow_pickle=False"):
+        decode_npy(bytearray(raw))
+    with pytest.raises(InputError, match="cannot decode"):
+        decode_sample("s.tar", "k", {"o.npy": bytearray(raw)})
+
+
+def test_decode_npy_refuses_short_and_bad_data():
+    raw = _npy(np.arange(100, dtype=np.int32))
+    with pytest.raises(ValueError, match="EOF"):
+        decode_npy(bytearray(raw[:-4]))
+    # a header claiming a huge shape fails on the length check, without allocating it
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }\n"
+    with pytest.raises(ValueError, match="EOF"):
+        decode_npy(bytearray(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 8))
+    for bad in (b"PK\x03\x04" + b"\0" * 40, b"\x93NUMPY\x09\x00" + b"\0" * 40, b"",
+                b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8'}"):
+        with pytest.raises(ValueError):
+            decode_npy(bytearray(bad))
+
+
+def _tar_bytes(members, fmt=tarfile.PAX_FORMAT, dirs=(), links=()) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for d in dirs:
+            ti = tarfile.TarInfo(d)
+            ti.type = tarfile.DIRTYPE
+            tar.addfile(ti)
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime, ti.uid = len(data), 1_700_000_000, 1000
+            tar.addfile(ti, io.BytesIO(data))
+        for name in links:
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.linkname = tarfile.SYMTYPE, "x"
+            tar.addfile(ti)
+    return buf.getvalue()
+
+
+def _tarfile_raw(path):
+    """Reference: the samples as plain tarfile reads them (the loader's former reader), and
+    whether it ended in an error."""
+    out, key, fields = [], None, {}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for m in tar:
+                if m.isdir():
+                    continue
+                if not m.isfile():
+                    return out, "not a regular file"
+                k, field = m.name.rsplit("/", 1)[0] + "/" + m.name.rsplit("/", 1)[1].split(".", 1)[0], \
+                    m.name.rsplit("/", 1)[1].split(".", 1)[1]
+                data = tar.extractfile(m).read()
+                if k != key:
+                    if key is not None:
+                        out.append((key, fields))
+                    key, fields = k, {}
+                fields[field] = data
+    except (tarfile.TarError, OSError, EOFError):
+        return out, "error"
+    if key is not None:
+        out.append((key, fields))
+    return out, None
+
+
+def _raw(path):
+    out = []
+    try:
+        for key, fields in iter_raw(path):
+            out.append((key, {f: bytes(v) for f, v in fields.items()}))
+    except InputError as exc:
+        assert exc.path == str(path) and "\n" not in str(exc)
+        return out, "not a regular file" if "not a regular file" in exc.reason else "error"
+    return out, None
+
+
+def test_iter_raw_reads_what_tarfile_reads(tmp_path):
+    """The direct ustar header parser hands anything unusual to tarfile: same samples, same errors."""
+    long = "d/" + "x" * 60 + "/" + "y" * 60 + "/k3"  # > 100 characters: ustar prefix, pax or GNU record
+    members = [("d/k1.json", b'{"a": 1}'), ("d/k1.xyz.npy", _npy(np.arange(300, dtype=np.float32))),
+               ("d/k2.json", b"{}"), ("d/k2.e.npy", _npy(np.zeros(0, np.uint8))), (long + ".json", b"[1]"),
+               ("d/k4.json", b"{}")]
+    cases = {f"fmt{fmt}": _tar_bytes(members, fmt) for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT,
+                                                                 tarfile.USTAR_FORMAT)}
+    cases["dirs"] = _tar_bytes(members, dirs=["d", "d/e/"])
+    cases["link"] = _tar_bytes(members[:2], links=["d/k9.json"])
+    cases["utf8"] = _tar_bytes([("d/kü.json", b"{}"), ("d/kü.a.npy", _npy(np.ones(3)))])
+    base = cases[f"fmt{tarfile.PAX_FORMAT}"]
+    for cut in sorted({*range(0, len(base), 211), 512, 1024, len(base) - 1024, len(base) - 1}):
+        cases[f"cut{cut}"] = base[:cut]
+    bad = bytearray(base)
+    bad[2048 + 148] ^= 1  # a checksum digit of a later header
+    cases["badsum"] = bytes(bad)
+    bad = bytearray(base)
+    bad[1536 + 130] = ord("9")  # a non-octal size digit
+    cases["badsize"] = bytes(bad)
+    cases["garbage"] = b"not a tar" * 300
+    for name, data in cases.items():
+        p = tmp_path / f"{name}.tar"
+        p.write_bytes(data)
+        ref = _tarfile_raw(p)
+        assert _raw(p) == ref, name
+    assert len(_tarfile_raw(tmp_path / f"fmt{tarfile.USTAR_FORMAT}.tar")[0]) == 4
+
+
+def test_iter_raw_reads_plain_and_compressed_tars(tmp_path):
+    members = GOOD + [("k2.big.npy", _npy(np.arange(5000, dtype=np.float64))), ("k2.json", b"{}")]
+    for mode, name in (("w", "a.tar"), ("w:gz", "a.tar.gz")):
+        with tarfile.open(tmp_path / name, mode) as tar:
+            for n, data in members:
+                ti = tarfile.TarInfo(n)
+                ti.size = len(data)
+                tar.addfile(ti, io.BytesIO(data))
+        raw = list(iter_raw(tmp_path / name))
+        assert [k for k, _ in raw] == ["k1", "k2"]
+        assert all(isinstance(v, bytearray) for _, f in raw for v in f.values())
+        assert raw[1][1]["big.npy"] == members[2][1]
+        s = decode_sample(name, *raw[1])
+        assert np.array_equal(s["big.npy"], np.arange(5000.0)) and s["json"] == {}
+
+
+# --------------------------------------------------------------------------------------------
+# persistent workers
+# --------------------------------------------------------------------------------------------
+def pid_collate(samples, rng):
+    import os
+
+    return {**keys_collate(samples, rng), "pid": os.getpid()}
+
+
+def test_persistent_workers_give_the_batches_of_a_fresh_loader(tmp_path):
+    info = _ds(tmp_path, n_train=38, shard_size=[9, 9, 9, 9, 2])
+    kw = {"seed": 7, "num_workers": 2, "shuffle_buffer": 5}
+    loader = make_loader(info, "train", 3, pid_collate, persistent_workers=True, **kw)
+    pids = set()
+
+    def strip(batches):
+        pids.update(b.pop("pid") for b in batches)
+        return batches
+
+    for epoch, start in [(0, 0), (1, 0), (2, 4), (1, 11), (3, 12), (0, 0)]:
+        fresh = strip(list(make_loader(info, "train", 3, pid_collate, epoch=epoch, start_batch=start, **kw)))
+        pids.clear()
+        assert strip(list(loader.at(epoch, start))) == fresh, (epoch, start)
+        assert len(pids) <= 2
+        if epoch == 0 and start == 0:
+            first_pids = set(pids)
+        assert pids <= first_pids  # the same two processes every epoch
+    it = iter(loader.at(5))  # an epoch abandoned mid-way does not leak into the next one
+    next(it)
+    del it
+    loader.set_epoch(6, 2)
+    assert strip(list(loader)) == strip(list(make_loader(info, "train", 3, pid_collate, epoch=6, start_batch=2,
+                                                         **kw)))
+    loader.close()
+    assert strip(list(loader.at(1))) == strip(list(make_loader(info, "train", 3, pid_collate, epoch=1, **kw)))
+    loader.close()
+    with pytest.raises(ValueError):
+        loader.set_epoch(0, 99)
+
+
+def test_persistent_workers_report_bad_members(tmp_path):
+    info, bad = _bad_folder(tmp_path, GOOD + [("k1.pkl", b"x")])
+    loader = make_loader(info, "train", 1, keys_collate, seed=0, num_workers=1, train=False, persistent_workers=True)
+    for epoch in (0, 1):  # the pool survives a failed epoch
+        with pytest.raises(InputError, match="pkl members are refused") as ei:
+            list(loader.at(epoch))
+        assert ei.value.path == str(bad)
+    loader.close()
 
 
 # --------------------------------------------------------------------------------------------

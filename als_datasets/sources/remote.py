@@ -60,6 +60,7 @@ __all__ = [
 
 #: read-ahead for small reads (hierarchy pages, VLRs past the first block)
 BLOCK_SIZE = 16 * 1024
+LARGE_CACHE = 8 * 1024 * 1024  # larger single reads are kept as the cache too (hierarchy pages)
 #: first request to a remote file: the header and, usually, every VLR (it gives the file size too)
 FIRST_BLOCK = 4096
 #: parallel range requests of one batch of octree nodes (remote sources only)
@@ -337,7 +338,10 @@ class RangeFile(io.RawIOBase):
         pos, c0 = self._pos, self._cache_start
         if not (c0 <= pos and pos + n <= c0 + len(self._cache)):
             if n >= self.block_size:
-                out[:n] = self.fetch(pos, pos + n)
+                data = self.fetch(pos, pos + n)
+                if n <= LARGE_CACHE:  # a hierarchy page laspy reads twice is fetched once
+                    self._cache_start, self._cache = pos, data
+                out[:n] = data
                 self._pos += n
                 return n
             self._cache_start, self._cache = pos, self.fetch(pos, min(pos + self.block_size, self.size))

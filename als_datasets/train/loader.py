@@ -26,10 +26,17 @@ samples that reach ``collate``), and DataLoader worker ``j`` plays logical worke
 seed, epoch, world size, number of workers and batch size.
 
 **Safe decoding**: members are grouped by key (the member name up to the first dot of its base
-name); ``.npy`` → :func:`numpy.lib.format.read_array` with ``allow_pickle=False`` (object arrays
-and ``.npz`` archives are refused), ``.json`` → :func:`json.loads`.  Any other member (pickle,
-torch, ``.cls``…) is refused with an :class:`~als_datasets.errors.InputError` naming the shard,
-and so is a truncated or corrupt tar — also when raised in a DataLoader worker process.
+name); ``.npy`` → :func:`decode_npy`, which reads the header itself (or with numpy's header
+readers), refuses object dtypes exactly as ``allow_pickle=False`` does (and ``.npz`` archives),
+and builds the array on the member's buffer without a copy (:func:`numpy.lib.format.read_array`
+for anything unusual); ``.json`` → :func:`json.loads`.  Any other member (pickle, torch,
+``.cls``…) is refused with an :class:`~als_datasets.errors.InputError` naming the shard, and so
+is a truncated or corrupt tar — also when raised in a DataLoader worker process.
+
+**Throughput**: each member is read once, with ``os.preadv``, into the buffer its array will
+live in; plain ustar headers are parsed directly (tarfile takes over at the first unusual one);
+with ``persistent_workers=True`` the worker processes survive from one epoch to the next
+(:meth:`ShardLoader.set_epoch`, :meth:`ShardLoader.at`) — the batches are the same either way.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ from __future__ import annotations
 import functools
 import io
 import json
+import math
+import os
+import re
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,11 +58,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..errors import InputError
 from .info import DatasetInfo
 
-__all__ = ["make_loader", "loader_for", "iter_samples", "iter_shard", "iter_raw", "decode_sample", "pad_collate",
-           "ShardLoader", "batches_per_rank", "worker_batch_counts"]
+__all__ = ["make_loader", "loader_for", "iter_samples", "iter_shard", "iter_raw", "decode_sample", "decode_npy",
+           "pad_collate", "ShardLoader", "batches_per_rank", "worker_batch_counts"]
 
 DECODED_EXTS = ("npy", "json")
-_READ_BUF = 1 << 20
+_PREADV = hasattr(os, "preadv")
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,32 +83,117 @@ def _check_ext(shard: str, name: str, field: str) -> None:
         raise InputError(shard, f"member {name}: .{ext} members are refused (only .npy and .json are decoded)")
 
 
-def iter_raw(shard: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {field: bytes})`` per sample of one tar, in stored order, without decoding.
+# A tar header block the way Python's tarfile (PAX and USTAR formats) and GNU tar in POSIX mode
+# write one for a regular file: POSIX "ustar\0" + "00" magic, octal numbers (digits, then spaces or
+# NULs), a correct unsigned checksum.  These are parsed here directly, ~5× faster than tarfile;
+# a block that is anything else (pax or GNU long-name records, links, directories, base-256
+# numbers, a bad checksum, the end of a truncated file) hands the rest of the shard to tarfile,
+# from that block on — so what is accepted here is a strict subset of what tarfile accepts, with
+# the same name and size.
+_OCTAL = re.compile(rb"[0-7]*[ \0]*")
+_NUMERIC = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156), (329, 337), (337, 345))
+_ZERO_BLOCK = bytes(512)
 
-    Every member's extension is checked here, so a forbidden member is refused even when the
-    sample it belongs to is skipped.  Directories are ignored; links and devices are refused.
+
+def _ustar_file(hdr: bytes) -> tuple[str, int] | None:
+    """(name, size) of a plain regular-file ustar header, or None (then tarfile decides)."""
+    if len(hdr) != 512 or hdr[156:157] not in (b"0", b"\0") or hdr[257:265] != b"ustar\x0000":
+        return None
+    for a, b in _NUMERIC:
+        if _OCTAL.fullmatch(hdr, a, b) is None:
+            return None
+    if int(hdr[148:156].rstrip(b" \0") or b"0", 8) != 256 + sum(hdr[:148]) + sum(hdr[156:]):
+        return None
+    name = hdr[:100].partition(b"\0")[0]
+    if not name or name.endswith(b"/"):
+        return None
+    prefix = hdr[345:500].partition(b"\0")[0]
+    if prefix:
+        name = prefix + b"/" + name
+    return name.decode(tarfile.ENCODING, "surrogateescape"), int(hdr[124:136].rstrip(b" \0") or b"0", 8)
+
+
+def _members(f) -> Iterator[tuple[str, str, int, object]]:
+    """``(name, kind, size, where)`` of every member of an open tar file, in stored order.
+
+    ``kind`` is ``"file"``, ``"dir"`` or ``"other"``; ``where`` is the data offset (an int) for a
+    plain tar, or a zero-argument callable returning a file object (compressed tars, sparse files).
+    """
+    fd, pos = f.fileno(), 0
+    if _PREADV:
+        while True:
+            hdr = os.pread(fd, 512, pos)
+            if hdr == _ZERO_BLOCK:
+                return  # end-of-archive block (tarfile stops there too)
+            parsed = _ustar_file(hdr)
+            if parsed is None:
+                break
+            yield parsed[0], "file", parsed[1], pos + 512
+            pos += 512 + -(-parsed[1] // 512) * 512
+        if pos and not os.pread(fd, 1, pos - 1):  # what tarfile checks before each header
+            raise tarfile.ReadError("unexpected end of data")
+    f.seek(pos)
+    with tarfile.open(fileobj=f, mode="r:" if pos else "r:*") as tar:
+        plain = _PREADV and tar.fileobj is f
+        for m in tar:
+            kind = "dir" if m.isdir() else "file" if m.isfile() else "other"
+            if plain and not m.issparse():
+                yield m.name, kind, m.size, m.offset_data
+            else:
+                yield m.name, kind, m.size, functools.partial(tar.extractfile, m)
+
+
+def _read_member(shard: str, fd: int, name: str, size: int, where) -> bytearray:
+    """A member's data in a fresh writable buffer, filled once straight from the file.
+
+    For a plain (uncompressed) tar the bytes go from the page cache into the buffer with
+    ``os.preadv`` (no intermediate ``bytes``); compressed tars and sparse members go through
+    :meth:`tarfile.TarFile.extractfile`.
+    """
+    buf = bytearray(size)
+    if isinstance(where, int):
+        view, got = memoryview(buf), 0
+        while got < size:
+            n = os.preadv(fd, [view[got:]], where + got)
+            if n <= 0:
+                break
+            got += n
+    else:
+        got = where().readinto(buf)
+    if got != size:
+        raise InputError(shard, f"member {name}: truncated ({got} of {size} bytes)")
+    return buf
+
+
+def iter_raw(shard: str | Path) -> Iterator[tuple[str, dict[str, bytearray]]]:
+    """``(key, {field: data})`` per sample of one tar, in stored order, without decoding.
+
+    Each member's data is a fresh, writable :class:`bytearray` read once from the file;
+    :func:`decode_sample` builds the ``.npy`` arrays on top of it without copying.  Every member's
+    extension is checked here, so a forbidden member is refused even when the sample it belongs
+    to is skipped.  Directories are ignored; links and devices are refused.
     """
     shard = str(shard)
     key, fields = None, {}
     try:
-        with open(shard, "rb", buffering=_READ_BUF) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
-            for m in tar:
-                if m.isdir():
+        # unbuffered: only 512-byte headers are read through the file object; the data goes
+        # straight into its own buffer (a buffered file would copy it into its read-ahead too)
+        with open(shard, "rb", buffering=0) as f:
+            fd = f.fileno()
+            for name, kind, size, where in _members(f):
+                if kind == "dir":
                     continue
-                if not m.isfile():
-                    raise InputError(shard, f"member {m.name}: not a regular file (links are refused)")
-                k, field = _split_name(shard, m.name)
-                _check_ext(shard, m.name, field)
-                data = tar.extractfile(m).read()
-                if len(data) != m.size:
-                    raise InputError(shard, f"member {m.name}: truncated ({len(data)} of {m.size} bytes)")
+                if kind != "file":
+                    raise InputError(shard, f"member {name}: not a regular file (links are refused)")
+                k, field = _split_name(shard, name)
+                _check_ext(shard, name, field)
+                data = _read_member(shard, fd, name, size, where)
                 if k != key:
                     if key is not None:
                         yield key, fields
                     key, fields = k, {}
                 if field in fields:
-                    raise InputError(shard, f"member {m.name}: appears twice in sample {k}")
+                    raise InputError(shard, f"member {name}: appears twice in sample {k}")
                 fields[field] = data
     except InputError:
         raise
@@ -110,8 +205,84 @@ def iter_raw(shard: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, fields
 
 
-def decode_sample(shard: str, key: str, fields: dict[str, bytes]) -> dict:
-    """Decode one raw sample: ``{"__key__": key, "json": dict, "<field>.npy": ndarray, ...}``."""
+# A header exactly as numpy's ``write_array`` writes it for a plain (non-structured) dtype:
+# "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }" + spaces + "\n".  Anything else
+# (structured dtypes, Python-2 headers, odd spacing) is parsed by numpy's own helpers.
+_INT = rb"(?:0|[1-9][0-9]*)"
+_NPY_HEADER = re.compile(
+    rb"\{'descr': '([<>|=]?[A-Za-z][0-9]*(?:\[[0-9]*[A-Za-z]+\])?)', 'fortran_order': (True|False), "
+    rb"'shape': \((|" + _INT + rb",|(?:" + _INT + rb", )+" + _INT + rb")\), \} *\n")
+_NPY_MAGIC = b"\x93NUMPY"
+_MAX_HEADER = 10000  # numpy's max_header_size for untrusted files
+
+
+def _npy_header(mv: memoryview) -> tuple[int, tuple, bool, np.dtype] | None:
+    """(data offset, shape, fortran_order, dtype) of an ``.npy`` buffer, or None when it needs
+    :func:`numpy.lib.format.read_array` itself (version 3.0 headers, bad magic, anything odd)."""
+    if len(mv) < 10 or mv[:6] != _NPY_MAGIC:
+        return None
+    major, minor = mv[6], mv[7]
+    if (major, minor) == (1, 0):
+        start, hlen = 10, int.from_bytes(mv[8:10], "little")
+    elif (major, minor) in ((2, 0), (3, 0)) and len(mv) >= 12:
+        start, hlen = 12, int.from_bytes(mv[8:12], "little")
+    else:
+        return None
+    if hlen > _MAX_HEADER or len(mv) < start + hlen:
+        return None
+    header = bytes(mv[start:start + hlen])
+    m = _NPY_HEADER.fullmatch(header)
+    if m is not None:
+        try:
+            dtype = np.dtype(m.group(1).decode("ascii"))
+        except TypeError:
+            return None
+        shape = tuple(int(x) for x in m.group(3).replace(b",", b" ").split())
+        return start + hlen, shape, m.group(2) == b"True", dtype
+    if (major, minor) == (3, 0):
+        return None
+    # not the canonical layout: numpy's public header readers (ast.literal_eval, key checks)
+    fp = io.BytesIO(bytes(mv[:start + hlen]))
+    version = np.lib.format.read_magic(fp)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(fp, max_header_size=_MAX_HEADER)
+    return start + hlen, shape, fortran, dtype
+
+
+def decode_npy(data) -> np.ndarray:
+    """An ``.npy`` member as an array, refusing object dtypes like ``allow_pickle=False``.
+
+    The array is built on ``data`` itself (``np.frombuffer``, no copy) when ``data`` is a
+    writable buffer (the :class:`bytearray` of :func:`iter_raw`) and the data is aligned;
+    otherwise it is copied once.  The result is always writable.  Same values, dtype, shape and
+    memory order as :func:`numpy.lib.format.read_array` with ``allow_pickle=False``, which
+    is used for whatever this does not handle (version 3.0 headers, zero-size dtypes, bad
+    magic).  Raises :class:`ValueError` on object dtypes, bad headers and short data.
+    """
+    mv = memoryview(data).cast("B")
+    head = _npy_header(mv)
+    if head is None:
+        arr = np.lib.format.read_array(io.BytesIO(mv), allow_pickle=False)
+        return arr if arr.flags.writeable else arr.copy()
+    offset, shape, fortran, dtype = head
+    if dtype.hasobject:
+        raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+    if dtype.itemsize == 0:
+        return np.lib.format.read_array(io.BytesIO(mv), allow_pickle=False)
+    count = math.prod(shape)  # 1 for a 0-d array; Python ints, no overflow
+    nbytes, have = count * dtype.itemsize, len(mv) - offset
+    if have < nbytes:
+        raise ValueError(f"EOF: reading array data, expected {nbytes} bytes got {have}")
+    arr = np.frombuffer(mv, dtype=dtype, count=count, offset=offset)
+    if not (arr.flags.writeable and arr.flags.aligned):
+        arr = arr.copy()
+    return arr.reshape(shape[::-1]).transpose() if fortran else arr.reshape(shape)
+
+
+def decode_sample(shard: str, key: str, fields: dict) -> dict:
+    """Decode one raw sample: ``{"__key__": key, "json": dict, "<field>.npy": ndarray, ...}``.
+
+    ``.npy`` arrays share the memory of the raw buffers (see :func:`decode_npy`)."""
     out: dict = {"__key__": key}
     for field, data in fields.items():
         name = f"{key}.{field}"
@@ -120,7 +291,7 @@ def decode_sample(shard: str, key: str, fields: dict[str, bytes]) -> dict:
             if field.lower().endswith(".json") or field.lower() == "json":
                 out[field] = json.loads(data)
             else:
-                out[field] = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+                out[field] = decode_npy(data)
         except (ValueError, OSError, EOFError) as exc:  # object arrays, bad magic, bad JSON
             raise InputError(shard, f"member {name}: cannot decode ({exc})") from None
     return out
@@ -197,12 +368,15 @@ class _Failure:
 class _ShardStream(IterableDataset):
     def __init__(self, shards: list[str], lengths: list[int], batch_size: int, collate: Callable, *, seed: int,
                  epoch: int, rank: int, world_size: int, workers: int, shuffle_buffer: int, start_batch: int,
-                 n_batches: int, train: bool, info_path: str):
+                 n_batches: int, train: bool, info_path: str, position: torch.Tensor | None = None):
         super().__init__()
         self.shards, self.lengths, self.batch_size, self.collate = shards, lengths, batch_size, collate
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
         self.workers, self.shuffle_buffer, self.start_batch = workers, shuffle_buffer, start_batch
         self.n_batches, self.train, self.info_path = n_batches, train, info_path
+        # persistent workers: a shared-memory (epoch, start_batch) that the main process sets
+        # before each iteration; a worker keeps its own copy of this object between epochs
+        self.position = position
 
     def _share(self, g: int) -> tuple[list[int], int, int]:
         """(shard indices in order, sample stride, sample offset) of global worker ``g``."""
@@ -258,6 +432,8 @@ class _ShardStream(IterableDataset):
     def __iter__(self):
         wi = get_worker_info()
         phys = 0 if wi is None else wi.id
+        if self.position is not None:
+            self.epoch, self.start_batch = (int(v) for v in self.position.tolist())
         try:
             yield from self._batches(phys)
         except InputError as exc:
@@ -269,28 +445,63 @@ class _ShardStream(IterableDataset):
 # --------------------------------------------------------------------------------------------
 # Public
 # --------------------------------------------------------------------------------------------
+class _WorkerPool:
+    """One DataLoader with persistent workers, shared by a loader and the loaders its ``.at()`` makes.
+
+    The workers get the epoch and first batch of each iteration through a shared-memory tensor
+    that is written before torch's ``_ResumeIteration`` message is queued to them (so they see
+    it when they start the new iteration); everything else about the epoch is fixed.
+    """
+
+    def __init__(self):
+        self.dl: DataLoader | None = None
+        self.position: torch.Tensor | None = None
+
+    def iterate(self, loader: ShardLoader) -> Iterator:
+        if self.dl is None:
+            self.position = torch.zeros(2, dtype=torch.int64).share_memory_()
+            self.dl = DataLoader(loader._dataset(self.position), batch_size=None, num_workers=loader.num_workers,
+                                 pin_memory=loader.pin_memory, persistent_workers=True,
+                                 multiprocessing_context=loader.multiprocessing_context)
+        self.position[0], self.position[1] = loader.epoch, loader.start_batch
+        return iter(self.dl)
+
+    def close(self) -> None:
+        it = getattr(self.dl, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self.dl = self.position = None
+
+
 class ShardLoader:
     """The rank's batches of one epoch; ``len()`` is the batches per rank per epoch.
 
     Iterating yields ``len(self) - start_batch`` batches (``remaining``): batches
-    ``start_batch … len(self) - 1`` of the epoch.  Each ``iter()`` starts the workers afresh.
+    ``start_batch … len(self) - 1`` of the epoch.  Each ``iter()`` starts the workers afresh,
+    unless ``persistent_workers=True`` (and ``num_workers > 0``): then the worker processes are
+    started by the first iteration and reused by later ones — of this loader after
+    :meth:`set_epoch`, and of every loader made from it by :meth:`at` — with exactly the batches
+    a fresh loader would give for that epoch and first batch.  One iteration at a time per pool:
+    starting one abandons the previous (torch drops its pending batches); :meth:`close` stops
+    the workers (otherwise they stop when the last loader sharing them is garbage-collected).
     """
 
     def __init__(self, info: DatasetInfo, split: str, batch_size: int, collate: Callable, *, seed: int,
                  epoch: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                  shuffle_buffer: int = 256, start_batch: int = 0, train: bool = True, pin_memory: bool = False,
-                 multiprocessing_context=None):
+                 multiprocessing_context=None, persistent_workers: bool = False, _pool: _WorkerPool | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.info, self.split, self.batch_size, self.collate = info, split, int(batch_size), collate
         self.seed, self.epoch, self.rank, self.world_size = int(seed), int(epoch), int(rank), int(world_size)
         self.num_workers, self.shuffle_buffer, self.train = int(num_workers), int(shuffle_buffer), bool(train)
         self.pin_memory, self.multiprocessing_context = pin_memory, multiprocessing_context
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self._pool = (_pool or _WorkerPool()) if self.persistent_workers else None
         self.num_samples = info.num_samples(split)
         self.batches_per_epoch = batches_per_rank(self.num_samples, self.batch_size, self.world_size)
-        if not 0 <= start_batch <= self.batches_per_epoch:
-            raise ValueError(f"start_batch {start_batch} outside 0..{self.batches_per_epoch}")
-        self.start_batch = int(start_batch)
+        self.start_batch = 0
+        self.set_epoch(epoch, start_batch)
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -300,32 +511,51 @@ class ShardLoader:
         """Batches that iterating will yield (``len(self) - start_batch``)."""
         return self.batches_per_epoch - self.start_batch
 
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Move this loader to another position (epoch, first batch), keeping its workers."""
+        if not 0 <= start_batch <= self.batches_per_epoch:
+            raise ValueError(f"start_batch {start_batch} outside 0..{self.batches_per_epoch}")
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
     def at(self, epoch: int, start_batch: int = 0) -> ShardLoader:
-        """The same loader at another position (epoch, first batch)."""
-        return make_loader(self.info, self.split, self.batch_size, self.collate, seed=self.seed, epoch=epoch,
+        """The same loader at another position (epoch, first batch); with persistent workers, the
+        new loader shares this one's worker processes."""
+        return ShardLoader(self.info, self.split, self.batch_size, self.collate, seed=self.seed, epoch=epoch,
                            rank=self.rank, world_size=self.world_size, num_workers=self.num_workers,
                            shuffle_buffer=self.shuffle_buffer, start_batch=start_batch, train=self.train,
-                           pin_memory=self.pin_memory, multiprocessing_context=self.multiprocessing_context)
+                           pin_memory=self.pin_memory, multiprocessing_context=self.multiprocessing_context,
+                           persistent_workers=self.persistent_workers, _pool=self._pool)
 
-    def _dataset(self) -> _ShardStream:
+    def close(self) -> None:
+        """Stop persistent worker processes (a later iteration starts new ones); no-op otherwise."""
+        if self._pool is not None:
+            self._pool.close()
+
+    def _dataset(self, position: torch.Tensor | None = None) -> _ShardStream:
         split = self.info.splits[self.split]
         return _ShardStream(
             self.info.shard_paths(self.split), [int(n) for n in split.get("shard_lengths", [])]
             or [1] * len(split["filenames"]), self.batch_size, self.collate, seed=self.seed, epoch=self.epoch,
             rank=self.rank, world_size=self.world_size, workers=max(1, self.num_workers),
             shuffle_buffer=self.shuffle_buffer, start_batch=self.start_batch, n_batches=self.batches_per_epoch,
-            train=self.train, info_path=str(Path(self.info.root) / "_info.json"))
+            train=self.train, info_path=str(Path(self.info.root) / "_info.json"), position=position)
+
+    def _open(self) -> Iterator:
+        if self._pool is not None:
+            return self._pool.iterate(self)
+        kw = {}
+        if self.num_workers > 0:
+            kw = {"multiprocessing_context": self.multiprocessing_context, "persistent_workers": False}
+        return iter(DataLoader(self._dataset(), batch_size=None, num_workers=self.num_workers,
+                               pin_memory=self.pin_memory, **kw))
 
     def __iter__(self) -> Iterator:
         if self.remaining <= 0:
             return
-        kw = {}
-        if self.num_workers > 0:
-            kw = {"multiprocessing_context": self.multiprocessing_context, "persistent_workers": False}
-        dl = DataLoader(self._dataset(), batch_size=None, num_workers=self.num_workers,
-                        pin_memory=self.pin_memory, **kw)
         n = 0
-        for batch in dl:
+        # the DataLoader iterator stays off this frame's locals: when an error propagates, a fresh
+        # one (and its worker processes) is shut down at once, not when the traceback is freed
+        for batch in self._open():
             if isinstance(batch, _Failure):
                 raise InputError(batch.path, batch.reason)
             n += 1
@@ -341,7 +571,8 @@ def make_loader(info: DatasetInfo, split: str, batch_size: int, collate: Callabl
 
     ``collate(samples: list[dict], rng: numpy.random.Generator) -> dict[str, Tensor]`` runs in
     the worker.  ``train=False``: stored shard order and no shuffle buffer (evaluation).
-    Extra keywords: ``pin_memory``, ``multiprocessing_context``.
+    Extra keywords: ``pin_memory``, ``multiprocessing_context``, ``persistent_workers`` (reuse
+    the worker processes across epochs through :meth:`ShardLoader.set_epoch` / :meth:`ShardLoader.at`).
     """
     return ShardLoader(info, split, batch_size, collate, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
                        num_workers=num_workers, shuffle_buffer=shuffle_buffer, start_batch=start_batch,
@@ -364,6 +595,22 @@ def loader_for(info: DatasetInfo, split: str, model_module, config: dict, *, bat
     return make_loader(info, split, bs, collate, seed=seed, train=train, **kw)
 
 
+def _batch_array(shape: tuple, dtype: np.dtype) -> tuple[torch.Tensor, np.ndarray]:
+    """An uninitialised tensor and its numpy view.  In a DataLoader worker it is allocated in shared
+    memory straight away, as torch's ``default_collate`` does, so that sending the batch to the
+    main process costs no extra copy."""
+    elem = torch.from_numpy(np.empty(0, dtype))  # the torch dtype (raises for unsupported ones)
+    if get_worker_info() is not None:
+        try:
+            storage = elem._typed_storage()._new_shared(math.prod(shape), device=elem.device)
+            t = elem.new(storage).resize_(shape)
+            return t, t.numpy()
+        except (AttributeError, RuntimeError):  # private torch API moved: allocate normally
+            pass
+    t = torch.empty(shape, dtype=elem.dtype)
+    return t, t.numpy()
+
+
 def pad_collate(samples: list[dict], rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
     """A model-free collate: every ``.npy`` field stacked into a tensor, padded with zeros along
     the first axis when lengths differ (then ``"<field>.lengths"`` holds the lengths).  The
@@ -372,13 +619,15 @@ def pad_collate(samples: list[dict], rng: np.random.Generator | None = None) -> 
     fields = sorted({k for s in samples for k in s if k.endswith(".npy")})
     for f in fields:
         arrs = [np.asarray(s[f]) for s in samples]
+        dtype = np.result_type(*arrs)
         if all(a.shape == arrs[0].shape for a in arrs):
-            out[f] = torch.from_numpy(np.stack(arrs))
+            out[f], view = _batch_array((len(arrs), *arrs[0].shape), dtype)
+            np.stack(arrs, out=view)
             continue
         n = max(a.shape[0] for a in arrs)
-        pad = np.zeros((len(arrs), n, *arrs[0].shape[1:]), dtype=np.result_type(*arrs))
+        out[f], view = _batch_array((len(arrs), n, *arrs[0].shape[1:]), dtype)
         for i, a in enumerate(arrs):
-            pad[i, : a.shape[0]] = a
-        out[f] = torch.from_numpy(pad)
+            view[i, : a.shape[0]] = a
+            view[i, a.shape[0]:] = 0
         out[f"{f}.lengths"] = torch.tensor([a.shape[0] for a in arrs], dtype=torch.int64)
     return out
