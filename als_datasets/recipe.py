@@ -128,6 +128,20 @@ def _resolve_path(base: Path, value: str | None) -> Path | None:
     return p if p.is_absolute() else (base / p)
 
 
+def resolve_output(where, base: Path, output: dict, out_dir, default_name: str) -> tuple[tuple[str, ...], Path]:
+    """(formats, output folder): ``--out`` (relative to the current directory), else the recipe's
+    ``output.dir`` (relative to the recipe), else ``out/<default_name>``."""
+    formats = tuple(output.get("formats") or ("webdataset", "parquet"))
+    bad = set(formats) - {"webdataset", "parquet"}
+    if bad:
+        raise InputError(where, f"unknown output format(s): {', '.join(sorted(bad))}")
+    if out_dir is not None:
+        return formats, Path(out_dir)
+    if output.get("dir"):
+        return formats, _resolve_path(base, output["dir"])
+    return formats, Path("out") / default_name
+
+
 def load_recipe(
     path: str | Path | None = None,
     data: dict | None = None,
@@ -251,16 +265,7 @@ def load_recipe(
         raise InputError(where, "the recipe lists no projects")
 
     output = merged.get("output") or {}
-    formats = tuple(output.get("formats") or ("webdataset", "parquet"))
-    bad = set(formats) - {"webdataset", "parquet"}
-    if bad:
-        raise InputError(where, f"unknown output format(s): {', '.join(sorted(bad))}")
-    if out_dir is not None:
-        out = Path(out_dir)
-    elif output.get("dir"):
-        out = _resolve_path(base, output["dir"])
-    else:
-        out = Path("out") / f"{name}-{merged['strategy']}"
+    formats, out = resolve_output(where, base, output, out_dir, f"{name}-{merged['strategy']}")
     dem = merged.get("dem")
     dem_path = _resolve_path(base, dem.get("path")) if isinstance(dem, dict) else _resolve_path(base, dem)
 

@@ -130,7 +130,7 @@ def _base(value) -> float:
 def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = None,
                        out_dir: str | Path | None = None) -> RasterRecipe:
     """Validate a ``kind: satellite|dem`` recipe dict (already demo-merged) read from ``src``."""
-    from ..recipe import KEY_RE, _deep_merge
+    from ..recipe import KEY_RE, _deep_merge, resolve_output
 
     where = src if src is not None else "<recipe>"
     unknown = set(data) - RASTER_KEYS
@@ -220,16 +220,7 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         dtype = "float32"
 
     output = merged.get("output") or {}
-    formats = tuple(output.get("formats") or ("webdataset", "parquet"))
-    bad = set(formats) - {"webdataset", "parquet"}
-    if bad:
-        raise InputError(where, f"unknown output format(s): {', '.join(sorted(bad))}")
-    if out_dir is not None:
-        out = Path(out_dir)
-    elif output.get("dir"):
-        out = Path(_resolve(base, output["dir"]))
-    else:
-        out = Path("out") / f"{name}-{strategy.replace(':', '-')}"
+    formats, out = resolve_output(where, base, output, out_dir, f"{name}-{strategy.replace(':', '-')}")
     shard_max = _num(where, {"output.shard_max_samples": output.get("shard_max_samples", 64)},
                      "output.shard_max_samples", int, lo=1)
 

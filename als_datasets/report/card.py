@@ -83,6 +83,19 @@ def _sources(recipe: dict) -> str:
                      + (f" ({s['url']})" if s.get("url") else "") for s in src)
 
 
+def card_splits(manifest: dict, recipe: dict) -> tuple[dict[str, dict], list[str]]:
+    """Per split: examples and bytes per format (for the card's ``dataset_info``); and the
+    declared configs (``default`` = Parquet, ``webdataset``) of the formats the build wrote."""
+    splits: dict[str, dict] = {}
+    for e in manifest["shards"]:
+        s = splits.setdefault(e["split"], {"num_examples": manifest["splits"].get(e["split"], 0),
+                                           "parquet_bytes": 0, "webdataset_bytes": 0})
+        s[f"{e['format']}_bytes"] += e["bytes"]
+    formats = [f for f, k in (("default", "parquet"), ("webdataset", "webdataset"))
+               if k in (recipe.get("output") or {}).get("formats", ["webdataset", "parquet"])]
+    return splits, formats
+
+
 def render_card(out_dir, div: dict, plots: list[Path], repo_id: str | None = None) -> tuple[dict, str]:
     """(card YAML dict, full README text)."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -98,13 +111,7 @@ def render_card(out_dir, div: dict, plots: list[Path], repo_id: str | None = Non
         return render_raster_card(out_dir, div, plots, repo_id)
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     lc_names = [*((recipe.get("landcover") or {}).get("classes") or {}), "other"]
-    splits: dict[str, dict] = {}
-    for e in manifest["shards"]:
-        s = splits.setdefault(e["split"], {"num_examples": manifest["splits"].get(e["split"], 0),
-                                           "parquet_bytes": 0, "webdataset_bytes": 0})
-        s[f"{e['format']}_bytes"] += e["bytes"]
-    formats = [f for f, k in (("default", "parquet"), ("webdataset", "webdataset"))
-               if k in (recipe.get("output") or {}).get("formats", ["webdataset", "parquet"])]
+    splits, formats = card_splits(manifest, recipe)
     name = manifest["name"]
     strategy = manifest["strategy"]
     pretty = f"{name} — airborne LiDAR tiles, {strategy} sampling"

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .. import SCHEMA_VERSION, __version__
-from .card import _fmt, distribution_markdown, diversity_markdown
+from .card import _fmt, card_splits, distribution_markdown, diversity_markdown
 
 CITATIONS = """\
 If you use this dataset, cite the works whose methods built it:
@@ -77,13 +77,7 @@ def render_raster_card(out_dir, div: dict, plots: list[Path], repo_id: str | Non
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     kind, strategy = manifest["kind"], manifest["strategy"]
     dtype, patch = manifest.get("pixel_dtype", "uint16"), int(manifest.get("patch_size_px", 96))
-    splits: dict[str, dict] = {}
-    for e in manifest["shards"]:
-        s = splits.setdefault(e["split"], {"num_examples": manifest["splits"].get(e["split"], 0),
-                                           "parquet_bytes": 0, "webdataset_bytes": 0})
-        s[f"{e['format']}_bytes"] += e["bytes"]
-    formats = [f for f, k in (("default", "parquet"), ("webdataset", "webdataset"))
-               if k in (recipe.get("output") or {}).get("formats", ["webdataset", "parquet"])]
+    splits, formats = card_splits(manifest, recipe)
     what = "elevation (DEM) patches" if kind == "dem" else "multispectral satellite patches"
     pretty = f"{manifest['name']} — {what}, {strategy} sampling"
     tags = ["geospatial", "remote-sensing", "pretraining", f"sampling-{strategy.replace(':', '-')}"]
