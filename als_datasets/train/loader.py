@@ -85,7 +85,7 @@ def _check_ext(shard: str, name: str, field: str) -> None:
 
 # A tar header block the way Python's tarfile (PAX and USTAR formats) and GNU tar in POSIX mode
 # write one for a regular file: POSIX "ustar\0" + "00" magic, octal numbers (digits, then spaces or
-# NULs), a correct unsigned checksum.  These are parsed here directly, ~5× faster than tarfile;
+# NULs), a correct unsigned checksum.  These are parsed here directly, about 3× faster than tarfile;
 # a block that is anything else (pax or GNU long-name records, links, directories, base-256
 # numbers, a bad checksum, the end of a truncated file) hands the rest of the shard to tarfile,
 # from that block on — so what is accepted here is a strict subset of what tarfile accepts, with
