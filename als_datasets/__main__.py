@@ -1,3 +1,3 @@
-from .cli import main
+from als_datasets.cli import main
 
 main()

@@ -1,4 +1,8 @@
-"""Build orchestration: plan → route tasks → shard tasks → finalise (DESIGN.md §4, §10).
+"""Build orchestration: plan → (the kind's staging) → shard tasks → finalise (DESIGN.md §4, §10).
+
+Written once for every kind: the recipe's kind (:mod:`als_datasets.registry`) makes the plan,
+the shard tasks and, where its tasks need it, a staging pass over the inputs (ALS: points routed
+to tiles); this module runs them through the executor, resumes and finalises.
 
 Re-running a build skips shards that are complete and verified (sha256 against the entry
 recorded when they were written, and the same task fingerprint), removes leftovers of an
@@ -9,20 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import InputError
-from .executors import Executor
-from .extract.route import RouteTask, TileGrid, reset_staging, run_route_task, task_is_done
-from .plan import Plan, make_plan
-from .progress import Reporter
-from .recipe import Recipe
-from .shards.tasks import ShardTask, run_shard_task
-from .shards.writer import atomic_write, is_leftover_tmp, sha256_file
-from .sources.remote import source_name
+from als_datasets.errors import InputError
+from als_datasets.executors import Executor
+from als_datasets.plan import Plan, make_plan
+from als_datasets.progress import Reporter
+from als_datasets.registry import get_kind
+from als_datasets.shards.tasks import run_shard_task
+from als_datasets.shards.writer import atomic_write, is_leftover_tmp, sha256_file
 
 WORK_DIR = ".build"
 
@@ -36,34 +37,6 @@ class BuildResult:
     files_read: int
 
 
-def tile_records(plan: Plan) -> dict[str, dict]:
-    """The plan's metadata for every selected tile (the sample json, minus extraction counts)."""
-    from pyproj import Transformer
-
-    r = plan.recipe
-    T = r.tile_size_m
-    lc_names = [*r.landcover_classes, "other"]
-    sel = plan.selected
-    recs = {}
-    for crs, grp in sel.groupby("crs", sort=False):
-        tr = Transformer.from_crs(crs, 4326, always_xy=True)
-        lon, lat = tr.transform(grp["x0"].to_numpy() + T / 2, grp["y0"].to_numpy() + T / 2)
-        for (_, row), lo, la in zip(grp.iterrows(), lon, lat):
-            x0, y0 = float(row["x0"]), float(row["y0"])
-            recs[row["tile_id"]] = {
-                "project": row["project"], "tile_id": row["tile_id"], "crs": crs, "split": row["split"],
-                "origin": [x0, y0], "bounds_utm": [x0, y0, x0 + T, y0 + T], "tile_size_m": float(T),
-                "lon": float(lo), "lat": float(la),
-                "landcover": row["landcover"],
-                "landcover_fractions": {n: float(row[f"frac_{n}"]) for n in lc_names},
-                "slope_class": row["slope_class"], "slope_mean_deg": float(row["slope_mean_deg"]),
-                "stratum": f"{row['landcover']}/{row['slope_class']}",
-                "strategy": r.strategy, "draw_rank": int(row["draw_rank"]), "weight": float(row["weight"]),
-                "seed": r.seed,
-            }
-    return recs
-
-
 def _fingerprint(task) -> str:
     d = task.fingerprint_data() if hasattr(task, "fingerprint_data") else asdict(task)
     for k in ("out_dir", "staging", "threads"):  # where and how fast, not what
@@ -71,48 +44,7 @@ def _fingerprint(task) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> list:
-    r = plan.recipe
-    if r.kind != "als":
-        from .raster.build import raster_shard_tasks
-
-        return raster_shard_tasks(plan, out)
-    recs = tile_records(plan)
-    files = [f for pf in plan.frames for f in pf.pointclouds]
-    names = tuple(source_name(f.path) for f in files)  # never a signed URL's token
-    return [
-        ShardTask(index=s.index, split=s.split, records=tuple(recs[k] for k in s.keys), staging=str(staging),
-                  out_dir=str(out), formats=r.formats, drop_classes=r.drop_classes, outlier_k=r.outlier_k,
-                  outlier_multiplier=r.outlier_multiplier, landcover_names=(*r.landcover_classes, "other"),
-                  source_names=names, threads=max(1, (os.cpu_count() or 1) // max(workers, 1)))
-        for s in plan.shards
-    ]
-
-
-def route_tasks(plan: Plan, tiles_needed: set[str], staging: Path) -> list[RouteTask]:
-    """One task per input file that touches a needed tile (files touching none are never read)."""
-    from pyproj import Transformer
-
-    T = plan.recipe.tile_size_m
-    tasks, fi = [], 0
-    for pf in plan.frames:
-        g = pf.grid
-        px = plan.recipe.tile_px
-        tg = TileGrid(g.epsg, g.x0, g.y1, T, g.width // px, g.height // px)
-        t = pf.tiles
-        need = t[t["tile_id"].isin(tiles_needed)]
-        for info in pf.pointclouds:
-            tr = Transformer.from_crs(info.crs, g.crs, always_xy=True)
-            minx, miny, maxx, maxy = tr.transform_bounds(*info.bounds, densify_pts=21)
-            hit = need[(need["x0"] < maxx) & (need["x0"] + T >= minx) & (need["y0"] < maxy) & (need["y0"] + T >= miny)]
-            if len(hit):
-                tiles = tuple(zip(hit["col"].astype(int), hit["row"].astype(int), hit["tile_id"]))
-                tasks.append(RouteTask(fi, info, tg, tiles, str(staging)))
-            fi += 1
-    return tasks
-
-
-def _completed(out: Path, task: ShardTask, known: dict[str, dict]) -> list[dict] | None:
+def _completed(out: Path, task, known: dict[str, dict]) -> list[dict] | None:
     """The task's entries if every file it writes is present and matches its recorded sha256."""
     fp = _fingerprint(task)
     entries = []
@@ -170,18 +102,18 @@ def remove_stale_shards(out: Path, entries: list[dict]) -> int:
     return n
 
 
-def _run_shard(task: ShardTask) -> list[dict]:
+def _run_shard(task) -> list[dict]:
     entries = run_shard_task(task)
     fp = _fingerprint(task)
     return [{**e, "fingerprint": fp} for e in entries]
 
 
-def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None, plan: Plan | None = None,
+def run_build(recipe, workers: int = 1, reporter: Reporter | None = None, plan: Plan | None = None,
               executor: Executor | None = None) -> BuildResult:
     """Build the dataset described by ``recipe`` into ``recipe.out_dir``.
 
     ``executor`` maps the route and shard tasks (default: a local pool of ``workers``)."""
-    from .dataset.layout import finalise
+    from als_datasets.dataset.layout import finalise
 
     rep = reporter or Reporter(enabled=False)
     out = Path(recipe.out_dir)
@@ -194,11 +126,11 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
     remove_leftovers(out)
 
     ex = executor or Executor(workers)
+    kind = get_kind(recipe.kind, recipe.path)
     if plan is None:
-        units = len(recipe.projects) if recipe.kind == "als" else len(recipe.scenes)
-        with rep.step("sampling frame", units) as adv:
+        with rep.step("sampling frame", kind.frame_units(recipe)) as adv:
             plan = make_plan(recipe, progress=lambda msg, i, n: adv(1) if i < n else None, executor=ex)
-    tasks = shard_tasks(plan, out, staging, ex.workers)
+    tasks = kind.shard_tasks(plan, out, staging, ex.workers)
     known = _known_entries(out, work)
     done: dict[int, list[dict]] = {}
     for t in tasks:
@@ -207,21 +139,7 @@ def run_build(recipe: Recipe, workers: int = 1, reporter: Reporter | None = None
             done[id(t)] = e
     todo = [t for t in tasks if id(t) not in done]
 
-    files_read = 0
-    if todo and recipe.kind == "als":
-        # staged parts from another routing plan (changed inputs or recipe) are never reused
-        reset_staging(staging, route_tasks(plan, set(plan.selected["tile_id"]), staging))
-        needed = {r["tile_id"] for t in todo for r in t.records}
-        routes = [t for t in route_tasks(plan, needed, staging) if not task_is_done(t)]
-        total_pts = sum(t.info.point_count for t in routes)
-        with rep.step("reading point clouds", total_pts) as adv:
-            if ex.name == "local" and ex.workers <= 1:
-                for t in routes:
-                    run_route_task(t, progress=adv)
-            else:
-                for t, _ in ex.map(run_route_task, routes):
-                    adv(t.info.point_count)
-        files_read = len(routes)
+    files_read = kind.prepare(plan, todo, staging, ex, rep) if todo else 0
     if todo:
         (work / "shards").mkdir(parents=True, exist_ok=True)
         with rep.step("writing shards", len(todo)) as adv:

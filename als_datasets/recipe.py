@@ -1,109 +1,51 @@
-"""Recipe loading: YAML → a validated, resolved :class:`Recipe` (DESIGN.md §3).
+"""Recipe loading: YAML → a validated, resolved recipe of the recipe's kind (DESIGN.md §3).
 
-Paths in a recipe file are relative to that file; flags given on the command line override
-recipe keys.  The resolved recipe (absolute paths, every default filled in) is written next to
-the outputs so that a build can be repeated exactly.
+The common part lives here: reading the file, ``demo:`` (the kind's embedded demo under this
+file's keys), paths relative to the recipe file, command-line overrides, the output folder and
+the helpers every kind's recipe section uses.  The kind's own keys are checked by the kind
+(:meth:`als_datasets.registry.Kind.load_recipe`).  The resolved recipe (absolute paths, every
+default filled in) is written next to the outputs so that a build can be repeated exactly.
 """
 
 from __future__ import annotations
 
 import copy
-import glob
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from .errors import InputError, _redact
+from als_datasets.errors import InputError
+from als_datasets.registry import DEFAULT_KIND, get_kind
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-
-DEFAULTS: dict[str, Any] = {
-    "kind": "als",
-    "name": None,
-    "strategy": "geospatial",
-    "seed": 41,
-    "samples_per_project": 40,
-    "draws": 1000,
-    "tile_size_m": 500.0,
-    "grid_res_m": 25.0,
-    "landcover": None,
-    "min_class_fraction": 0.8,
-    "dem": None,
-    "slope_mask_other": False,
-    "slope_classes_deg": {"flat": [0, 5], "sloped": [5, 17], "steep": [17, 90]},
-    "projects": [],
-    "drop_classes": [7, 18],
-    "outlier": {"mean_k": 12, "multiplier": 2.2},
-    "holdout_fraction": 0.0,
-    "output": {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64},
-}
-
-KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "sources", "demo"}
-PROJECT_KEYS = {"name", "boundary", "pointclouds", "pointcloud_crs"}
+#: keys every kind accepts besides its own
+COMMON_KEYS = {"kind", "name", "strategy", "seed", "holdout_fraction", "output", "description", "license", "sources",
+               "demo"}
+OUTPUT_DEFAULTS = {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64}
 
 
-@dataclass(frozen=True)
-class Project:
-    name: str
-    boundary: Path | None
-    pointclouds: tuple[Path | str, ...]  # local paths; URLs (http(s)://, s3://) as str
-    pointcloud_crs: str | None = None
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A resolved ALS recipe.  ``raw`` keeps the dict that is written as ``recipe.yaml``."""
-
-    path: Path | None
-    name: str
-    strategy: str
-    seed: int
-    samples_per_project: int
-    draws: int
-    tile_size_m: float
-    grid_res_m: float
-    landcover_path: Path
-    landcover_classes: dict[str, tuple[int, ...]]
-    min_class_fraction: float
-    dem_path: Path | None
-    slope_mask_other: bool
-    slope_classes: dict[str, tuple[float, float]]
-    projects: tuple[Project, ...]
-    drop_classes: tuple[int, ...]
-    outlier_k: int
-    outlier_multiplier: float
-    holdout_fraction: float
-    out_dir: Path
-    formats: tuple[str, ...]
-    shard_max_samples: int
-    raw: dict = field(repr=False, compare=False, default_factory=dict)
-
-    kind = "als"
-
-    @property
-    def tile_px(self) -> int:
-        return int(round(self.tile_size_m / self.grid_res_m))
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = v
     return out
 
 
-def _number(where, merged: dict, key: str, kind=float):
-    value = merged.get(key)
+def number(where, d: dict, key: str, kind=float, lo=None, hi=None):
+    """``d[key]`` as ``kind`` within [lo, hi]; a one-line error naming the recipe otherwise."""
+    v = d.get(key)
     try:
-        return kind(value)
+        x = kind(v)
     except (TypeError, ValueError):
-        raise InputError(where, f"{key} must be a number, got {value!r}") from None
+        raise InputError(where, f"{key} must be a number, got {v!r}") from None
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise InputError(where, f"{key} must be in {rng}, got {v!r}")
+    return x
 
 
 def read_recipe_file(path: str | Path) -> dict:
@@ -121,11 +63,23 @@ def read_recipe_file(path: str | Path) -> dict:
     return data
 
 
-def _resolve_path(base: Path, value: str | None) -> Path | None:
+def resolve_path(base: Path, value: str | None) -> Path | None:
+    """``value`` relative to ``base`` (the recipe's folder) unless absolute; ``~`` expanded."""
     if value is None:
         return None
     p = Path(str(value)).expanduser()
     return p if p.is_absolute() else (base / p)
+
+
+def recipe_base(src: Path | None) -> Path:
+    """The folder a recipe's relative paths start from."""
+    return src.parent.resolve() if src is not None else Path.cwd()
+
+
+def check_name(where, name) -> str:
+    if not KEY_RE.match(str(name)):
+        raise InputError(where, f"name {name!r} may only contain letters, digits, '_' and '-'")
+    return str(name)
 
 
 def resolve_output(where, base: Path, output: dict, out_dir, default_name: str) -> tuple[tuple[str, ...], Path]:
@@ -138,8 +92,13 @@ def resolve_output(where, base: Path, output: dict, out_dir, default_name: str) 
     if out_dir is not None:
         return formats, Path(out_dir)
     if output.get("dir"):
-        return formats, _resolve_path(base, output["dir"])
+        return formats, resolve_path(base, output["dir"])
     return formats, Path("out") / default_name
+
+
+def holdout_fraction(where, merged: dict) -> float:
+    return number(where, {"holdout_fraction": merged.get("holdout_fraction") or 0.0}, "holdout_fraction", float,
+                  0.0, 0.999)
 
 
 def load_recipe(
@@ -147,11 +106,12 @@ def load_recipe(
     data: dict | None = None,
     overrides: dict | None = None,
     out_dir: str | Path | None = None,
-) -> Recipe:
+):
     """Load and validate a recipe from ``path`` (or an in-memory ``data`` dict).
 
     ``overrides`` are CLI flags (``strategy``, ``seed``, ``samples_per_project``...);
-    ``out_dir`` (the ``--out`` flag) is relative to the current directory.
+    ``out_dir`` (the ``--out`` flag) is relative to the current directory.  The recipe's
+    ``kind:`` (default ``als``) picks the registered kind that validates the rest.
     """
     src = Path(path) if path is not None else None
     if data is None:
@@ -160,159 +120,13 @@ def load_recipe(
         data = read_recipe_file(src)
     where = src if src is not None else "<recipe>"
     if data.get("demo"):
-        # ``demo: true`` (or ``demo: {seed: S}``): the embedded demo's files, this file's keys on top
-        from .demo import ensure_demo
-
+        # ``demo: true`` (or ``demo: {kind: K, seed: S}``): the kind's embedded demo files, this file's keys on top
         opts = data["demo"] if isinstance(data["demo"], dict) else {}
-        demo_kind = str(opts.get("kind", "als"))
-        if demo_kind == "als":
-            src = ensure_demo(seed=int(opts.get("seed", 0)))
-        elif demo_kind in ("satellite", "dem"):
-            from .demo import raster as raster_demo
-
-            make = raster_demo.ensure_satellite_demo if demo_kind == "satellite" else raster_demo.ensure_dem_demo
-            src = make(seed=int(opts.get("seed", 0)))
-        else:
-            raise InputError(where, f"demo.kind {demo_kind!r}: expected als, satellite or dem")
-        data = _deep_merge(read_recipe_file(src), {k: v for k, v in data.items() if k != "demo"})
-    if str(data.get("kind", "als")) in ("satellite", "dem"):
-        from .raster.recipe import load_raster_recipe
-
-        return load_raster_recipe(data, src, overrides, out_dir)
-    unknown = set(data) - KNOWN_KEYS
-    if unknown:
-        raise InputError(where, f"unknown recipe key(s): {', '.join(sorted(unknown))}")
-    merged = _deep_merge(DEFAULTS, data)
-    for k, v in (overrides or {}).items():
-        if v is not None:
-            merged[k] = v
-    base = src.parent.resolve() if src is not None else Path.cwd()
-    if merged.get("kind") != "als":
-        raise InputError(where, f"kind {merged.get('kind')!r}: expected als, satellite or dem")
-
-    name = merged.get("name") or (src.stem if src is not None else "als-dataset")
-    if not KEY_RE.match(str(name)):
-        raise InputError(where, f"name {name!r} may only contain letters, digits, '_' and '-'")
-
-    lc = merged.get("landcover")
-    if not isinstance(lc, dict) or not lc.get("path"):
-        raise InputError(where, "landcover.path is required (a land-cover raster)")
-    classes = lc.get("classes") or {"developed": [21, 22, 23, 24], "forest": [41, 42, 43]}
-    if not isinstance(classes, dict) or not classes:
-        raise InputError(where, "landcover.classes must map class names to lists of raster codes")
-    lc_classes = {}
-    for cname, codes in classes.items():
-        if not KEY_RE.match(str(cname)) or str(cname) == "other":
-            raise InputError(where, f"land-cover class name {cname!r} is not allowed")
-        if isinstance(codes, int):
-            codes = [codes]
-        try:
-            lc_classes[str(cname)] = tuple(int(c) for c in codes)
-        except (TypeError, ValueError):
-            raise InputError(where, f"landcover.classes.{cname} must be a list of integer codes") from None
-
-    slope = merged.get("slope_classes_deg") or {}
-    slope_classes = {}
-    for cname, rng in slope.items():
-        try:
-            lo, hi = float(rng[0]), float(rng[1])
-        except (TypeError, ValueError, IndexError):
-            raise InputError(where, f"slope_classes_deg.{cname} must be [low, high] in degrees") from None
-        if not lo < hi:
-            raise InputError(where, f"slope_classes_deg.{cname}: low must be below high")
-        slope_classes[str(cname)] = (lo, hi)
-    if not slope_classes:
-        raise InputError(where, "slope_classes_deg must define at least one class")
-
-    tile, res = _number(where, merged, "tile_size_m"), _number(where, merged, "grid_res_m")
-    if tile <= 0 or res <= 0 or abs(tile / res - round(tile / res)) > 1e-9:
-        raise InputError(where, f"tile_size_m ({tile}) must be a positive multiple of grid_res_m ({res})")
-
-    from .sources.remote import is_remote
-
-    projects = []
-    seen = set()
-    for i, p in enumerate(merged.get("projects") or []):
-        if not isinstance(p, dict) or not p.get("name"):
-            raise InputError(where, f"projects[{i}] needs a name")
-        extra = set(p) - PROJECT_KEYS
-        if extra:
-            raise InputError(where, f"projects[{i}]: unknown key(s): {', '.join(sorted(extra))}")
-        pname = str(p["name"])
-        if not KEY_RE.match(pname):
-            raise InputError(where, f"project name {pname!r} may only contain letters, digits, '_' and '-'")
-        if pname in seen:
-            raise InputError(where, f"project name {pname!r} appears twice")
-        seen.add(pname)
-        pcs = p.get("pointclouds") or []
-        if isinstance(pcs, str):
-            pcs = [pcs]
-        files: list[Path | str] = []
-        for pattern in pcs:
-            if is_remote(str(pattern)):  # a URL is kept as given: never globbed, never made relative
-                files.append(str(pattern))
-                continue
-            full = _resolve_path(base, pattern)
-            hits = sorted(Path(h) for h in glob.glob(str(full)))
-            if not hits and not glob.has_magic(str(full)):
-                hits = [full]  # a plain missing path is reported by the reader, naming it
-            files.extend(hits)
-        boundary = _resolve_path(base, p.get("boundary"))
-        if boundary is None and not files:
-            raise InputError(where, f"project {pname!r} has neither a boundary nor point clouds")
-        projects.append(Project(pname, boundary, tuple(files), p.get("pointcloud_crs")))
-    if not projects:
-        raise InputError(where, "the recipe lists no projects")
-
-    output = merged.get("output") or {}
-    formats, out = resolve_output(where, base, output, out_dir, f"{name}-{merged['strategy']}")
-    dem = merged.get("dem")
-    dem_path = _resolve_path(base, dem.get("path")) if isinstance(dem, dict) else _resolve_path(base, dem)
-
-    n = _number(where, merged, "samples_per_project", int)
-    draws = _number(where, merged, "draws", int)
-    if n < 1 or draws < 1:
-        raise InputError(where, "samples_per_project and draws must be positive")
-    hold = _number(where, {"holdout_fraction": merged.get("holdout_fraction") or 0.0}, "holdout_fraction")
-    if not 0.0 <= hold < 1.0:
-        raise InputError(where, "holdout_fraction must be in [0, 1)")
-
-    raw = copy.deepcopy(merged)
-    raw["name"] = name
-    raw["landcover"] = {"path": str(_resolve_path(base, lc["path"])), "classes": {k: list(v) for k, v in lc_classes.items()}}
-    raw["dem"] = {"path": str(dem_path)} if dem_path else None
-    raw["projects"] = [  # recipe.yaml is published: no URL tokens
-        {"name": p.name, "boundary": str(p.boundary) if p.boundary else None,
-         "pointclouds": [_redact(str(f)) for f in p.pointclouds], **({"pointcloud_crs": p.pointcloud_crs} if p.pointcloud_crs else {})}
-        for p in projects
-    ]
-    raw["output"] = {"dir": str(out), "formats": list(formats), "shard_max_samples": int(output.get("shard_max_samples", 64))}
-    return Recipe(
-        path=src,
-        name=name,
-        strategy=str(merged["strategy"]),
-        seed=_number(where, merged, "seed", int),
-        samples_per_project=n,
-        draws=max(draws, n),
-        tile_size_m=tile,
-        grid_res_m=res,
-        landcover_path=_resolve_path(base, lc["path"]),
-        landcover_classes=lc_classes,
-        min_class_fraction=_number(where, merged, "min_class_fraction"),
-        dem_path=dem_path,
-        slope_mask_other=bool(merged.get("slope_mask_other")),
-        slope_classes=slope_classes,
-        projects=tuple(projects),
-        drop_classes=tuple(int(c) for c in merged.get("drop_classes") or ()),
-        outlier_k=int((merged.get("outlier") or {"mean_k": 0}).get("mean_k", 12)),
-        outlier_multiplier=float((merged.get("outlier") or {}).get("multiplier", 2.2)),
-        holdout_fraction=hold,
-        out_dir=out,
-        formats=formats,
-        shard_max_samples=int(output.get("shard_max_samples", 64)),
-        raw=raw,
-    )
+        demo_kind = get_kind(opts.get("kind", data.get("kind", DEFAULT_KIND)), where, key="demo.kind")
+        src = demo_kind.demo_recipe(seed=int(opts.get("seed", 0)))
+        data = deep_merge(read_recipe_file(src), {k: v for k, v in data.items() if k != "demo"})
+    return get_kind(data.get("kind", DEFAULT_KIND), where).load_recipe(data, src, overrides, out_dir)
 
 
-def dump_recipe(recipe: Recipe) -> str:
+def dump_recipe(recipe) -> str:
     return yaml.safe_dump(recipe.raw, sort_keys=False)

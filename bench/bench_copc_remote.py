@@ -17,7 +17,7 @@ points per leaf), serves it with the loopback Range server of ``tests/range_serv
 handler reading only the requested range, see :func:`serve`) and,
 for a 500 m tile, 2x2 tiles, 4x4 tiles and the whole extent (tiles on a 500 m grid that is
 not aligned with the octree), records the bytes and requests fetched
-(``remote.iter_copc_boxes``, server-side count) and seconds, against the file size, and the
+(``copc.iter_copc_boxes``, server-side count) and seconds, against the file size, and the
 same queries on the local file.  Also: the bytes of ``inspect_pointcloud(url)`` (the header
 read of every build), and the file's octree (nodes, points and bytes per level).
 
@@ -194,12 +194,12 @@ def tile_sets(side: float) -> list[tuple[str, list]]:
 
 
 def run_query(info, boxes) -> dict:
-    from als_datasets.sources import remote
+    from als_datasets.kinds.als.sources import copc, remote
 
     stats = remote.FetchStats()
     t = time.perf_counter()
     n = 0
-    for chunk in remote.iter_copc_boxes(info, boxes, stats=stats):
+    for chunk in copc.iter_copc_boxes(info, boxes, stats=stats):
         n += len(chunk["x"])
     return {"seconds": round(time.perf_counter() - t, 3), "points": n, "bytes": stats.bytes_fetched,
             "requests": stats.requests}
@@ -245,7 +245,7 @@ def main() -> None:
     import pyproj
     from copc_writer import write_copc
 
-    from als_datasets.sources.pointcloud import inspect_pointcloud
+    from als_datasets.kinds.als.sources.pointcloud import inspect_pointcloud
 
     density = args.points / args.side**2
     folder = args.keep or Path("/tmp/als-bench-copc")

@@ -9,9 +9,9 @@ land-cover fields), then measures in this one run, each best of ``--repeat``:
 
 * ``read``: rasterio reading every band of the scene in 96-px-high strips (``ds.read(window=...)``),
   nothing else — the I/O and decompression floor;
-* ``entropy only``: :func:`als_datasets.raster.entropy.spectral_entropy` over all patches of
+* ``entropy only``: :func:`als_datasets.kinds.raster.entropy.spectral_entropy` over all patches of
   pixels already in memory (the vectorised histogram code by itself);
-* ``frame pass``: :func:`als_datasets.raster.frame.scan_scene` — what ``als-datasets build``
+* ``frame pass``: :func:`als_datasets.kinds.raster.frame.scan_scene` — what ``als-datasets build``
   does per scene to score every candidate patch.
 
 Prints patches/s, MB/s (of raw pixel data) and ratios to the plain read, and writes
@@ -68,7 +68,7 @@ def plain_read(path: Path) -> float:
 def entropy_only(path: Path) -> float:
     import rasterio
 
-    from als_datasets.raster.entropy import spectral_entropy
+    from als_datasets.kinds.raster.entropy import spectral_entropy
 
     with rasterio.open(path) as ds:
         n = ds.width // PATCH
@@ -81,8 +81,8 @@ def entropy_only(path: Path) -> float:
 
 
 def frame_pass(path: Path) -> float:
-    from als_datasets.raster.frame import scan_scene
-    from als_datasets.raster.scenes import open_scene
+    from als_datasets.kinds.raster.frame import scan_scene
+    from als_datasets.kinds.raster.scenes import open_scene
 
     scene = open_scene({"path": str(path), "sensor": "sentinel-2"})
     t = time.perf_counter()

@@ -216,8 +216,8 @@ def copc_sweep() -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from range_server import RangeServer
 
-    from als_datasets.sources.pointcloud import inspect_pointcloud
-    from als_datasets.sources.remote import iter_copc_boxes
+    from als_datasets.kinds.als.sources.copc import iter_copc_boxes
+    from als_datasets.kinds.als.sources.pointcloud import inspect_pointcloud
 
     src = ROOT / "tests" / "data" / "als" / "simple.copc.laz"
     size = src.stat().st_size

@@ -235,7 +235,7 @@ def make_corpus(outdir) -> list[Case]:
 
     copc = DATA / "als" / "simple.copc.laz"
     if copc.is_file():
-        from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud
+        from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 
         d = w.dir("feet_as_metres")
         fp = footprint_lonlat(inspect_pointcloud(copc, crs_override="EPSG:2992")).bounds

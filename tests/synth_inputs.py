@@ -19,7 +19,7 @@ def landcover_around(path: Path, lonlat_bounds, code=41, margin_m=300.0, res=5.0
     from pyproj import Transformer
     from rasterio.transform import from_origin
 
-    from als_datasets.frame.grid import utm_epsg
+    from als_datasets.kinds.als.frame.grid import utm_epsg
 
     lon = (lonlat_bounds[0] + lonlat_bounds[2]) / 2
     lat = (lonlat_bounds[1] + lonlat_bounds[3]) / 2

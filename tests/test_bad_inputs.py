@@ -49,7 +49,7 @@ def test_truncated_laz(tmp_path, capsys):
     src = (DATA / "als" / "autzen_trim.laz").read_bytes()
     bad = tmp_path / "truncated.laz"
     bad.write_bytes(src[: len(src) // 2])
-    from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud
+    from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 
     landcover_around(tmp_path / "lc.tif", footprint_lonlat(inspect_pointcloud(bad)).bounds)
     code, err = _run(["build", str(_recipe(tmp_path, [bad])), "-q"], capsys)
@@ -82,7 +82,7 @@ def test_boundary_not_overlapping_rasters(tmp_path, capsys):
 
 
 def test_project_without_eligible_tile(tmp_path, capsys):
-    from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud
+    from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 
     landcover_around(tmp_path / "lc.tif", footprint_lonlat(inspect_pointcloud(MVK)).bounds, code=11)  # all water
     code, err = _run(["build", str(_recipe(tmp_path, [MVK], tile=500, res=25)), "-q"], capsys)
@@ -104,7 +104,7 @@ def test_bad_recipe_and_missing_files(tmp_path, capsys):
 
 def test_failed_build_keeps_earlier_output(tmp_path, capsys):
     """A build that fails on bad input leaves the previous complete build untouched."""
-    from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud
+    from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 
     landcover_around(tmp_path / "lc.tif", footprint_lonlat(inspect_pointcloud(MVK)).bounds)
     r = _recipe(tmp_path, [MVK], tile=500, res=25)

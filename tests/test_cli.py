@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from als_datasets import __version__
 from als_datasets.build import run_build
 from als_datasets.cli import app
+from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 from als_datasets.recipe import load_recipe
-from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 
 runner = CliRunner()
 

@@ -1,6 +1,6 @@
 """The test COPC writer (``tests/copc_writer.py``): files laspy opens as COPC and as plain LAZ,
 queries that return exactly the points written (all of them, and those inside boxes), the
-same through ``remote.iter_copc_boxes`` locally and over HTTP range requests, and a small box
+same through ``copc.iter_copc_boxes`` locally and over HTTP range requests, and a small box
 fetching a small share of a file whose octree has several levels."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from copc_writer import ENTRY, HEADER_SIZE, write_copc
 from laspy.copc import Bounds, load_octree_for_query
 from range_server import RangeServer
 
-from als_datasets.sources import remote
-from als_datasets.sources.pointcloud import inspect_pointcloud, iter_point_chunks
+from als_datasets.kinds.als.sources import copc, remote
+from als_datasets.kinds.als.sources.pointcloud import inspect_pointcloud, iter_point_chunks
 
 N = 50_000
 X0, Y0 = 500_000.0, 4_100_000.0  # EPSG:32610
@@ -246,7 +246,7 @@ def _crop(q: dict, boxes) -> dict:
 
 
 def _query(info, boxes, stats=None, chunk_size=1_000_000) -> dict:
-    chunks = list(remote.iter_copc_boxes(info, boxes, chunk_size, stats=stats))
+    chunks = list(copc.iter_copc_boxes(info, boxes, chunk_size, stats=stats))
     if not chunks:
         return {k: np.zeros(0) for k in FIELDS}
     return {k: np.concatenate([c[k] for c in chunks]) for k in FIELDS}

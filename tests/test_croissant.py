@@ -56,8 +56,8 @@ def _mlcroissant(path):
 
 def _build(root, name="mvk"):
     from als_datasets.build import run_build
+    from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
     from als_datasets.recipe import load_recipe
-    from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 
     root.mkdir(parents=True, exist_ok=True)
     landcover_around(root / "lc.tif", footprint_lonlat(inspect_pointcloud(MVK)).bounds)

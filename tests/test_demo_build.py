@@ -108,7 +108,7 @@ def test_nested_subsets(demo_recipe):
 
 
 def test_plan_reads_no_point_cloud(tmp_path, demo_recipe, monkeypatch, capsys):
-    import als_datasets.sources.pointcloud as pc
+    import als_datasets.kinds.als.sources.pointcloud as pc
 
     def boom(*a, **k):
         raise AssertionError("plan read points")

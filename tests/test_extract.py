@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from als_datasets.extract.route import POINT_DTYPE, TileGrid, route_points
-from als_datasets.extract.tile import clean_points, statistical_outliers
+from als_datasets.kinds.als.extract.route import POINT_DTYPE, TileGrid, route_points
+from als_datasets.kinds.als.extract.tile import clean_points, statistical_outliers
 
 
 def _chunk(x, y, z=None, cls=None):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from als_datasets.frame import grid as g
+from als_datasets.kinds.als.frame import grid as g
 
 
 def test_utm_epsg():

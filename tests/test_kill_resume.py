@@ -249,7 +249,7 @@ def inputs(tmp_path_factory):
     src.mkdir()
     for c in COPIES:  # several files → several route tasks; the same tiles → several parts per tile
         shutil.copy(MVK, src / f"{c}.las")
-    from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud
+    from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 
     landcover_around(src / "lc.tif", footprint_lonlat(inspect_pointcloud(MVK)).bounds,
                      pattern=lambda h, w: 41 + (np.indices((h, w))[1] < w // 3) * -19)

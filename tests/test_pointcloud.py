@@ -1,4 +1,4 @@
-"""Tests for als_datasets.sources.pointcloud: CRS/unit detection, footprints, streaming, bad inputs."""
+"""Tests for als_datasets.kinds.als.sources.pointcloud: CRS/unit detection, footprints, streaming, bad inputs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import shapely.geometry
 
 from als_datasets.errors import InputError
-from als_datasets.sources.pointcloud import (
+from als_datasets.kinds.als.sources.pointcloud import (
     PointCloudInfo,
     check_within,
     footprint_lonlat,

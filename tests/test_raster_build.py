@@ -23,8 +23,8 @@ from als_datasets.build import run_build
 from als_datasets.cli import app
 from als_datasets.cli.options import check_strategy
 from als_datasets.errors import InputError
-from als_datasets.raster.entropy import spectral_entropy
-from als_datasets.raster.sampling import drop_overlaps, ordered_draw
+from als_datasets.kinds.raster.entropy import spectral_entropy
+from als_datasets.kinds.raster.sampling import drop_overlaps, ordered_draw
 from als_datasets.recipe import load_recipe
 
 SAT = SHARED / "satellite"

@@ -21,9 +21,9 @@ from als_datasets.demo.raster import (
     generate_satellite_demo,
 )
 from als_datasets.errors import InputError
-from als_datasets.raster.entropy import spectral_entropy
-from als_datasets.raster.labels import ContinentLookup
-from als_datasets.raster.scenes import (
+from als_datasets.kinds.raster.entropy import spectral_entropy
+from als_datasets.kinds.raster.labels import ContinentLookup
+from als_datasets.kinds.raster.scenes import (
     cloud_fraction,
     normalise_band_name,
     open_scene,
@@ -108,7 +108,7 @@ def test_ensure_satellite_demo_cache_and_recipe(sat):
 
 
 def test_satellite_recipe_validates(sat):
-    from als_datasets.raster.recipe import load_raster_recipe
+    from als_datasets.kinds.raster.recipe import load_raster_recipe
 
     recipe, rec, _ = sat
     r = load_raster_recipe(rec, recipe)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from als_datasets.errors import InputError
-from als_datasets.raster.entropy import per_band_entropy, spectral_entropy
-from als_datasets.raster.labels import BIOMES, DEFAULT_CONTINENTS, BiomeLookup, ContinentLookup
+from als_datasets.kinds.raster.entropy import per_band_entropy, spectral_entropy
+from als_datasets.kinds.raster.labels import BIOMES, DEFAULT_CONTINENTS, BiomeLookup, ContinentLookup
 from als_datasets.stats import satmae_entropy
 
 SHARED = Path(os.environ.get("ALS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -107,7 +107,7 @@ def test_entropy_valid_mask_respected():
 
 
 def test_entropy_chunking_does_not_change_results(monkeypatch):
-    from als_datasets.raster import entropy
+    from als_datasets.kinds.raster import entropy
 
     rng = np.random.default_rng(5)
     px = rng.integers(0, 3000, (7, 2, 16, 16)).astype(np.int16)

@@ -11,7 +11,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from als_datasets.errors import InputError
-from als_datasets.raster.scenes import (
+from als_datasets.kinds.raster.scenes import (
     detect_zero_fill,
     normalise_band_name,
     open_scene,

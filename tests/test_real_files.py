@@ -12,8 +12,8 @@ from synth_inputs import DATA, SHARED, landcover_around, write_recipe
 
 from als_datasets.build import run_build
 from als_datasets.errors import InputError
+from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 from als_datasets.recipe import load_recipe
-from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 
 # file, tile size, grid res, expected lon/lat centre, z range in metres (from SOURCES.md)
 CASES = [

@@ -18,10 +18,10 @@ from synth_inputs import DATA, landcover_around, write_recipe
 
 from als_datasets.build import run_build
 from als_datasets.errors import InputError
-from als_datasets.extract.route import RouteTask, TileGrid, file_boxes, task_key
+from als_datasets.kinds.als.extract.route import RouteTask, TileGrid, file_boxes, task_key
+from als_datasets.kinds.als.sources import copc, remote
+from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud, iter_point_chunks
 from als_datasets.recipe import load_recipe
-from als_datasets.sources import remote
-from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud, iter_point_chunks
 
 COPC = DATA / "als" / "simple.copc.laz"
 CRS = "EPSG:2992"  # the file's WKT says metres, its numbers are international feet (see test_real_files)
@@ -59,7 +59,7 @@ def _crop(info, boxes) -> dict:
 
 
 def _query(info, boxes, stats=None, chunk_size=1_000_000) -> dict:
-    chunks = list(remote.iter_copc_boxes(info, boxes, chunk_size, stats=stats))
+    chunks = list(copc.iter_copc_boxes(info, boxes, chunk_size, stats=stats))
     if not chunks:
         return {k: np.zeros(0) for k in FIELDS}
     return {k: np.concatenate([c[k] for c in chunks]) for k in FIELDS}
@@ -190,7 +190,7 @@ def _dem_around(path: Path, lonlat_bounds, margin_m=300.0, res=5.0) -> Path:
     from pyproj import Transformer
     from rasterio.transform import from_origin
 
-    from als_datasets.frame.grid import utm_epsg
+    from als_datasets.kinds.als.frame.grid import utm_epsg
 
     epsg = utm_epsg((lonlat_bounds[0] + lonlat_bounds[2]) / 2, (lonlat_bounds[1] + lonlat_bounds[3]) / 2)
     minx, miny, maxx, maxy = Transformer.from_crs(4326, epsg, always_xy=True).transform_bounds(*lonlat_bounds)

@@ -10,8 +10,8 @@ from synth_inputs import DATA, landcover_around, write_recipe
 
 import als_datasets.build as build_mod
 from als_datasets.build import run_build
+from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 from als_datasets.recipe import load_recipe
-from als_datasets.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 
 MVK = DATA / "als" / "mvk-thin.las"
 

@@ -8,37 +8,17 @@ import sys
 
 import typer
 
-from .. import __version__
-
-app = typer.Typer(
-    name="als-datasets",
-    help="Build pre-training datasets for geospatial foundation models and publish them to the Hub.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"als-datasets {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
-) -> None:
-    """als-datasets."""
+from als_datasets.cli.root import app
 
 
 def _register() -> None:
-    from . import build, plan, pretrain, probe, push, report, validate  # noqa: F401  (each module adds its command to ``app``)
+    # each module adds its command to ``app``
+    from als_datasets.cli import build, plan, pretrain, probe, push, report, validate  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: turns :class:`InputError` into ``error: <file>: <reason>``, exit 2."""
-    from ..errors import InputError
+    from als_datasets.errors import InputError
 
     _register()
     args = list(sys.argv[1:] if argv is None else argv)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
-from .options import (
+from als_datasets.cli.options import (
     EXECUTOR,
     OUT,
     QUIET,
@@ -20,6 +19,7 @@ from .options import (
     check_strategy,
     resolve_recipe,
 )
+from als_datasets.cli.root import app
 
 
 @app.command()
@@ -37,9 +37,9 @@ def build(
     """Build a dataset: sampling frame → draw → streaming extraction → shards → card."""
     import time
 
-    from ..build import run_build
-    from ..executors import make_executor
-    from ..progress import Reporter
+    from als_datasets.build import run_build
+    from als_datasets.executors import make_executor
+    from als_datasets.progress import Reporter
 
     t0 = time.perf_counter()
     with Reporter(enabled=not quiet) as rep:

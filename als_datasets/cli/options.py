@@ -30,10 +30,10 @@ DEMO_RECIPE = {
 
 def resolve_recipe(recipe: Path | None, strategy, out, samples, seed, progress=None):
     """Load the recipe (or the demo's) with the command-line overrides applied."""
-    from ..recipe import load_recipe
+    from als_datasets.recipe import load_recipe
 
     if recipe is None:
-        from ..demo import ensure_demo
+        from als_datasets.demo import ensure_demo
 
         ensure_demo(progress=progress)
         st = strategy or "geospatial"
@@ -45,12 +45,7 @@ def resolve_recipe(recipe: Path | None, strategy, out, samples, seed, progress=N
 
 
 def check_strategy(recipe) -> None:
-    from ..errors import InputError
-    from ..strategies import STRATEGIES
+    """The recipe's kind refuses an unknown strategy before any work."""
+    from als_datasets.registry import get_kind
 
-    if recipe.kind != "als":
-        from ..raster.sampling import check_strategy as check_raster
-
-        return check_raster(recipe.strategy, recipe.kind, recipe.path)
-    if recipe.strategy not in STRATEGIES:
-        raise InputError(recipe.path, f"unknown strategy {recipe.strategy!r} (choose from {', '.join(sorted(STRATEGIES))})")
+    get_kind(recipe.kind, recipe.path).check_strategy(recipe)

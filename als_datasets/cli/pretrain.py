@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from als_datasets.cli.root import app
 
 
 @app.command()
@@ -35,7 +35,7 @@ def pretrain(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Pretrain BEV-MAE, SatMAE or DEM MAE on a dataset folder; checkpoints and metrics go to --out."""
-    from ..train.loop import train
+    from als_datasets.train.loop import train
 
     s = train(data, model, config, out=out, max_steps=max_steps, epochs=epochs, stop_after=stop_after, seed=seed,
               batch_size=batch_size, lr=lr, num_workers=num_workers, resume=not no_resume, device=device,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from als_datasets.cli.root import app
 
 
 @app.command()
@@ -30,9 +30,9 @@ def probe(
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the scratch encoder next to the checkpoint."),
 ) -> None:
     """Freeze an encoder, pool its features per sample, fit a linear classifier, score the held-out split."""
-    from ..errors import InputError
-    from ..train.probe import format_table
-    from ..train.probe import probe as run_probe
+    from als_datasets.errors import InputError
+    from als_datasets.train.probe import format_table
+    from als_datasets.train.probe import probe as run_probe
 
     if checkpoint is None and not scratch:
         raise InputError(None, "give --checkpoint PATH or --scratch")

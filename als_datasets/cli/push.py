@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from als_datasets.cli.root import app
 
 
 @app.command()
@@ -23,8 +23,8 @@ def push(
 ) -> None:
     """Validate, upload the shards, then flip `main` to the new version in one commit. Re-running
     resumes an interrupted upload; re-running after success changes nothing."""
-    from ..progress import Reporter
-    from ..publish.push import push as do_push
+    from als_datasets.progress import Reporter
+    from als_datasets.publish.push import push as do_push
 
     if token == "-":
         token = sys.stdin.readline().strip()

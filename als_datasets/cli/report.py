@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from als_datasets.cli.root import app
 
 
 @app.command()
@@ -19,8 +19,8 @@ def report(
 ) -> None:
     """(Re)write each build's report/diversity.json, plots, croissant.json and README.md card, and
     print the diversity; with several folders, a side-by-side comparison with the differences."""
-    from ..errors import InputError
-    from ..report.folder import compare_builds, write_report
+    from als_datasets.errors import InputError
+    from als_datasets.report.folder import compare_builds, write_report
 
     for d in dirs:
         if not (d / "manifest.json").is_file():

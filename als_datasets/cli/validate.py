@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from als_datasets.cli.root import app
 
 
 @app.command()
 def validate(out: Path = typer.Argument(..., help="A build's output folder.")) -> None:
     """Verify presence, size and sha256 of every shard listed in manifest.json."""
-    from ..dataset.layout import validate as check
+    from als_datasets.dataset.layout import validate as check
 
     problems = check(out)
     for p in problems:

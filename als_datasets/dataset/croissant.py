@@ -45,8 +45,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..shards.writer import atomic_write, sha256_file
+from als_datasets import __version__
+from als_datasets.registry import get_kind
+from als_datasets.shards.writer import atomic_write, sha256_file
 
 __all__ = [
     "CROISSANT_FILE",
@@ -117,9 +118,6 @@ PAPERS: list[dict[str, str]] = [
     {"arxiv": "2604.21104", "key": "pretrain_where_2026", "year": "2026",
      "about": "Pretrain Where? Geographic and spectral diversity of Sentinel-2 pre-training sets"},
 ]
-
-#: The per-point attributes of an ALS sample, in member order (the "bands" of a point cloud).
-ALS_POINT_ATTRIBUTES = ["x", "y", "z", "intensity", "return_number", "number_of_returns", "classification"]
 
 #: ``json`` sub-fields exposed in the record set, when present in the shards (DESIGN.md §5).
 JSON_FIELDS = [
@@ -325,7 +323,7 @@ def _citations(citations: Iterable[str | Mapping] | None) -> tuple[str, list]:
     return bib, cites
 
 
-def _qv(value, unit: str, description: str | None = None, extra: Mapping[str, Any] | None = None) -> dict:
+def quantity(value, unit: str, description: str | None = None, extra: Mapping[str, Any] | None = None) -> dict:
     q: dict[str, Any] = {"@type": "QuantitativeValue", "value": value, "unitText": unit}
     if description:
         q["description"] = description
@@ -333,35 +331,6 @@ def _qv(value, unit: str, description: str | None = None, extra: Mapping[str, An
         q["additionalProperty"] = [{"@type": "PropertyValue", "name": k, "value": v, "unitText": "m"}
                                    for k, v in extra.items()]
     return q
-
-
-def _spatial_resolution(kind: str, recipe: dict, idx: dict) -> dict | None:
-    if kind == "als":
-        extra = {k: recipe[k] for k in ("tile_size_m", "grid_res_m") if recipe.get(k) is not None}
-        if "density_mean" in idx:
-            return _qv(float(f"{idx['density_mean']:.6g}"), "points/m^2",
-                       "Mean ALS point density of the samples; tile size and sampling grid in additionalProperty.",
-                       extra)
-        if extra:
-            return _qv(extra.get("grid_res_m", extra.get("tile_size_m")), "m",
-                       "ALS tile sampling grid; tile size in additionalProperty.", extra)
-        return None
-    for k in ("gsd_m", "resolution_m", "res_m", "spatial_resolution_m"):
-        if recipe.get(k) is not None:
-            extra = {k2: recipe[k2] for k2 in ("patch_size_m", "tile_size_m") if recipe.get(k2) is not None}
-            return _qv(recipe[k], "m", "Ground sampling distance.", extra)
-    return None
-
-
-def _bands(kind: str, recipe: dict, columns: list[str]) -> list[str]:
-    if kind == "als" or "xyz.npy" in columns:
-        return list(ALS_POINT_ATTRIBUTES)
-    b = recipe.get("bands")
-    if isinstance(b, Mapping):
-        return [str(k) for k in b]
-    if isinstance(b, (list, tuple)):
-        return [str(x["name"]) if isinstance(x, Mapping) and "name" in x else str(x) for x in b]
-    return []
 
 
 # --------------------------------------------------------------------------------------------- API
@@ -383,7 +352,7 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
     if not manifest:
         raise FileNotFoundError(f"{out / 'manifest.json'} not found: not a build folder")
     recipe = _read_yaml(out / "recipe.yaml")
-    kind = str(manifest.get("kind") or recipe.get("kind") or "als")
+    kind = get_kind(manifest.get("kind") or recipe.get("kind"), out / "manifest.json")
     shards = sorted(manifest.get("shards", []), key=lambda e: e["path"])
     splits = sorted(manifest.get("splits") or {e["split"] for e in shards if "split" in e})
     idx = _index_stats(out)
@@ -392,7 +361,7 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
     seed = manifest.get("seed", recipe.get("seed"))
     n_samples = sum(int(v) for v in (manifest.get("splits") or {}).values())
     if description is None:
-        what = "airborne laser scanning (ALS) point-cloud tiles" if kind == "als" else f"{kind} patches"
+        what = kind.croissant_facts(manifest, recipe, idx, [])["what"]
         description = (f"{n_samples} {what} for pre-training geospatial foundation models, drawn by "
                        f"{strategy or 'unspecified'} sampling (seed {seed}); built with als-datasets "
                        f"{manifest.get('tool_version', __version__)}.")
@@ -471,6 +440,8 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
             rec["key"] = {"@id": f"{rs}/key"}
         record_sets.append(rec)
 
+    facts = kind.croissant_facts(manifest, recipe, idx, columns)
+
     # ---- dataset
     meta: dict[str, Any] = {
         "@context": CONTEXT,
@@ -481,8 +452,7 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
         "version": str(manifest.get("tool_version") or __version__),
         "citeAs": cite_as,
         "citation": cites,
-        "keywords": sorted({"geospatial", "pre-training"} | ({"airborne-laser-scanning", "lidar", "point-cloud"}
-                                                            if kind == "als" else {"remote-sensing"})),
+        "keywords": sorted({"geospatial", "pre-training"} | set(facts["keywords"])),
         "distribution": dist,
         "recordSet": record_sets,
     }
@@ -504,18 +474,15 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
     if "bbox" in idx:
         s, w, n, e = (_clean_float(v) for v in idx["bbox"])
         meta["spatialCoverage"] = {"@type": "Place", "geo": {"@type": "GeoShape", "box": f"{s} {w} {n} {e}"}}
-    res = _spatial_resolution(kind, recipe, idx)
+    res = facts["resolution"]
     if res:
         meta["geocr:spatialResolution"] = res
-    bands = list(manifest.get("bands") or []) or _bands(kind, recipe, columns)  # raster builds: common band names
+    bands = list(manifest.get("bands") or []) or facts["bands"]  # raster builds: common band names
     if bands:
         meta["geocr:bandConfiguration"] = {"@type": "geocr:BandConfiguration", "geocr:totalBands": len(bands),
                                            "geocr:bandNameList": bands}
     if strategy:
-        text = f"{strategy} sampling, seed {seed}"
-        if kind == "als" and strategy == "geospatial":
-            text += ("; inverse-probability weights over the land cover x slope strata of the eligible tiles "
-                     "(arXiv 2501.05095)")
+        text = f"{strategy} sampling, seed {seed}" + facts["strategy_note"]
         if recipe.get("samples_per_project") is not None:
             text += f"; {recipe['samples_per_project']} samples per project"
         if manifest.get("patch_size_px") is not None:

@@ -13,14 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import SCHEMA_VERSION, __version__
-from ..errors import InputError
-from ..shards.writer import atomic_write, sha256_file
-
-INDEX_COLUMNS = [
-    "key", "split", "shard", "project", "tile_id", "crs", "landcover", "slope_class", "stratum",
-    "point_count", "density", "height_range_m", "height_entropy", "intensity_entropy", "draw_rank", "weight", "lon", "lat", "points_dropped_noise", "points_dropped_outliers",
-]
+from als_datasets import SCHEMA_VERSION, __version__
+from als_datasets.errors import InputError
+from als_datasets.shards.writer import atomic_write, sha256_file
 
 
 def _dump_json(path: Path, obj) -> None:
@@ -43,11 +38,12 @@ def read_sample_meta(out: Path, entry: dict) -> list[dict]:
     return metas
 
 
-def build_index(out: Path, entries: list[dict], frame, columns: list[str] | None = None) -> tuple[object, list[str]]:
-    """``index.parquet`` rows (one per written sample) and the selected tiles that were skipped."""
+def build_index(out: Path, entries: list[dict], frame, columns: list[str]) -> tuple[object, list[str]]:
+    """``index.parquet`` rows (one per written sample; ``columns`` from each sample's json, plus
+    ``key`` and ``shard``) and the selected samples that were skipped."""
     import geopandas as gpd
 
-    INDEX = columns or INDEX_COLUMNS
+    INDEX = columns
 
     fmt = "parquet" if any(e["format"] == "parquet" for e in entries) else "webdataset"
     rows = []
@@ -68,17 +64,14 @@ def build_index(out: Path, entries: list[dict], frame, columns: list[str] | None
 
 def finalise(plan, out: Path, entries: list[dict]) -> int:
     """Write the folder's metadata files; returns the number of samples."""
-    from ..plan import write_frame
-    from ..recipe import dump_recipe
+    from als_datasets.plan import write_frame
+    from als_datasets.recipe import dump_recipe
+    from als_datasets.registry import get_kind
 
     r = plan.recipe
+    kind = get_kind(r.kind, r.path)
     out = Path(out)
-    columns = None
-    if r.kind != "als":
-        from ..raster.build import index_columns
-
-        columns = index_columns(r.kind)
-    index, skipped = build_index(out, entries, plan.frame, columns)
+    index, skipped = build_index(out, entries, plan.frame, kind.index_columns(r))
     atomic_write(out / "index.parquet", lambda f: index.to_parquet(f, index=False, compression="zstd"))
     write_frame(plan, out / "frame.parquet")
     text = dump_recipe(r)
@@ -89,13 +82,7 @@ def finalise(plan, out: Path, entries: list[dict]) -> int:
         s = splits.setdefault(e["split"], {"webdataset": [], "parquet": []})
         s[e["format"]].append(e)
     info = {"name": r.name, "version": __version__, "splits": {}}
-    if r.kind != "als":
-        info.update(kind=r.kind, bands=plan.meta["bands"], patch_size_px=r.patch_px, dtype=plan.meta["dtype"])
-        if r.kind == "satellite":
-            from ..raster.build import band_stats
-
-            info["band_stats"] = band_stats(out, entries)
-    card_splits = {}
+    info.update(kind.info_fields(plan, out, entries))
     for split, by_fmt in splits.items():
         main = by_fmt["webdataset"] or by_fmt["parquet"]
         n = sum(e["samples"] for e in main)
@@ -103,24 +90,19 @@ def finalise(plan, out: Path, entries: list[dict]) -> int:
             "name": split, "num_samples": n,
             "filenames": [e["path"] for e in main], "shard_lengths": [e["samples"] for e in main],
         }
-        card_splits[split] = {"num_examples": n, "parquet_bytes": sum(e["bytes"] for e in by_fmt["parquet"]),
-                              "webdataset_bytes": sum(e["bytes"] for e in by_fmt["webdataset"])}
     manifest = {
         "tool": "als-datasets", "tool_version": __version__, "schema_version": SCHEMA_VERSION,
         "kind": r.kind, "name": r.name, "strategy": r.strategy, "seed": r.seed,
-        **({"samples_per_project": r.samples_per_project} if r.kind == "als" else
-           {"samples": r.samples, "bands": plan.meta["bands"], "pixel_dtype": plan.meta["dtype"],
-            "patch_size_px": r.patch_px}),
+        **kind.manifest_fields(plan),
         "splits": {k: v["num_samples"] for k, v in info["splits"].items()},
         "shards": [{k: e[k] for k in ("path", "format", "split", "shard", "samples", "bytes", "sha256", "fingerprint")
                     if k in e} for e in entries],
-        "skipped_tiles": [{"tile_id": k, "reason": "no points left after reading and cleaning" if r.kind == "als"
-                           else "not written"} for k in skipped],
+        "skipped_tiles": [{"tile_id": k, "reason": kind.skipped_reason} for k in skipped],
     }
     _dump_json(out / "_info.json", info)
     _dump_json(out / "manifest.json", manifest)
 
-    from ..report.folder import write_report
+    from als_datasets.report.folder import write_report
 
     write_report(out)
     return int(len(index))

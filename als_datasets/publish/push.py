@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from als_datasets.errors import InputError
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 IGNORED_REMOTE = {".gitattributes"}
@@ -56,8 +56,8 @@ def local_files(out: Path) -> list[Path]:
 
 def check_folder(out: Path) -> dict:
     """Validate before upload; returns the manifest."""
-    from ..dataset.card import declared_configs, read_card_yaml
-    from ..dataset.layout import validate
+    from als_datasets.dataset.card import declared_configs, read_card_yaml
+    from als_datasets.dataset.layout import validate
 
     out = Path(out)
     problems = validate(out)

@@ -8,34 +8,13 @@ numbers are the report's numbers: the tables are formatted from ``report/diversi
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
-
-import yaml
-
-from .. import SCHEMA_VERSION, __version__
-
-CITATIONS = """\
-If you use this dataset, cite the papers whose methods built it:
-
-```bibtex
-@misc{arxiv_2501_05095,
-  howpublished = {arXiv:2501.05095},
-  note         = {Airborne LiDAR pre-training with geospatial sampling over land cover x slope},
-  url          = {https://arxiv.org/abs/2501.05095}
-}
-@misc{arxiv_2309_03367,
-  howpublished = {arXiv:2309.03367},
-  note         = {Masked autoencoders on digital elevation models},
-  url          = {https://arxiv.org/abs/2309.03367}
-}
-```"""
 
 LABEL_TITLES = {"landcover": "Land cover", "slope_class": "Slope class", "stratum": "Stratum (land cover / slope)",
                 "project": "Project", "continent": "Continent", "biome": "Biome"}
 
 
-def _fmt(x, nd=3) -> str:
+def fmt(x, nd=3) -> str:
     if x is None:
         return "–"
     if isinstance(x, float):
@@ -49,13 +28,13 @@ def diversity_markdown(div: dict) -> str:
     parts = []
     for col, st in div.get("labels", {}).items():
         fr = st.get("frame") or {}
-        rows.append(f"| {LABEL_TITLES.get(col, col)} | {st['K']} | {_fmt(st['entropy'])} | {_fmt(st['normalised'])} | "
-                    f"{_fmt(fr.get('K'))} | {_fmt(fr.get('entropy'))} | {_fmt(fr.get('normalised'))} |")
+        rows.append(f"| {LABEL_TITLES.get(col, col)} | {st['K']} | {fmt(st['entropy'])} | {fmt(st['normalised'])} | "
+                    f"{fmt(fr.get('K'))} | {fmt(fr.get('entropy'))} | {fmt(fr.get('normalised'))} |")
         if col == "project":
             continue
         fp = fr.get("proportions") or {}
-        lines = [f"| {k} | {n} | {_fmt(st['proportions'][k])} | {_fmt(fp.get(k))} |" for k, n in st["counts"].items()]
-        lines += [f"| {k} | 0 | 0.000 | {_fmt(v)} |" for k, v in fp.items() if k not in st["counts"]]
+        lines = [f"| {k} | {n} | {fmt(st['proportions'][k])} | {fmt(fp.get(k))} |" for k, n in st["counts"].items()]
+        lines += [f"| {k} | 0 | 0.000 | {fmt(v)} |" for k, v in fp.items() if k not in st["counts"]]
         parts.append(f"**{LABEL_TITLES.get(col, col)}**\n\n| label | samples | share | share in frame |\n"
                      f"|---|---|---|---|\n" + "\n".join(lines))
     return "\n".join(rows) + "\n\n" + "\n\n".join(parts)
@@ -67,18 +46,17 @@ def distribution_markdown(div: dict) -> str:
         return ""
     rows = ["| per-sample value | mean | std | min | median | max |", "|---|---|---|---|---|---|"]
     for col, st in d.items():
-        rows.append(f"| {col} | {_fmt(st.get('mean'))} | {_fmt(st.get('std'))} | {_fmt(st.get('min'))} | "
-                    f"{_fmt(st.get('median'))} | {_fmt(st.get('max'))} |")
+        rows.append(f"| {col} | {fmt(st.get('mean'))} | {fmt(st.get('std'))} | {fmt(st.get('min'))} | "
+                    f"{fmt(st.get('median'))} | {fmt(st.get('max'))} |")
     return "\n".join(rows)
 
 
-def _sources(recipe: dict) -> str:
+def sources_markdown(recipe: dict, fallback: list[str]) -> str:
+    """The card's "Source data": the recipe's ``sources:`` (name, licence, URL), else the kind's
+    ``fallback`` lines (what the build read) and a note that the licences are not stated."""
     src = recipe.get("sources") or []
     if not src:
-        lc = Path((recipe.get("landcover") or {}).get("path") or "?").name
-        dem = Path((recipe.get("dem") or {}).get("path") or "").name or "none (slope from the ground returns)"
-        return (f"- land cover: `{lc}`\n- DEM: `{dem}`\n- point clouds: the projects' LAS/LAZ/COPC files "
-                "(see `recipe.yaml`)\n\nThe recipe does not state the sources' licences (`sources:` key).")
+        return "\n".join(fallback) + "\n\nThe recipe does not state the sources' licences (`sources:` key)."
     return "\n".join(f"- {s.get('name')}: {s.get('license', 'licence not stated')}"
                      + (f" ({s['url']})" if s.get("url") else "") for s in src)
 
@@ -97,112 +75,16 @@ def card_splits(manifest: dict, recipe: dict) -> tuple[dict[str, dict], list[str
 
 
 def render_card(out_dir, div: dict, plots: list[Path], repo_id: str | None = None) -> tuple[dict, str]:
-    """(card YAML dict, full README text)."""
-    from huggingface_hub import DatasetCard, DatasetCardData
-
-    from ..dataset.card import card_yaml
-    from ..shards.tasks import als_features
+    """(card YAML dict, full README text), rendered by the build's kind (its ``manifest.json``)."""
+    from als_datasets.registry import get_kind
 
     out = Path(out_dir)
     manifest = json.loads((out / "manifest.json").read_text())
-    if manifest.get("kind", "als") != "als":
-        from .raster_card import render_raster_card
-
-        return render_raster_card(out_dir, div, plots, repo_id)
-    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
-    lc_names = [*((recipe.get("landcover") or {}).get("classes") or {}), "other"]
-    splits, formats = card_splits(manifest, recipe)
-    name = manifest["name"]
-    strategy = manifest["strategy"]
-    pretty = f"{name} — airborne LiDAR tiles, {strategy} sampling"
-    ydict = card_yaml(
-        als_features(lc_names), splits, pretty_name=pretty, license=recipe.get("license") or "other",
-        tags=["lidar", "point-cloud", "airborne-laser-scanning", "geospatial", "remote-sensing", "pretraining",
-              f"sampling-{strategy}"],
-        extra={"task_categories": ["other"]}, formats=formats,
-    )
-    classes = ", ".join(f"{k} = NLCD {v}" for k, v in (recipe.get("landcover") or {}).get("classes", {}).items())
-    slope = ", ".join(f"{k} {lo}–{hi}°" for k, (lo, hi) in (recipe.get("slope_classes_deg") or {}).items())
-    method = (
-        f"For each project the land cover and "
-        f"{'DEM' if recipe.get('dem') else 'a 25 m DTM of the ground returns (no DEM given)'} were reprojected "
-        f"(nearest) onto a {recipe.get('grid_res_m')} m grid in the project's UTM zone, clipped to its boundary; slope = "
-        f"arctan(hypot(∇z)) ({slope}). Candidate tiles are {recipe.get('tile_size_m')} m squares from the grid's "
-        f"north-west corner; a tile is eligible when at least {recipe.get('min_class_fraction', 0.8):.0%} of its "
-        f"pixels are in the sampled classes ({classes}). "
-        + ("**Geospatial sampling** (arXiv 2501.05095): each eligible tile is weighted by 1 / (eligible tiles in its "
-           "land-cover × slope stratum)" if strategy == "geospatial" else
-           "**Random sampling**: every eligible tile has the same weight")
-        + f"; `numpy.random.RandomState({manifest['seed']}).choice` draws {recipe.get('draws', 1000)} tiles (or all) "
-        f"without replacement per project, and the first {manifest['samples_per_project']} of that ordered draw are kept "
-        f"(so smaller sets are subsets of larger ones). Points are read once per file, classes "
-        f"{recipe.get('drop_classes')} dropped, then PDAL's statistical outlier filter "
-        f"(k = {(recipe.get('outlier') or {}).get('mean_k', 0)}, mean + {(recipe.get('outlier') or {}).get('multiplier', '–')} σ) "
-        "applied per tile; feet and US survey feet are converted to metres."
-    )
-    skipped = manifest.get("skipped_tiles") or []
-    limitations = [
-        "Only tiles with at least "
-        f"{recipe.get('min_class_fraction', 0.8):.0%} of their pixels in the sampled land-cover classes are eligible: "
-        "water, wetland, barren land, grassland, shrubland and cropland are (almost) absent by design.",
-        "Land-cover and slope labels come from rasters resampled (nearest) to a "
-        f"{recipe.get('grid_res_m')} m grid; a tile's label is the mode of its pixels.",
-        "The statistical outlier filter removes by construction the ~2 % of points with the largest mean "
-        "neighbour distance, some of them real (isolated tree tops, wires).",
-    ]
-    if skipped:
-        limitations.append(f"{len(skipped)} selected tile(s) had no points and were skipped (listed in manifest.json).")
-    if (recipe.get("name") or "").startswith("demo") or "demo" in str((recipe.get("landcover") or {}).get("path", "")):
-        limitations.insert(0, "**This is the embedded synthetic demo**: terrain, land cover and points are generated, "
-                              "not measured. Use it to try the tools, not to train models.")
-    cov = div.get("coverage") or {}
-    coverage_text = (f"{cov.get('strata_reached')} of {cov.get('strata_in_frame')}"
-                     + (f" (missing: {', '.join(cov['missing'])})" if cov.get("missing") else "")) if cov else "n/a"
-    webdataset_shards = [e for e in manifest["shards"] if e["format"] == "webdataset" and e["split"] == "train"]
-    import pyarrow.parquet as pq
-
-    index_crs = sorted(set(pq.read_table(out / "index.parquet", columns=["crs"]).column("crs").to_pylist()))
-    body_kwargs = dict(
-        pretty_name=pretty,
-        summary=f"Airborne laser scanning (LiDAR) point-cloud tiles for self-supervised pre-training (e.g. BEV-MAE), "
-                f"chosen from {len(recipe.get('projects') or [])} project(s) by **{strategy} sampling** over land cover × "
-                "terrain slope strata, as in *arXiv 2501.05095*.",
-        num_samples=div.get("num_samples"),
-        splits_text=", ".join(f"{k}: {v}" for k, v in manifest["splits"].items()),
-        num_projects=len(recipe.get("projects") or []),
-        strategy=strategy, seed=manifest["seed"], samples_per_project=manifest["samples_per_project"],
-        tile_size_m=recipe.get("tile_size_m"),
-        crs_text=", ".join(index_crs) or "none",
-        tool_version=manifest.get("tool_version", __version__), schema_version=manifest.get("schema_version", SCHEMA_VERSION),
-        method=method, sources=_sources(recipe),
-        diversity_table=diversity_markdown(div), coverage_text=coverage_text,
-        distribution_table=distribution_markdown(div),
-        entropy_note="Per-sample height entropy: heights above the tile's lowest point in 1 m bins (0–100 m); "
-                     "intensity entropy: intensities clipped to mean ± 2σ, scaled to 0–255, 256 bins (SatMAE-style "
-                     "normalisation, as for spectral entropy in *Pretrain Where?*); both in nats.",
-        plots=[{"path": p.relative_to(out).as_posix(), "alt": p.stem.replace("_", " ")} for p in plots],
-        schema=SCHEMA_MD, repo_id=repo_id or f"ORG/{name}",
-        last_shard=f"{max(len(webdataset_shards) - 1, 0):06d}",
-        limitations="\n".join(f"- {x}" for x in limitations), citations=CITATIONS,
-    )
-    template = resources.files("als_datasets.cards").joinpath("als_dataset_card.md").read_text(encoding="utf-8")
-    card = DatasetCard.from_template(DatasetCardData(**ydict), template_str=template, **body_kwargs)
-    return ydict, str(card)
-
-
-SCHEMA_MD = """\
-Sample key: `<project>_c<col>_r<row>` (letters, digits, `_` and `-` only).
-
-| member / column | type | meaning |
-|---|---|---|
-| `xyz.npy` | float32 (N, 3) | metres; x, y relative to the tile's lower-left corner in its UTM CRS; z in metres |
-| `intensity.npy` | uint16 (N,) | as stored in the source |
-| `return_number.npy`, `number_of_returns.npy`, `classification.npy` | uint8 (N,) | ASPRS |
-| `json` | struct | project, tile_id, crs, split, origin, bounds_utm, tile_size_m, lon, lat, landcover, landcover_fractions, slope_class, slope_mean_deg, stratum, point_count, density, height_range_m, height_entropy, intensity_entropy, strategy, draw_rank, weight, seed, source_files, points_dropped_noise, points_dropped_outliers |"""
+    return get_kind(manifest.get("kind"), out / "manifest.json").render_card(out, div, plots, repo_id)
 
 
 def write_card(out_dir, div: dict, plots: list[Path], repo_id: str | None = None) -> Path:
-    from ..shards.writer import atomic_write
+    from als_datasets.shards.writer import atomic_write
 
     _, text = render_card(out_dir, div, plots, repo_id)
     text = text if text.endswith("\n") else text + "\n"

@@ -203,11 +203,9 @@ def _coverage(index: pd.DataFrame, frame: pd.DataFrame | None) -> dict | None:
 
 
 def _infer_kind(index: pd.DataFrame) -> str | None:
-    if "point_count" in index.columns:
-        return "als"
-    if "spectral_entropy" in index.columns:
-        return "satellite"
-    return None
+    from als_datasets.registry import infer_kind
+
+    return infer_kind(index.columns)
 
 
 def diversity(index: pd.DataFrame, frame: pd.DataFrame | None = None, meta: dict | None = None) -> dict:

@@ -9,25 +9,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-COMPARE_COLUMNS = ["label", "strategy", "samples_per_project", "num_samples", "stratum_entropy", "stratum_normalised",
-                   "strata_coverage", "landcover_entropy", "slope_class_entropy", "project_entropy",
-                   "height_entropy_mean", "intensity_entropy_mean", "density_mean",
-                   # satellite / DEM builds
-                   "continent_entropy", "continent_normalised", "continent_K", "biome_entropy", "biome_normalised",
-                   "spectral_entropy_mean", "cloud_fraction_mean", "nodata_fraction_mean", "relief_m_mean"]
+COMPARE_HEAD = ["label", "strategy", "samples_per_project", "num_samples"]
+
+
+def compare_columns() -> list[str]:
+    """The comparison's columns: the common ones, then every registered kind's, in kind order."""
+    from als_datasets.registry import get_kind, kind_names
+
+    cols = list(COMPARE_HEAD)
+    for name in kind_names():
+        cols += [c for c in get_kind(name).compare_columns if c not in cols]
+    return cols
 
 
 def write_report(out_dir, plots: bool = True, croissant: bool = True, repo_id: str | None = None) -> dict:
     """(Re)write the report files and the card of one build folder; returns the diversity dict."""
-    from ..dataset.croissant import write_croissant
-    from .card import write_card
-    from .diversity import write_diversity
+    from als_datasets.dataset.croissant import write_croissant
+    from als_datasets.report.card import write_card
+    from als_datasets.report.diversity import write_diversity
 
     out = Path(out_dir)
     div = write_diversity(out)
     pngs: list[Path] = []
     if plots:
-        from .plots import write_plots
+        from als_datasets.report.plots import write_plots
 
         pngs = write_plots(out)
     write_card(out, div, pngs, repo_id=repo_id)
@@ -39,20 +44,20 @@ def write_report(out_dir, plots: bool = True, croissant: bool = True, repo_id: s
 def compare_builds(dirs: list[Path], out_dir: Path | None = None) -> tuple[object, str]:
     """Side-by-side table of several builds (their diversity reports) and its differences from
     the first; written to ``out_dir`` (comparison.md, comparison.json, comparison.png) if given."""
-    from .compare import compare_table, differences, format_markdown, format_table
-    from .diversity import load_diversity
+    from als_datasets.report.compare import compare_table, differences, format_markdown, format_table
+    from als_datasets.report.diversity import load_diversity
 
     reports = [load_diversity(d) for d in dirs]
     labels = [Path(d).name for d in dirs]
     table = compare_table(reports, labels)
-    cols = [c for c in COMPARE_COLUMNS  # columns no build has (ALS vs raster kinds) are left out
+    cols = [c for c in compare_columns()  # columns no build has (other kinds') are left out
             if c in table.columns and (c in ("label", "strategy") or table[c].notna().any())]
     diff = differences(table, 0)
     dcols = [c for c in cols if c in diff.columns]
     text = (format_table(table, cols) + f"\n\ndifference from {labels[0]}:\n" + format_table(diff, dcols))
     if out_dir is not None:
-        from ..shards.writer import atomic_write
-        from .plots import plot_comparison
+        from als_datasets.report.plots import plot_comparison
+        from als_datasets.shards.writer import atomic_write
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Raster side of the build: plan → :class:`~.tasks.RasterShardTask` list, and the index columns.
+"""Raster side of the build: plan → :class:`~.tasks.RasterShardTask` list, and the satellite
+kind's per-sensor band statistics (``_info.json`` ``band_stats``).
 
 The orchestration (resume, executors, finalise) is :func:`als_datasets.build.run_build`, shared
 with the ALS builder; this module only turns a raster plan into shard tasks.
@@ -9,22 +10,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .tasks import RasterShardTask
+from als_datasets.kinds.raster.tasks import RasterShardTask
 
-SATELLITE_INDEX = [
-    "key", "split", "shard", "scene", "tile_id", "crs", "sensor", "date", "continent", "biome", "landcover",
-    "spectral_entropy", "cloud_fraction", "nodata_fraction", "draw_rank", "weight", "lon", "lat",
-]
-DEM_INDEX = [
-    "key", "split", "shard", "scene", "tile_id", "crs", "sensor", "date", "continent", "biome", "landcover",
-    "elevation_mean", "relief_m", "nodata_fraction", "draw_rank", "weight", "lon", "lat",
-]
 RECORD_KEYS = ("tile_id", "scene", "col", "row", "crs", "x0", "y0", "x1", "y1", "lon", "lat", "continent",
                "continent_rule", "biome", "biome_rule", "landcover", "draw_rank", "weight", "split")
-
-
-def index_columns(kind: str) -> list[str]:
-    return list(DEM_INDEX if kind == "dem" else SATELLITE_INDEX)
 
 
 def _plain(v):
@@ -64,34 +53,12 @@ def raster_shard_tasks(plan, out: Path) -> list[RasterShardTask]:
     return tasks
 
 
-def _scene_facts(s) -> dict:
-    return {
-        "name": s.name, "bands": [[b.name, b.path, b.band_index] for b in s.bands], "crs": s.crs.to_wkt(),
-        "transform": list(s.transform)[:6], "size": [s.width, s.height], "res": s.res, "dtype": s.dtype,
-        "nodata": None if s.nodata is None or s.nodata != s.nodata else s.nodata, "zero": s.zero_is_nodata,
-        "cloud": None if s.cloud_mask is None else [s.cloud_mask.path, s.cloud_mask.band_index,
-                                                    list(s.cloud_classes)],
-        "sensor": s.sensor, "date": s.date,
-    }
-
-
-def fingerprint_data(task: RasterShardTask) -> dict:
-    """What a raster shard's bytes depend on (the build's resume check compares it)."""
-    return {
-        "index": task.index, "split": task.split, "records": list(task.records), "formats": list(task.formats),
-        "kind": task.kind, "scenes": [_scene_facts(s) for s in task.scenes],
-        "common_bands": [list(c) for c in task.common_bands], "patch_px": task.patch_px,
-        "stride_px": task.stride_px, "dtype": task.dtype, "entropy": [task.entropy_bins, task.entropy_base],
-        "strategy": task.strategy, "seed": task.seed, "row_group_size": task.row_group_size,
-    }
-
-
 def band_stats(out: Path, entries: list[dict], split: str = "train") -> dict:
     """Per sensor and common band name: pooled mean and std of the valid pixels of ``split``'s
     samples (each sample weighted by its valid pixels), for SatMAE-style normalisation with
     dataset statistics. ``{sensor: {band: {"mean", "std", "samples"}}}``; sensor ``"unknown"``
     when a scene declares none."""
-    from ..dataset.layout import read_sample_meta
+    from als_datasets.dataset.layout import read_sample_meta
 
     fmt = "parquet" if any(e["format"] == "parquet" for e in entries) else "webdataset"
     acc: dict[tuple[str, str], list[float]] = {}

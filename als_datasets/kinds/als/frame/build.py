@@ -1,6 +1,6 @@
 """A project's sampling frame from its files: boundary → UTM grid → land cover, slope → tiles.
 
-This is the I/O shell around :mod:`als_datasets.frame.grid`.  It reads rasters (windowed) and,
+This is the I/O shell around :mod:`als_datasets.kinds.als.frame.grid`.  It reads rasters (windowed) and,
 only when the recipe has no DEM, the ground returns of the point clouds (for a 25 m DTM).
 """
 
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from ..recipe import Project, Recipe
-from ..sources import geo
-from . import grid as g
+from als_datasets.errors import InputError
+from als_datasets.kinds.als.frame import grid as g
+from als_datasets.kinds.als.recipe import Project, Recipe
+from als_datasets.kinds.als.sources import geo
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ProjectFrame:
 
 
 def inspect_project_pointclouds(project: Project) -> list:
-    from ..sources.pointcloud import inspect_pointcloud
+    from als_datasets.kinds.als.sources.pointcloud import inspect_pointcloud
 
     return [inspect_pointcloud(p, crs_override=project.pointcloud_crs) for p in project.pointclouds]
 
@@ -41,7 +41,7 @@ def project_boundary(project: Project, infos: list):
         return geo.read_boundary(project.boundary)
     from shapely import union_all
 
-    from ..sources.pointcloud import footprint_lonlat
+    from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat
 
     return union_all([footprint_lonlat(i) for i in infos])
 
@@ -52,7 +52,7 @@ def ground_dtm(infos: list, grid: geo.Grid, progress: Callable[[int], None] | No
     from pyproj import Transformer
     from scipy import ndimage
 
-    from ..sources.pointcloud import iter_point_chunks
+    from als_datasets.kinds.als.sources.pointcloud import iter_point_chunks
 
     total = np.zeros(grid.height * grid.width)
     count = np.zeros(grid.height * grid.width)
@@ -80,7 +80,7 @@ def ground_dtm(infos: list, grid: geo.Grid, progress: Callable[[int], None] | No
 
 def build_project_frame(recipe: Recipe, project: Project, progress: Callable[[int], None] | None = None) -> ProjectFrame:
     """Every candidate tile of one project with its labels, fractions and eligibility."""
-    from ..sources.pointcloud import check_within
+    from als_datasets.kinds.als.sources.pointcloud import check_within
 
     infos = inspect_project_pointclouds(project)
     if project.boundary is None and not infos:
@@ -114,7 +114,7 @@ def build_project_frame(recipe: Recipe, project: Project, progress: Callable[[in
     else:
         if not infos:
             raise InputError(recipe.path, f"project {project.name!r}: no DEM and no point clouds to derive slope from")
-        from ..sources.remote import is_remote, redact
+        from als_datasets.kinds.als.sources.remote import is_remote, redact
 
         far = [i.path for i in infos if is_remote(i.path)]
         if far:  # a DTM from ground returns reads every point: the whole remote project

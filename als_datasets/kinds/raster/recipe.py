@@ -33,7 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from als_datasets.errors import InputError
+from als_datasets.recipe import (
+    KEY_RE,
+    check_name,
+    deep_merge,
+    holdout_fraction,
+    number,
+    recipe_base,
+    resolve_output,
+    resolve_path,
+)
 
 RASTER_DEFAULTS: dict[str, Any] = {
     "kind": "satellite",
@@ -59,7 +69,6 @@ RASTER_DEFAULTS: dict[str, Any] = {
 RASTER_KEYS = set(RASTER_DEFAULTS) | {"description", "license", "sources", "demo"}
 SCENE_KEYS = {"path", "name", "bands", "common_bands", "sensor", "date", "cloud_mask", "nodata", "zero_is_nodata",
               "resolution"}
-DEFAULT_STRATEGY = {"satellite": "global", "dem": "random"}
 
 
 @dataclass(frozen=True)
@@ -96,23 +105,9 @@ class RasterRecipe:
         return self.samples
 
 
-def _num(where, d: dict, key: str, kind=float, lo=None, hi=None):
-    v = d.get(key)
-    try:
-        x = kind(v)
-    except (TypeError, ValueError):
-        raise InputError(where, f"{key} must be a number, got {v!r}") from None
-    if (lo is not None and x < lo) or (hi is not None and x > hi):
-        rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise InputError(where, f"{key} must be in {rng}, got {v!r}")
-    return x
-
-
 def _resolve(base: Path, value) -> str | None:
-    if value is None:
-        return None
-    p = Path(str(value)).expanduser()
-    return str(p if p.is_absolute() else (base / p))
+    p = resolve_path(base, value)
+    return None if p is None else str(p)
 
 
 def _base(value) -> float:
@@ -128,35 +123,31 @@ def _base(value) -> float:
 
 
 def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = None,
-                       out_dir: str | Path | None = None) -> RasterRecipe:
-    """Validate a ``kind: satellite|dem`` recipe dict (already demo-merged) read from ``src``."""
-    from ..recipe import KEY_RE, _deep_merge, resolve_output
-
+                       out_dir: str | Path | None = None, default_strategy: str = "random",
+                       default_dtype: str | None = None) -> RasterRecipe:
+    """Validate a raster recipe dict (already demo-merged) read from ``src``; the kind passes its
+    default strategy and pixel dtype."""
     where = src if src is not None else "<recipe>"
     unknown = set(data) - RASTER_KEYS
     if unknown:
         raise InputError(where, f"unknown recipe key(s): {', '.join(sorted(unknown))}")
-    merged = _deep_merge(RASTER_DEFAULTS, data)
+    merged = deep_merge(RASTER_DEFAULTS, data)
     for k, v in (overrides or {}).items():
         if v is None:
             continue
         merged["samples" if k == "samples_per_project" else k] = v
     kind = str(merged["kind"])
-    if kind not in ("satellite", "dem"):
-        raise InputError(where, f"kind {kind!r}: expected als, satellite or dem")
-    base = src.parent.resolve() if src is not None else Path.cwd()
-    name = merged.get("name") or (src.stem if src is not None else f"{kind}-dataset")
-    if not KEY_RE.match(str(name)):
-        raise InputError(where, f"name {name!r} may only contain letters, digits, '_' and '-'")
-    strategy = str(merged.get("strategy") or DEFAULT_STRATEGY[kind])
+    base = recipe_base(src)
+    name = check_name(where, merged.get("name") or (src.stem if src is not None else f"{kind}-dataset"))
+    strategy = str(merged.get("strategy") or default_strategy)
     merged["strategy"] = strategy
 
-    patch = _num(where, merged, "patch_size_px", int, lo=1)
-    stride = _num(where, {"stride_px": merged.get("stride_px") or patch}, "stride_px", int, lo=1)
+    patch = number(where, merged, "patch_size_px", int, lo=1)
+    stride = number(where, {"stride_px": merged.get("stride_px") or patch}, "stride_px", int, lo=1)
     ent = merged.get("spectral_entropy") or {}
     if not isinstance(ent, dict):
         raise InputError(where, "spectral_entropy must be a mapping {bins, base}")
-    bins = _num(where, {"spectral_entropy.bins": ent.get("bins", 256)}, "spectral_entropy.bins", int, lo=2)
+    bins = number(where, {"spectral_entropy.bins": ent.get("bins", 256)}, "spectral_entropy.bins", int, lo=2)
     try:
         log_base = _base(ent.get("base", "e"))
     except ValueError:
@@ -216,12 +207,12 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
             dtype = np.dtype(str(dtype)).name
         except TypeError:
             raise InputError(where, f"dtype {merged.get('dtype')!r} is not a numpy dtype") from None
-    elif kind == "dem":
-        dtype = "float32"
+    else:
+        dtype = default_dtype
 
     output = merged.get("output") or {}
     formats, out = resolve_output(where, base, output, out_dir, f"{name}-{strategy.replace(':', '-')}")
-    shard_max = _num(where, {"output.shard_max_samples": output.get("shard_max_samples", 64)},
+    shard_max = number(where, {"output.shard_max_samples": output.get("shard_max_samples", 64)},
                      "output.shard_max_samples", int, lo=1)
 
     raw = copy.deepcopy(merged)
@@ -229,16 +220,15 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
                output={"dir": str(out), "formats": list(formats), "shard_max_samples": shard_max})
     return RasterRecipe(
         path=src, kind=kind, name=name, strategy=strategy,
-        seed=_num(where, merged, "seed", int),
-        samples=_num(where, merged, "samples", int, lo=1),
+        seed=number(where, merged, "seed", int),
+        samples=number(where, merged, "samples", int, lo=1),
         patch_px=patch, stride_px=stride,
-        max_nodata_fraction=_num(where, merged, "max_nodata_fraction", float, 0.0, 1.0),
-        max_cloud_fraction=_num(where, merged, "max_cloud_fraction", float, 0.0, 1.0),
-        max_overlap=_num(where, merged, "max_overlap", float, 0.0, 1.0),
+        max_nodata_fraction=number(where, merged, "max_nodata_fraction", float, 0.0, 1.0),
+        max_cloud_fraction=number(where, merged, "max_cloud_fraction", float, 0.0, 1.0),
+        max_overlap=number(where, merged, "max_overlap", float, 0.0, 1.0),
         entropy_bins=bins, entropy_base=log_base,
-        spectral_beta=_num(where, merged, "spectral_beta", float),
+        spectral_beta=number(where, merged, "spectral_beta", float),
         scenes=tuple(scenes), continents=cont, biomes=biomes, landcover=lc, dtype=dtype,
-        holdout_fraction=_num(where, {"holdout_fraction": merged.get("holdout_fraction") or 0.0},
-                              "holdout_fraction", float, 0.0, 0.999),
+        holdout_fraction=holdout_fraction(where, merged),
         out_dir=out, formats=formats, shard_max_samples=shard_max, raw=raw,
     )

@@ -28,7 +28,7 @@ import shapely
 
 from als_datasets.errors import InputError
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 DEFAULT_CONTINENTS = DATA_DIR / "ne_110m_admin_0_countries.geojson"
 EARTH_RADIUS_KM = 6371.0088
 KM_PER_DEG = EARTH_RADIUS_KM * math.pi / 180.0

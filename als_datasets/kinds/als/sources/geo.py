@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS, Transformer
 
-from ..errors import InputError
+from als_datasets.errors import InputError
 
 
 @dataclass(frozen=True)

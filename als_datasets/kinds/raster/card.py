@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from .. import SCHEMA_VERSION, __version__
-from .card import _fmt, card_splits, distribution_markdown, diversity_markdown
+from als_datasets import SCHEMA_VERSION, __version__
+from als_datasets.report.card import card_splits, distribution_markdown, diversity_markdown
 
 CITATIONS = """\
 If you use this dataset, cite the works whose methods built it:
@@ -48,49 +48,57 @@ STRATEGY_TEXT = {
 }
 
 
-def _schema(kind: str, dtype: str) -> str:
-    stats = ("elevation_mean, elevation_min, elevation_max, relief_m" if kind == "dem"
-             else "spectral_entropy")
-    pix = ("float32 (1, H, W): elevation in metres, NaN where the DEM has no data" if kind == "dem" else
-           f"{dtype} (C, H, W): the scene's bands (C varies by sensor), 0 where a pixel has no valid data")
+def _schema(kind, dtype: str) -> str:
+    stats = ", ".join(kind.sample_stats)
     return (
         "Sample key: `<scene>_c<col>_r<row>` (letters, digits, `_` and `-` only).\n\n"
         "| member / column | type | meaning |\n|---|---|---|\n"
-        f"| `pixels.npy` | {pix} | |\n"
+        f"| `pixels.npy` | {kind.pixels_text(dtype)} | |\n"
         "| `json` | struct | scene, sensor, date, tile_id, split, crs, bounds (scene CRS), col, row, patch_size_px, "
         "resolution, lon, lat (centre), bands (source names), common_bands (STAC common names), continent, "
         f"continent_rule, biome, biome_rule, landcover, cloud_fraction, nodata_fraction, {stats}, strategy, "
         "draw_rank, weight, seed |")
 
 
-def render_raster_card(out_dir, div: dict, plots: list[Path], repo_id: str | None = None) -> tuple[dict, str]:
-    """(card YAML dict, README text) of a satellite / DEM build."""
+def raster_sources(recipe: dict) -> list[str]:
+    """The card's "Source data" lines when the recipe states no ``sources:``."""
+    scenes = ", ".join(f"`{Path(str(sc.get('path'))).name}`" for sc in recipe.get("scenes") or [])
+    lines = [f"- scenes: {scenes or 'none'}"]
+    cont = recipe.get("continents") or {}
+    lines.append(f"- continents: `{Path(cont['path']).name if cont.get('path') else 'Natural Earth 110m admin-0 (shipped)'}`")
+    if recipe.get("biomes"):
+        lines.append(f"- biomes: `{Path(recipe['biomes']['raster']).name}`")
+    if recipe.get("landcover"):
+        lines.append(f"- land cover: `{Path(recipe['landcover']['path']).name}`")
+    return lines
+
+
+def render_raster_card(kind, out_dir, div: dict, plots: list[Path], repo_id: str | None = None) -> tuple[dict, str]:
+    """(card YAML dict, README text) of a build of the raster ``kind`` (a RasterKind)."""
     import pyarrow.parquet as pq
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from ..dataset.card import card_yaml
-    from ..raster.tasks import raster_features
-    from .card import _sources
+    from als_datasets.dataset.card import card_yaml
+    from als_datasets.report.card import sources_markdown
 
     out = Path(out_dir)
     manifest = json.loads((out / "manifest.json").read_text())
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
-    kind, strategy = manifest["kind"], manifest["strategy"]
+    strategy = manifest["strategy"]
     dtype, patch = manifest.get("pixel_dtype", "uint16"), int(manifest.get("patch_size_px", 96))
     splits, formats = card_splits(manifest, recipe)
-    what = "elevation (DEM) patches" if kind == "dem" else "multispectral satellite patches"
+    what = kind.what
     pretty = f"{manifest['name']} — {what}, {strategy} sampling"
     tags = ["geospatial", "remote-sensing", "pretraining", f"sampling-{strategy.replace(':', '-')}"]
-    tags += ["dem", "elevation"] if kind == "dem" else ["satellite-imagery", "multispectral"]
-    ydict = card_yaml(raster_features(kind, dtype, patch), splits, pretty_name=pretty,
+    tags += list(kind.tags)
+    ydict = card_yaml(kind.features(manifest, recipe), splits, pretty_name=pretty,
                       license=recipe.get("license") or "other", tags=tags,
                       extra={"task_categories": ["image-feature-extraction"]}, formats=formats)
     if strategy.startswith("continent:"):
         st = f"**Continent** `{strategy.split(':', 1)[1]}`: only that continent's eligible patches, seeded random order"
     else:
         st = STRATEGY_TEXT.get(strategy, strategy).format(beta=recipe.get("spectral_beta"))
-    ent = recipe.get("spectral_entropy") or {}
-    method = (
+        method = (
         f"Every scene was brought to one grid (its finest band, or the declared resolution; coarser bands "
         f"nearest-resampled, finer ones averaged) and cut into {patch} px patches (stride "
         f"{recipe.get('stride_px') or patch} px). A patch is eligible when at most "
@@ -125,21 +133,18 @@ def render_raster_card(out_dir, div: dict, plots: list[Path], repo_id: str | Non
     body = dict(
         pretty_name=pretty,
         summary=(f"{what.capitalize()} for self-supervised pre-training "
-                 f"({'a DEM MAE, arXiv 2309.03367' if kind == 'dem' else 'e.g. SatMAE'}), built from "
+                 f"({kind.model_text}), built from "
                  f"{len(recipe.get('scenes') or [])} scene(s) with the *Pretrain Where?* (arXiv 2604.21104) "
                  "sampling strategies and per-sample diversity measures."),
         num_samples=div.get("num_samples"), splits_text=", ".join(f"{k}: {v}" for k, v in manifest["splits"].items()),
         num_scenes=int(index["scene"].nunique()) if len(index) else 0, strategy=strategy, seed=manifest["seed"],
         samples=manifest.get("samples"), patch_size_px=patch, bands_text=", ".join(manifest.get("bands") or []),
         dtype=dtype, tool_version=manifest.get("tool_version", __version__),
-        schema_version=manifest.get("schema_version", SCHEMA_VERSION), method=method, sources=_sources(recipe),
+        schema_version=manifest.get("schema_version", SCHEMA_VERSION), method=method,
+        sources=sources_markdown(recipe, raster_sources(recipe)),
         labels_note="\n".join(rules), diversity_table=diversity_markdown(div),
         distribution_table=distribution_markdown(div),
-        entropy_note=("" if kind == "dem" else
-                      f"Per-sample spectral entropy: per band, the valid pixels clipped to mean ± 2σ and scaled to "
-                      f"0–255 (SatMAE-style), histogrammed in {ent.get('bins', 256)} bins, Shannon entropy in log base "
-                      f"{ent.get('base', 'e')}; the sample's value is the mean over bands. The paper's exact binning "
-                      f"is not published. Mean over samples: {_fmt((div.get('distributions') or {}).get('spectral_entropy', {}).get('mean'))}."),
+        entropy_note=kind.entropy_note(recipe, div),
         plots=[{"path": p.relative_to(out).as_posix(), "alt": p.stem.replace("_", " ")} for p in plots],
         schema=_schema(kind, dtype), repo_id=repo_id or f"ORG/{manifest['name']}",
         last_shard=f"{max(len(shards) - 1, 0):06d}", limitations="\n".join(f"- {x}" for x in limitations),

@@ -28,7 +28,7 @@ import shapely.geometry
 from pyproj.exceptions import CRSError
 
 from als_datasets.errors import InputError
-from als_datasets.sources.remote import check_supported, is_remote, open_source, read_header, redact
+from als_datasets.kinds.als.sources.remote import check_supported, is_remote, open_source, read_header, redact
 
 __all__ = [
     "PointCloudInfo",
@@ -238,7 +238,7 @@ def _round_trips(crs: pyproj.CRS, bounds, poly: shapely.geometry.Polygon) -> boo
 
 def _read_header(src: str):
     """(header, stamp): a local file through laspy; a URL by ranged reads of the header and VLRs
-    only (:mod:`als_datasets.sources.remote`), ``stamp`` saying which version of it was read."""
+    only (:mod:`als_datasets.kinds.als.sources.remote`), ``stamp`` saying which version of it was read."""
     if is_remote(src):
         remote = read_header(src)
         return remote.header, remote.stamp

@@ -61,7 +61,7 @@ def task_key(task: RouteTask) -> str:
 
     A URL is never stat'ed (nor fetched) here: its key is the URL without its query string
     (signed-URL tokens rotate) and what its inspection saw (size, ETag / Last-Modified, header)."""
-    from ..sources.remote import is_remote, redact
+    from als_datasets.kinds.als.sources.remote import is_remote, redact
 
     info = task.info
     if is_remote(info.path):
@@ -213,8 +213,9 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
     a full read's.  Other files are read whole, chunk by chunk."""
     from pyproj import CRS, Transformer
 
-    from ..sources.pointcloud import iter_point_chunks
-    from ..sources.remote import FetchStats, iter_copc_boxes, redact
+    from als_datasets.kinds.als.sources.copc import iter_copc_boxes
+    from als_datasets.kinds.als.sources.pointcloud import iter_point_chunks
+    from als_datasets.kinds.als.sources.remote import FetchStats, redact
 
     clear_task(task)
     root = Path(task.staging)

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from .frame import common_band_names, dataset_bands, landcover_labels, scan_scene, scene_patch_geometry
-from .sampling import check_strategy, drop_overlaps, ordered_draw, spectral_weights
-from .scenes import Scene, open_scene
+from als_datasets.errors import InputError
+from als_datasets.kinds.raster.frame import dataset_bands, landcover_labels, scan_scene, scene_patch_geometry
+from als_datasets.kinds.raster.sampling import drop_overlaps, ordered_draw, spectral_weights
+from als_datasets.kinds.raster.scenes import Scene, open_scene
+from als_datasets.plan import Plan, shard_specs, split_of
+from als_datasets.registry import get_kind
 
 FRAME_COLUMNS = [
     "tile_id", "scene", "col", "row", "geometry", "crs", "x0", "y0", "x1", "y1", "lon", "lat", "sensor", "date",
@@ -26,18 +28,12 @@ FRAME_COLUMNS = [
 TAIL_COLUMNS = ["eligible", "reason", "weight", "draw_rank", "selected", "split"]
 
 
-def open_scenes(recipe) -> tuple[list[Scene], list[list[str]]]:
+def open_scenes(recipe, kind) -> tuple[list[Scene], list[list[str]]]:
     """Open every scene of the recipe; returns the scenes and each scene's common band names."""
     scenes, commons = [], []
     for spec in recipe.scenes:
         s = open_scene({k: v for k, v in spec.items() if k != "common_bands"}, base_dir="/")
-        if recipe.kind == "dem":
-            if len(s.bands) != 1:
-                raise InputError(s.bands[0].path, f"a DEM scene must have one band, this one has {len(s.bands)} "
-                                                  "(name the elevation band with 'bands: [<name>]')")
-            commons.append(["elevation"])
-        else:
-            commons.append(common_band_names(s, spec.get("common_bands")))
+        commons.append(kind.band_names(s, spec))
         if s.crs is None:
             raise InputError(s.bands[0].path, "raster has no CRS")
         scenes.append(s)
@@ -62,10 +58,21 @@ class ScanTask:
     base: float
 
 
+    @property
+    def entropy_bins(self) -> int:
+        return self.bins
+
+    @property
+    def entropy_base(self) -> float:
+        return self.base
+
+
 def run_scan_task(t: ScanTask) -> pd.DataFrame:
     """Every candidate patch of one scene: quality, statistics, geometry (labels come later)."""
     scene = t.scene
-    df = scan_scene(scene, t.patch_px, t.stride_px, kind=t.kind, bins=t.bins, base=t.base)
+    kind = get_kind(t.kind)
+    df = scan_scene(scene, t.patch_px, t.stride_px, stats=lambda pix, val: kind.patch_stats(pix, val, t),
+                    stat_columns=kind.frame_stats)
     cells = list(zip(df["col"].tolist(), df["row"].tolist()))
     b, ll, foot = scene_patch_geometry(scene, cells, t.patch_px, t.stride_px)
     df.insert(0, "tile_id", [f"{scene.name}_c{c}_r{r}" for c, r in cells])
@@ -80,7 +87,7 @@ def run_scan_task(t: ScanTask) -> pd.DataFrame:
 
 
 def _labels(recipe, table: pd.DataFrame) -> None:
-    from .labels import BiomeLookup, ContinentLookup
+    from als_datasets.kinds.raster.labels import BiomeLookup, ContinentLookup
 
     lon, lat = table["lon"].to_numpy(), table["lat"].to_numpy()
     c = recipe.continents
@@ -128,16 +135,15 @@ def draw_weights(table: pd.DataFrame, recipe, order: np.ndarray) -> np.ndarray:
     return w
 
 
-def make_raster_plan(recipe, progress: Callable[[str, int, int], None] | None = None, executor=None):
+def make_raster_plan(recipe, kind, progress: Callable[[str, int, int], None] | None = None, executor=None):
     """Frame every scene, draw with the recipe's strategy, drop overlaps, assign splits and shards.
 
-    ``executor`` (optional) scans the scenes in parallel; the frame is the same either way."""
+    ``kind``: the recipe's :class:`~als_datasets.kinds.raster.kind.RasterKind`.  ``executor``
+    (optional) scans the scenes in parallel; the frame is the same either way."""
     import geopandas as gpd
 
-    from ..plan import Plan, shard_specs, split_of
-
-    check_strategy(recipe.strategy, recipe.kind, recipe.path)
-    scenes, commons = open_scenes(recipe)
+    kind.check_strategy(recipe)
+    scenes, commons = open_scenes(recipe, kind)
     tasks = [ScanTask(s, recipe.patch_px, recipe.stride_px, recipe.kind, recipe.entropy_bins, recipe.entropy_base)
              for s in scenes]
     if executor is not None and executor.workers > 1 and len(tasks) > 1:
@@ -178,8 +184,7 @@ def make_raster_plan(recipe, progress: Callable[[str, int, int], None] | None = 
     table.loc[rank < 0, "draw_rank"] = pd.NA
     table["selected"] = (rank >= 0) & (rank < recipe.samples)
     table["split"] = [split_of(k, recipe.seed, recipe.holdout_fraction) for k in table["tile_id"]]
-    stats = ["spectral_entropy"] if recipe.kind == "satellite" else ["elevation_mean", "relief_m"]
-    frame = gpd.GeoDataFrame(table[FRAME_COLUMNS + stats + TAIL_COLUMNS], geometry="geometry", crs=4326)
+    frame = gpd.GeoDataFrame(table[FRAME_COLUMNS + list(kind.frame_stats) + TAIL_COLUMNS], geometry="geometry", crs=4326)
     by_name = dict(zip([s.name for s in scenes], commons))
     used = sorted(set(frame.loc[frame["selected"], "scene"]))
     plan = Plan(recipe, scenes, frame, meta={
@@ -187,5 +192,5 @@ def make_raster_plan(recipe, progress: Callable[[str, int, int], None] | None = 
         "bands": dataset_bands([by_name[s] for s in used] or commons),
         "common_bands": by_name, "patch_size_px": recipe.patch_px,
     })
-    plan.shards = shard_specs(frame, recipe.shard_max_samples)
+    plan.shards = shard_specs(frame, recipe.shard_max_samples, kind.group_column)
     return plan

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from ..frame import grid as g
+from als_datasets.kinds.als.frame import grid as g
 
 WeightFn = Callable[[pd.DataFrame, object], np.ndarray]
 STRATEGIES: dict[str, WeightFn] = {}

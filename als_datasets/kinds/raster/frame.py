@@ -4,16 +4,15 @@ spectral entropy (DESIGN.md §7).
 A scene is scanned one *strip* (a row of patches) at a time: each band file is read once per
 strip through a window at its native resolution and resampled on the fly to the scene's common
 grid (nearest when the band is coarser, average when finer — the same rule as
-:func:`~als_datasets.raster.scenes.read_patches`), so memory holds one strip whatever the scene
+:func:`~als_datasets.kinds.raster.scenes.read_patches`), so memory holds one strip whatever the scene
 size.  Per patch: nodata fraction (declared nodata, undeclared zero fill, non-finite values,
 pixels outside a band file), cloud fraction from the mask band, spectral entropy (vectorised over
-the strip, :func:`~als_datasets.raster.entropy.spectral_entropy`), centre lon/lat, footprint.
+the strip, :func:`~als_datasets.kinds.raster.entropy.spectral_entropy`), centre lon/lat, footprint.
 Continent, biome and land cover are then looked up for all patches at once.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -22,9 +21,9 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import from_bounds
 
-from ..errors import InputError
-from .entropy import spectral_entropy
-from .scenes import Scene, _snap, _valid, patch_bounds, patch_lonlat
+from als_datasets.errors import InputError
+from als_datasets.kinds.raster.entropy import spectral_entropy
+from als_datasets.kinds.raster.scenes import Scene, _snap, _valid, patch_bounds, patch_lonlat
 
 #: STAC ``eo:common_name`` of each band per sensor family, so that scenes of different sensors
 #: share one band order (a Landsat-8 "B5" is near infrared, a Sentinel-2 "B5" is red edge).
@@ -62,7 +61,7 @@ def common_band_names(scene: Scene, explicit: list[str] | None = None) -> list[s
     Landsat TM/ETM+ products that number bands ×10 (``B10`` … ``B70``, as Geoscience Australia's
     NBAR) are read as bands 1-7.  A band with no known common name keeps its own name.
     """
-    from .scenes import normalise_band_name
+    from als_datasets.kinds.raster.scenes import normalise_band_name
 
     names = [normalise_band_name(n) for n in scene.band_names]
     if explicit is not None:
@@ -148,12 +147,17 @@ def close_handles(handles: dict) -> None:
     handles.clear()
 
 
-def scan_scene(scene: Scene, patch_px: int, stride_px: int, kind: str = "satellite", bins: int = 256,
-               base: float = math.e, progress: Callable[[int], None] | None = None) -> pd.DataFrame:
-    """One row per candidate patch of ``scene`` (row-major): quality and per-sample statistics."""
+def scan_scene(scene: Scene, patch_px: int, stride_px: int, stats: Callable | None = None,
+               stat_columns: tuple[str, ...] = ("spectral_entropy",),
+               progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """One row per candidate patch of ``scene`` (row-major): quality and per-sample statistics.
+
+    ``stats(pix (N, C, P, P), valid (N, P, P))`` → {column: (N,) array} for ``stat_columns``
+    (the kind's :meth:`~als_datasets.kinds.raster.kind.RasterKind.patch_stats`); default: spectral
+    entropy, 256 bins, nats."""
+    stats = stats or (lambda pix, val: {"spectral_entropy": spectral_entropy(pix, val)})
     nc, nr = strip_cells(scene, patch_px, stride_px)
-    cols = {k: [] for k in ("col", "row", "nodata_fraction", "cloud_fraction", "spectral_entropy",
-                            "elevation_mean", "relief_m")}
+    cols = {k: [] for k in ("col", "row", "nodata_fraction", "cloud_fraction", *stat_columns)}
     handles: dict = {}
     try:
         for r in range(nr):
@@ -163,20 +167,9 @@ def scan_scene(scene: Scene, patch_px: int, stride_px: int, kind: str = "satelli
             cols["row"].append(np.full(n, r))
             cols["nodata_fraction"].append(1.0 - val.reshape(n, -1).mean(axis=1))
             cols["cloud_fraction"].append(np.full(n, np.nan) if cld is None else cld.reshape(n, -1).mean(axis=1))
-            if kind == "dem":
-                z = np.where(val[:, None], pix.astype(np.float64), np.nan).reshape(n, -1)
-                with np.errstate(all="ignore"):
-                    has = val.reshape(n, -1).any(axis=1)
-                    mean = np.where(has, np.nanmean(np.where(has[:, None], z, 0.0), axis=1), np.nan)
-                    relief = np.where(has, np.nanmax(np.where(has[:, None], z, 0.0), axis=1)
-                                      - np.nanmin(np.where(has[:, None], z, 0.0), axis=1), np.nan)
-                cols["elevation_mean"].append(mean)
-                cols["relief_m"].append(relief)
-                cols["spectral_entropy"].append(np.full(n, np.nan))
-            else:
-                cols["spectral_entropy"].append(spectral_entropy(pix, val, bins=bins, base=base))
-                cols["elevation_mean"].append(np.full(n, np.nan))
-                cols["relief_m"].append(np.full(n, np.nan))
+            values = stats(pix, val)
+            for k in stat_columns:
+                cols[k].append(values[k])
             if progress:
                 progress(n)
     except rasterio.errors.RasterioIOError as exc:
@@ -186,10 +179,6 @@ def scan_scene(scene: Scene, patch_px: int, stride_px: int, kind: str = "satelli
     df = pd.DataFrame({k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()})
     df["col"] = df["col"].astype(np.int64)
     df["row"] = df["row"].astype(np.int64)
-    if kind == "dem":
-        df = df.drop(columns=["spectral_entropy"])
-    else:
-        df = df.drop(columns=["elevation_mean", "relief_m"])
     return df
 
 

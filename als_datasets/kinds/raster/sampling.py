@@ -34,7 +34,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from als_datasets.errors import InputError
 
 STRATEGIES = ("global", "random", "spectral", "continent:<name>")
 

@@ -3,52 +3,30 @@ ALS tiles (:func:`als_datasets.shards.tasks.run_shard_task`: tar and Parquet in 
 atomic, byte-deterministic).
 
 A task holds the selected patches' frame records and the scenes they come from; it reads each
-patch by window (:func:`~als_datasets.raster.scenes.read_patches`), sets pixels without valid data
+patch by window (:func:`~als_datasets.kinds.raster.scenes.read_patches`), sets pixels without valid data
 to 0 (satellite) or NaN (DEM), casts to the dataset's dtype and recomputes the per-sample
 statistics from the pixels actually written.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..shards.tasks import ShardOutputs
-from .entropy import spectral_entropy
-from .scenes import Scene, read_cloud, read_patches
-
-COMMON_JSON = {
-    "scene": str, "sensor": str, "date": str, "tile_id": str, "split": str, "crs": str, "bounds": [float],
-    "col": int, "row": int, "patch_size_px": int, "resolution": float, "lon": float, "lat": float,
-    "bands": [str], "common_bands": [str], "continent": str, "continent_rule": str, "biome": str,
-    "biome_rule": str, "landcover": str, "cloud_fraction": float, "nodata_fraction": float,
-    "strategy": str, "draw_rank": int, "weight": float, "seed": int,
-}
-SATELLITE_JSON = {**COMMON_JSON, "spectral_entropy": float, "band_mean": [float], "band_std": [float]}
-DEM_JSON = {**COMMON_JSON, "elevation_mean": float, "elevation_min": float, "elevation_max": float,
-            "relief_m": float}
+from als_datasets.kinds.raster.scenes import Scene, read_cloud, read_patches
+from als_datasets.registry import get_kind
+from als_datasets.shards.tasks import ShardOutputs
 
 
-def raster_json_schema(kind: str) -> dict:
-    return dict(DEM_JSON if kind == "dem" else SATELLITE_JSON)
-
-
-def raster_features(kind: str, dtype: str, patch_px: int):
+def raster_features(json_schema: dict, dtype: str, patch_px: int):
     """Declared features: ``pixels.npy`` (C, P, P) with C variable (sensors differ), and ``json``."""
-    from ..dataset.features import features_for_samples
+    from als_datasets.dataset.features import features_for_samples
 
     example = {"__key__": "x", "json": None, "pixels.npy": np.zeros((1, patch_px, patch_px), dtype=dtype)}
-    return features_for_samples(example, json_schema=raster_json_schema(kind),
+    return features_for_samples(example, json_schema=json_schema,
                                 array_shapes={"pixels.npy": (None, patch_px, patch_px)})
-
-
-def _f(x) -> float | None:
-    """JSON-safe float (the tar's json refuses NaN): NaN → None."""
-    x = float(x)
-    return None if math.isnan(x) else x
 
 
 @dataclass(frozen=True)
@@ -71,7 +49,7 @@ class RasterShardTask(ShardOutputs):
     row_group_size: int = 16
 
     def features(self):
-        return raster_features(self.kind, self.dtype, self.patch_px)
+        return raster_features(get_kind(self.kind).json_schema(), self.dtype, self.patch_px)
 
     def make_sample(self, rec: dict) -> dict:
         i = [s.name for s in self.scenes].index(rec["scene"])
@@ -93,30 +71,30 @@ class RasterShardTask(ShardOutputs):
             "strategy": self.strategy, "draw_rank": int(rec["draw_rank"]), "weight": float(rec["weight"]),
             "seed": self.seed,
         }
-        if self.kind == "dem":
-            z = pix[0].astype(np.float32)
-            z[:, ~v] = np.nan
-            ok = z[0][v]
-            meta.update({
-                "elevation_mean": _f(ok.mean()) if ok.size else None,
-                "elevation_min": _f(ok.min()) if ok.size else None,
-                "elevation_max": _f(ok.max()) if ok.size else None,
-                "relief_m": _f(ok.max() - ok.min()) if ok.size else None,
-            })
-            out = z.astype(self.dtype, copy=False)
-        else:
-            meta["spectral_entropy"] = float(spectral_entropy(pix, valid, bins=self.entropy_bins,
-                                                              base=self.entropy_base)[0])
-            ok = pix[0][:, v].astype(np.float64)  # (C, valid pixels): per-band statistics for normalisation
-            meta["band_mean"] = [_f(x) for x in ok.mean(axis=1)] if ok.shape[1] else [None] * len(ok)
-            meta["band_std"] = [_f(x) for x in ok.std(axis=1)] if ok.shape[1] else [None] * len(ok)
-            out = np.where(v[None], pix[0], 0).astype(self.dtype, copy=False)
+        out, stats = get_kind(self.kind).sample_pixels(pix, valid, self)
+        meta.update(stats)
         return {"__key__": rec["tile_id"], "pixels.npy": np.ascontiguousarray(out), "json": meta}
 
     def iter_samples(self) -> Iterator[dict]:
         return (self.make_sample(rec) for rec in self.records)
 
     def fingerprint_data(self) -> dict:
-        from .build import fingerprint_data
+        """What this shard's bytes depend on (the build's resume check compares it)."""
+        return {
+            "index": self.index, "split": self.split, "records": list(self.records), "formats": list(self.formats),
+            "kind": self.kind, "scenes": [_scene_facts(s) for s in self.scenes],
+            "common_bands": [list(c) for c in self.common_bands], "patch_px": self.patch_px,
+            "stride_px": self.stride_px, "dtype": self.dtype, "entropy": [self.entropy_bins, self.entropy_base],
+            "strategy": self.strategy, "seed": self.seed, "row_group_size": self.row_group_size,
+        }
 
-        return fingerprint_data(self)
+
+def _scene_facts(s) -> dict:
+    return {
+        "name": s.name, "bands": [[b.name, b.path, b.band_index] for b in s.bands], "crs": s.crs.to_wkt(),
+        "transform": list(s.transform)[:6], "size": [s.width, s.height], "res": s.res, "dtype": s.dtype,
+        "nodata": None if s.nodata is None or s.nodata != s.nodata else s.nodata, "zero": s.zero_is_nodata,
+        "cloud": None if s.cloud_mask is None else [s.cloud_mask.path, s.cloud_mask.band_index,
+                                                    list(s.cloud_classes)],
+        "sensor": s.sensor, "date": s.date,
+    }

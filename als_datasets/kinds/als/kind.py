@@ -1,0 +1,114 @@
+"""The ALS kind: airborne LiDAR projects → 500 m tiles drawn by geospatial (land cover × slope)
+or random sampling → cleaned point-cloud samples (DESIGN.md §5, §6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from als_datasets.errors import InputError
+from als_datasets.registry import Kind
+
+INDEX_COLUMNS = [
+    "key", "split", "shard", "project", "tile_id", "crs", "landcover", "slope_class", "stratum",
+    "point_count", "density", "height_range_m", "height_entropy", "intensity_entropy", "draw_rank", "weight", "lon",
+    "lat", "points_dropped_noise", "points_dropped_outliers",
+]
+ALS_POINT_ATTRIBUTES = ["x", "y", "z", "intensity", "return_number", "number_of_returns", "classification"]
+
+
+class AlsKind(Kind):
+    name = "als"
+    group_column = "project"
+    compare_columns = ("stratum_entropy", "stratum_normalised", "strata_coverage", "landcover_entropy",
+                       "slope_class_entropy", "project_entropy", "height_entropy_mean", "intensity_entropy_mean",
+                       "density_mean")
+    signature_column = "point_count"
+    skipped_reason = "no points left after reading and cleaning"
+
+    def load_recipe(self, data, src, overrides, out_dir):
+        from als_datasets.kinds.als.recipe import load_als_recipe
+
+        return load_als_recipe(data, src, overrides, out_dir)
+
+    def demo_recipe(self, seed: int) -> Path:
+        from als_datasets.demo import ensure_demo
+
+        return ensure_demo(seed=seed)
+
+    def check_strategy(self, recipe) -> None:
+        from als_datasets.kinds.als.strategies import STRATEGIES
+
+        if recipe.strategy not in STRATEGIES:
+            raise InputError(recipe.path, f"unknown strategy {recipe.strategy!r} "
+                                          f"(choose from {', '.join(sorted(STRATEGIES))})")
+
+    def frame_units(self, recipe) -> int:
+        return len(recipe.projects)
+
+    def make_plan(self, recipe, progress=None, executor=None):
+        from als_datasets.kinds.als.plan import make_als_plan
+
+        return make_als_plan(recipe, progress)
+
+    def plan_summary(self, plan, out_dir: Path) -> list[str]:
+        from als_datasets.kinds.als.build import route_tasks
+
+        r, f = plan.recipe, plan.frame
+        needed = set(plan.selected["tile_id"])
+        files = sorted({str(t.info.path) for t in route_tasks(plan, needed, Path(out_dir) / ".build" / "staging")})
+        lines = [f"{out_dir}/frame.parquet: {len(f)} candidate tiles, {int(f['eligible'].sum())} eligible, "
+                 f"{len(needed)} selected ({r.strategy}, seed {r.seed}) in {len(r.projects)} project(s)"]
+        for proj, grp in plan.selected.groupby("project", sort=False):
+            strata = grp.groupby(["landcover", "slope_class"]).size()
+            lines.append(f"  {proj}: " + ", ".join(f"{a}/{b} {n}" for (a, b), n in strata.items()))
+        if files:
+            listing = Path(out_dir) / "pointclouds_needed.txt"
+            listing.write_text("".join(f"{f}\n" for f in files))
+            lines.append(f"point-cloud files needed by the selected tiles: {len(files)} (listed in {listing})")
+        return lines
+
+    def shard_tasks(self, plan, out, staging, workers=1):
+        from als_datasets.kinds.als.build import als_shard_tasks
+
+        return als_shard_tasks(plan, out, staging, workers)
+
+    def prepare(self, plan, tasks, staging, executor, reporter) -> int:
+        from als_datasets.kinds.als.build import stage_points
+
+        return stage_points(plan, tasks, staging, executor, reporter)
+
+    def index_columns(self, recipe) -> list[str]:
+        return list(INDEX_COLUMNS)
+
+    def manifest_fields(self, plan) -> dict:
+        return {"samples_per_project": plan.recipe.samples_per_project}
+
+    def features(self, manifest: dict, recipe: dict):
+        from als_datasets.kinds.als.tasks import als_features
+
+        return als_features([*((recipe.get("landcover") or {}).get("classes") or {}), "other"])
+
+    def render_card(self, out, div, plots, repo_id=None):
+        from als_datasets.kinds.als.card import render_als_card
+
+        return render_als_card(out, div, plots, repo_id)
+
+    def croissant_facts(self, manifest, recipe, idx, columns) -> dict:
+        from als_datasets.dataset.croissant import quantity
+
+        extra = {k: recipe[k] for k in ("tile_size_m", "grid_res_m") if recipe.get(k) is not None}
+        res = None
+        if "density_mean" in idx:
+            res = quantity(float(f"{idx['density_mean']:.6g}"), "points/m^2",
+                           "Mean ALS point density of the samples; tile size and sampling grid in additionalProperty.",
+                           extra)
+        elif extra:
+            res = quantity(extra.get("grid_res_m", extra.get("tile_size_m")), "m",
+                           "ALS tile sampling grid; tile size in additionalProperty.", extra)
+        note = ""
+        if manifest.get("strategy") == "geospatial":
+            note = ("; inverse-probability weights over the land cover x slope strata of the eligible tiles "
+                    "(arXiv 2501.05095)")
+        return {"what": "airborne laser scanning (ALS) point-cloud tiles",
+                "keywords": {"airborne-laser-scanning", "lidar", "point-cloud"}, "resolution": res,
+                "bands": list(ALS_POINT_ATTRIBUTES), "strategy_note": note}

@@ -1,0 +1,226 @@
+"""The ALS recipe section (DESIGN.md §3): a ``kind: als`` recipe dict → a validated :class:`Recipe`.
+
+Reading the file, ``demo:``, overrides and the output folder are the core's
+(:mod:`als_datasets.recipe`); this module checks the ALS keys (land cover, DEM, slope classes,
+projects and their point clouds, extraction filters).
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from als_datasets.errors import InputError, _redact
+from als_datasets.recipe import (
+    KEY_RE,
+    check_name,
+    deep_merge,
+    number,
+    recipe_base,
+    resolve_output,
+    resolve_path,
+)
+
+DEFAULTS: dict[str, Any] = {
+    "kind": "als",
+    "name": None,
+    "strategy": "geospatial",
+    "seed": 41,
+    "samples_per_project": 40,
+    "draws": 1000,
+    "tile_size_m": 500.0,
+    "grid_res_m": 25.0,
+    "landcover": None,
+    "min_class_fraction": 0.8,
+    "dem": None,
+    "slope_mask_other": False,
+    "slope_classes_deg": {"flat": [0, 5], "sloped": [5, 17], "steep": [17, 90]},
+    "projects": [],
+    "drop_classes": [7, 18],
+    "outlier": {"mean_k": 12, "multiplier": 2.2},
+    "holdout_fraction": 0.0,
+    "output": {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64},
+}
+
+KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "sources", "demo"}
+PROJECT_KEYS = {"name", "boundary", "pointclouds", "pointcloud_crs"}
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    boundary: Path | None
+    pointclouds: tuple[Path | str, ...]  # local paths; URLs (http(s)://, s3://) as str
+    pointcloud_crs: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A resolved ALS recipe.  ``raw`` keeps the dict that is written as ``recipe.yaml``."""
+
+    path: Path | None
+    name: str
+    strategy: str
+    seed: int
+    samples_per_project: int
+    draws: int
+    tile_size_m: float
+    grid_res_m: float
+    landcover_path: Path
+    landcover_classes: dict[str, tuple[int, ...]]
+    min_class_fraction: float
+    dem_path: Path | None
+    slope_mask_other: bool
+    slope_classes: dict[str, tuple[float, float]]
+    projects: tuple[Project, ...]
+    drop_classes: tuple[int, ...]
+    outlier_k: int
+    outlier_multiplier: float
+    holdout_fraction: float
+    out_dir: Path
+    formats: tuple[str, ...]
+    shard_max_samples: int
+    raw: dict = field(repr=False, compare=False, default_factory=dict)
+
+    kind = "als"
+
+    @property
+    def tile_px(self) -> int:
+        return int(round(self.tile_size_m / self.grid_res_m))
+
+
+def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
+                    out_dir: str | Path | None = None) -> Recipe:
+    """Validate a ``kind: als`` recipe dict (already demo-merged) read from ``src``."""
+    where = src if src is not None else "<recipe>"
+    unknown = set(data) - KNOWN_KEYS
+    if unknown:
+        raise InputError(where, f"unknown recipe key(s): {', '.join(sorted(unknown))}")
+    merged = deep_merge(DEFAULTS, data)
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            merged[k] = v
+    base = recipe_base(src)
+    name = check_name(where, merged.get("name") or (src.stem if src is not None else "als-dataset"))
+
+    lc = merged.get("landcover")
+    if not isinstance(lc, dict) or not lc.get("path"):
+        raise InputError(where, "landcover.path is required (a land-cover raster)")
+    classes = lc.get("classes") or {"developed": [21, 22, 23, 24], "forest": [41, 42, 43]}
+    if not isinstance(classes, dict) or not classes:
+        raise InputError(where, "landcover.classes must map class names to lists of raster codes")
+    lc_classes = {}
+    for cname, codes in classes.items():
+        if not KEY_RE.match(str(cname)) or str(cname) == "other":
+            raise InputError(where, f"land-cover class name {cname!r} is not allowed")
+        if isinstance(codes, int):
+            codes = [codes]
+        try:
+            lc_classes[str(cname)] = tuple(int(c) for c in codes)
+        except (TypeError, ValueError):
+            raise InputError(where, f"landcover.classes.{cname} must be a list of integer codes") from None
+
+    slope = merged.get("slope_classes_deg") or {}
+    slope_classes = {}
+    for cname, rng in slope.items():
+        try:
+            lo, hi = float(rng[0]), float(rng[1])
+        except (TypeError, ValueError, IndexError):
+            raise InputError(where, f"slope_classes_deg.{cname} must be [low, high] in degrees") from None
+        if not lo < hi:
+            raise InputError(where, f"slope_classes_deg.{cname}: low must be below high")
+        slope_classes[str(cname)] = (lo, hi)
+    if not slope_classes:
+        raise InputError(where, "slope_classes_deg must define at least one class")
+
+    tile, res = number(where, merged, "tile_size_m"), number(where, merged, "grid_res_m")
+    if tile <= 0 or res <= 0 or abs(tile / res - round(tile / res)) > 1e-9:
+        raise InputError(where, f"tile_size_m ({tile}) must be a positive multiple of grid_res_m ({res})")
+
+    from als_datasets.kinds.als.sources.remote import is_remote
+
+    projects = []
+    seen = set()
+    for i, p in enumerate(merged.get("projects") or []):
+        if not isinstance(p, dict) or not p.get("name"):
+            raise InputError(where, f"projects[{i}] needs a name")
+        extra = set(p) - PROJECT_KEYS
+        if extra:
+            raise InputError(where, f"projects[{i}]: unknown key(s): {', '.join(sorted(extra))}")
+        pname = str(p["name"])
+        if not KEY_RE.match(pname):
+            raise InputError(where, f"project name {pname!r} may only contain letters, digits, '_' and '-'")
+        if pname in seen:
+            raise InputError(where, f"project name {pname!r} appears twice")
+        seen.add(pname)
+        pcs = p.get("pointclouds") or []
+        if isinstance(pcs, str):
+            pcs = [pcs]
+        files: list[Path | str] = []
+        for pattern in pcs:
+            if is_remote(str(pattern)):  # a URL is kept as given: never globbed, never made relative
+                files.append(str(pattern))
+                continue
+            full = resolve_path(base, pattern)
+            hits = sorted(Path(h) for h in glob.glob(str(full)))
+            if not hits and not glob.has_magic(str(full)):
+                hits = [full]  # a plain missing path is reported by the reader, naming it
+            files.extend(hits)
+        boundary = resolve_path(base, p.get("boundary"))
+        if boundary is None and not files:
+            raise InputError(where, f"project {pname!r} has neither a boundary nor point clouds")
+        projects.append(Project(pname, boundary, tuple(files), p.get("pointcloud_crs")))
+    if not projects:
+        raise InputError(where, "the recipe lists no projects")
+
+    output = merged.get("output") or {}
+    formats, out = resolve_output(where, base, output, out_dir, f"{name}-{merged['strategy']}")
+    dem = merged.get("dem")
+    dem_path = resolve_path(base, dem.get("path")) if isinstance(dem, dict) else resolve_path(base, dem)
+
+    n = number(where, merged, "samples_per_project", int)
+    draws = number(where, merged, "draws", int)
+    if n < 1 or draws < 1:
+        raise InputError(where, "samples_per_project and draws must be positive")
+    hold = number(where, {"holdout_fraction": merged.get("holdout_fraction") or 0.0}, "holdout_fraction")
+    if not 0.0 <= hold < 1.0:
+        raise InputError(where, "holdout_fraction must be in [0, 1)")
+
+    raw = copy.deepcopy(merged)
+    raw["name"] = name
+    raw["landcover"] = {"path": str(resolve_path(base, lc["path"])), "classes": {k: list(v) for k, v in lc_classes.items()}}
+    raw["dem"] = {"path": str(dem_path)} if dem_path else None
+    raw["projects"] = [  # recipe.yaml is published: no URL tokens
+        {"name": p.name, "boundary": str(p.boundary) if p.boundary else None,
+         "pointclouds": [_redact(str(f)) for f in p.pointclouds], **({"pointcloud_crs": p.pointcloud_crs} if p.pointcloud_crs else {})}
+        for p in projects
+    ]
+    raw["output"] = {"dir": str(out), "formats": list(formats), "shard_max_samples": int(output.get("shard_max_samples", 64))}
+    return Recipe(
+        path=src,
+        name=name,
+        strategy=str(merged["strategy"]),
+        seed=number(where, merged, "seed", int),
+        samples_per_project=n,
+        draws=max(draws, n),
+        tile_size_m=tile,
+        grid_res_m=res,
+        landcover_path=resolve_path(base, lc["path"]),
+        landcover_classes=lc_classes,
+        min_class_fraction=number(where, merged, "min_class_fraction"),
+        dem_path=dem_path,
+        slope_mask_other=bool(merged.get("slope_mask_other")),
+        slope_classes=slope_classes,
+        projects=tuple(projects),
+        drop_classes=tuple(int(c) for c in merged.get("drop_classes") or ()),
+        outlier_k=int((merged.get("outlier") or {"mean_k": 0}).get("mean_k", 12)),
+        outlier_multiplier=float((merged.get("outlier") or {}).get("multiplier", 2.2)),
+        holdout_fraction=hold,
+        out_dir=out,
+        formats=formats,
+        shard_max_samples=int(output.get("shard_max_samples", 64)),
+        raw=raw,
+    )

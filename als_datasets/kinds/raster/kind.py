@@ -1,0 +1,158 @@
+"""The raster kinds' shared :class:`~als_datasets.registry.Kind`: patches cut from georeferenced
+rasters (scenes) on their own grids, labelled by continent / biome / land cover, drawn by the
+*Pretrain Where?* strategies.  ``kinds.satellite`` and ``kinds.dem`` subclass it with what
+differs: the per-patch statistics, the pixels a sample stores, the band names, the card's words.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from als_datasets.errors import InputError
+from als_datasets.registry import Kind
+
+#: every raster sample's json (the kind adds its statistics)
+COMMON_JSON = {
+    "scene": str, "sensor": str, "date": str, "tile_id": str, "split": str, "crs": str, "bounds": [float],
+    "col": int, "row": int, "patch_size_px": int, "resolution": float, "lon": float, "lat": float,
+    "bands": [str], "common_bands": [str], "continent": str, "continent_rule": str, "biome": str,
+    "biome_rule": str, "landcover": str, "cloud_fraction": float, "nodata_fraction": float,
+    "strategy": str, "draw_rank": int, "weight": float, "seed": int,
+}
+INDEX_HEAD = ["key", "split", "shard", "scene", "tile_id", "crs", "sensor", "date", "continent", "biome", "landcover"]
+INDEX_TAIL = ["draw_rank", "weight", "lon", "lat"]
+
+
+def json_float(x) -> float | None:
+    """JSON-safe float (the tar's json refuses NaN): NaN → None."""
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+class RasterKind(Kind):
+    """Satellite and DEM patches share recipe, scenes, frame, draw, shard task and card."""
+
+    group_column = "scene"
+    compare_columns = ("continent_entropy", "continent_normalised", "continent_K", "biome_entropy",
+                       "biome_normalised", "nodata_fraction_mean")
+    #: strategy when the recipe names none; pixel dtype when the recipe names none (None: the scenes')
+    default_strategy = "random"
+    default_dtype: str | None = None
+    #: strategies this kind refuses, with the reason
+    refused_strategies: dict[str, str] = {}
+    #: per-patch statistics the frame pass computes (frame columns, in order)
+    frame_stats: tuple[str, ...] = ()
+    #: per-sample statistics in the json (index columns, in order, after the common ones)
+    sample_stats: dict[str, object] = {}
+    index_stats: tuple[str, ...] = ()
+    # card words
+    what = "raster patches"
+    tags: tuple[str, ...] = ()
+    model_text = "a masked autoencoder"
+
+    # ---- per kind (override)
+    def band_names(self, scene, spec: dict) -> list[str]:
+        """The scene's common band names (one per band, the dataset's band order)."""
+        raise NotImplementedError
+
+    def patch_stats(self, pix: np.ndarray, valid: np.ndarray, recipe_like) -> dict[str, np.ndarray]:
+        """Frame statistics of a strip of patches: ``pix`` (N, C, P, P), ``valid`` (N, P, P) →
+        {column: (N,) array} for :attr:`frame_stats`.  ``recipe_like`` has ``entropy_bins`` and
+        ``entropy_base``."""
+        raise NotImplementedError
+
+    def sample_pixels(self, pix: np.ndarray, valid: np.ndarray, task) -> tuple[np.ndarray, dict]:
+        """One patch read for a sample: ``pix`` (1, C, P, P), ``valid`` (1, P, P) → (the stored
+        array in ``task.dtype``, the json statistics)."""
+        raise NotImplementedError
+
+    def pixels_text(self, dtype: str) -> str:
+        return f"{dtype} (C, H, W)"
+
+    def entropy_note(self, recipe: dict, div: dict) -> str:
+        return ""
+
+    # ---- Kind
+    def json_schema(self) -> dict:
+        return {**COMMON_JSON, **self.sample_stats}
+
+    def load_recipe(self, data, src, overrides, out_dir):
+        from als_datasets.kinds.raster.recipe import load_raster_recipe
+
+        return load_raster_recipe(data, src, overrides, out_dir, default_strategy=self.default_strategy,
+                                  default_dtype=self.default_dtype)
+
+    def check_strategy(self, recipe) -> None:
+        from als_datasets.kinds.raster.sampling import check_strategy
+
+        check_strategy(recipe.strategy, self.name, recipe.path)
+        why = self.refused_strategies.get(recipe.strategy)
+        if why:
+            raise InputError(recipe.path, f"strategy {recipe.strategy!r} {why}")
+
+    def frame_units(self, recipe) -> int:
+        return len(recipe.scenes)
+
+    def make_plan(self, recipe, progress=None, executor=None):
+        from als_datasets.kinds.raster.plan import make_raster_plan
+
+        return make_raster_plan(recipe, self, progress, executor)
+
+    def plan_summary(self, plan, out_dir: Path) -> list[str]:
+        r, f, sel = plan.recipe, plan.frame, plan.selected
+        reasons = f.loc[~f["eligible"], "reason"].value_counts().to_dict()
+        lines = [f"{out_dir}/frame.parquet: {len(f)} candidate patches, {int(f['eligible'].sum())} eligible"
+                 + (f" (dropped: {', '.join(f'{k} {v}' for k, v in reasons.items())})" if reasons else "")
+                 + f", {len(sel)} selected ({r.strategy}, seed {r.seed}) in {len(r.scenes)} scene(s)"]
+        lines += [f"  {cont}: {n}" for cont, n in sel["continent"].fillna("none").value_counts().items()]
+        return lines
+
+    def shard_tasks(self, plan, out, staging, workers=1):
+        from als_datasets.kinds.raster.build import raster_shard_tasks
+
+        return raster_shard_tasks(plan, out)
+
+    def index_columns(self, recipe) -> list[str]:
+        return INDEX_HEAD + list(self.index_stats) + ["nodata_fraction"] + INDEX_TAIL
+
+    def info_fields(self, plan, out, entries) -> dict:
+        r = plan.recipe
+        return {"kind": r.kind, "bands": plan.meta["bands"], "patch_size_px": r.patch_px, "dtype": plan.meta["dtype"]}
+
+    def manifest_fields(self, plan) -> dict:
+        r = plan.recipe
+        return {"samples": r.samples, "bands": plan.meta["bands"], "pixel_dtype": plan.meta["dtype"],
+                "patch_size_px": r.patch_px}
+
+    def features(self, manifest: dict, recipe: dict):
+        from als_datasets.kinds.raster.tasks import raster_features
+
+        return raster_features(self.json_schema(), manifest.get("pixel_dtype", "uint16"),
+                               int(manifest.get("patch_size_px", 96)))
+
+    def render_card(self, out, div, plots, repo_id=None):
+        from als_datasets.kinds.raster.card import render_raster_card
+
+        return render_raster_card(self, out, div, plots, repo_id)
+
+    def croissant_facts(self, manifest, recipe, idx, columns) -> dict:
+        from als_datasets.dataset.croissant import quantity
+
+        res = None
+        for k in ("gsd_m", "resolution_m", "res_m", "spatial_resolution_m"):
+            if recipe.get(k) is not None:
+                extra = {k2: recipe[k2] for k2 in ("patch_size_m", "tile_size_m") if recipe.get(k2) is not None}
+                res = quantity(recipe[k], "m", "Ground sampling distance.", extra)
+                break
+        b = recipe.get("bands")
+        if isinstance(b, dict):
+            bands = [str(k) for k in b]
+        elif isinstance(b, (list, tuple)):
+            bands = [str(x["name"]) if isinstance(x, dict) and "name" in x else str(x) for x in b]
+        else:
+            bands = []
+        return {"what": f"{self.name} patches", "keywords": {"remote-sensing"}, "resolution": res, "bands": bands,
+                "strategy_note": ""}
