@@ -1,0 +1,54 @@
+"""PNG plots for a build's report folder and for comparing builds.
+
+Every function takes DataFrames (or GeoDataFrames) and a path, draws with matplotlib's Agg
+canvas on a private :class:`~matplotlib.figure.Figure` (never through ``pyplot``, so no global
+backend state is touched and nothing GUI-related is imported) and returns the path written.
+matplotlib itself is imported lazily, inside the functions.
+
+The drawing is split by what it draws: :mod:`.footprints` (the sample map), :mod:`.charts`
+(label bars, entropy histograms, the build comparison) and :mod:`.style` (colours, markers,
+label names, the figure/save helpers, shared by both).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .charts import plot_comparison, plot_entropy_hist, plot_label_bars
+from .footprints import plot_footprints
+from .style import DPI, ENTROPY_COLUMNS, LABEL_COLUMNS, category_colors
+
+__all__ = [
+    "LABEL_COLUMNS",
+    "ENTROPY_COLUMNS",
+    "DPI",
+    "category_colors",
+    "plot_footprints",
+    "plot_label_bars",
+    "plot_entropy_hist",
+    "plot_comparison",
+    "write_plots",
+]
+
+
+# ------------------------------------------------------------------------------------ driver
+def write_plots(out_dir, index=None, frame=None) -> list[Path]:
+    """Write OUT/report/footprints.png, labels.png and (when the index has entropy columns)
+    entropy.png; read OUT/index.parquet and OUT/frame.parquet when not given. Returns the
+    paths written."""
+    import geopandas as gpd
+
+    out_dir = Path(out_dir)
+    if index is None:
+        index = gpd.read_parquet(out_dir / "index.parquet")
+    if frame is None and (out_dir / "frame.parquet").exists():
+        frame = gpd.read_parquet(out_dir / "frame.parquet")
+    report = out_dir / "report"
+    written: list[Path] = []
+    if isinstance(index, gpd.GeoDataFrame) and "geometry" in index.columns:
+        written.append(plot_footprints(index, frame, report / "footprints.png"))
+    written.append(plot_label_bars(index, frame, report / "labels.png"))
+    p = plot_entropy_hist(index, report / "entropy.png")
+    if p is not None:
+        written.append(p)
+    return written
