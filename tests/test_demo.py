@@ -18,7 +18,7 @@ from pyproj import CRS
 from rasterio.warp import Resampling, reproject
 
 from als_datasets.demo import demo_region, ensure_demo, write_geotiff, write_las
-from als_datasets.demo.generator import generate_demo
+from als_datasets.demo.als.generate import generate_demo
 
 
 def _hashes(root: Path) -> dict[str, str]:

@@ -409,7 +409,7 @@ def _readme(kind: str, seed: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# cache folders (atomic, like demo.generator.ensure_demo)
+# cache folders (atomic, like demo.als.generate.ensure_demo)
 # ---------------------------------------------------------------------------------------------
 def _ensure(kind: str, recipe_name: str, make, ours: set[str], cache_dir, seed: int, progress) -> Path:
     from .cache import default_cache, ensure_generated
