@@ -35,6 +35,21 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def merge_recipe(where, data: dict, defaults: dict, known: set[str], overrides: dict | None = None,
+                 aliases: dict[str, str] | None = None) -> dict:
+    """The kind's ``defaults`` with the recipe ``data`` on top and the command-line ``overrides``
+    (those not None; ``aliases`` renames a flag to the kind's key) on top of that; a key the
+    kind does not know is refused."""
+    unknown = set(data) - known
+    if unknown:
+        raise InputError(where, f"unknown recipe key(s): {', '.join(sorted(unknown))}")
+    merged = deep_merge(defaults, data)
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            merged[(aliases or {}).get(k, k)] = v
+    return merged
+
+
 def number(where, d: dict, key: str, kind=float, lo=None, hi=None):
     """``d[key]`` as ``kind`` within [lo, hi]; a one-line error naming the recipe otherwise."""
     v = d.get(key)

@@ -43,10 +43,21 @@ class Kind:
     name: str = ""
     #: frame column that groups a split's samples into shards (in frame order, then draw rank)
     group_column: str = "group"
+    #: index columns the diversity report and plots take label proportions / entropies of, in order
+    label_columns: tuple[str, ...] = ()
+    #: per-sample numeric index columns the report describes (distributions)
+    distribution_columns: tuple[str, ...] = ()
+    #: per-sample entropy columns (histograms), and how each is defined (``diversity.json``)
+    entropy_columns: tuple[str, ...] = ()
+    entropy_definitions: dict[str, str] = {}
     #: columns of ``als-datasets report A B`` comparisons this kind's reports fill
     compare_columns: tuple[str, ...] = ()
     #: an index column only this kind writes (tells the kind of a folder without a manifest)
     signature_column: str | None = None
+    #: Croissant: descriptions of the sample's members / columns / json fields, and the json
+    #: fields exposed as sub-fields of the ``json`` record field (in this order, when present)
+    field_docs: dict[str, str] = {}
+    json_fields: tuple[str, ...] = ()
     #: ``manifest.json`` ``skipped_tiles[].reason`` for a selected sample that was not written
     skipped_reason: str = "not written"
 
@@ -166,6 +177,21 @@ def get_kind(name: str | None, where=None, key: str = "kind") -> Kind:
     if kind is None:
         raise InputError(where, f"{key} {name!r}: expected {_choices()}")
     return kind
+
+
+def report_columns(name: str | None) -> dict[str, list]:
+    """The report's columns of kind ``name`` (label, distribution, entropy columns and entropy
+    definitions); for an unknown or unnamed kind, those of every registered kind together."""
+    _discover()
+    kinds = [_KINDS[name]] if name in _KINDS else [_KINDS[k] for k in sorted(_KINDS)]
+    out: dict[str, list] = {"label": [], "distribution": [], "entropy": []}
+    definitions: dict[str, str] = {}
+    for k in kinds:
+        for key, cols in (("label", k.label_columns), ("distribution", k.distribution_columns),
+                          ("entropy", k.entropy_columns)):
+            out[key] += [c for c in cols if c not in out[key]]
+        definitions.update(k.entropy_definitions)
+    return {**out, "definitions": definitions, "group": [k.group_column for k in kinds]}
 
 
 def infer_kind(columns) -> str | None:

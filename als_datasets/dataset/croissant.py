@@ -119,27 +119,11 @@ PAPERS: list[dict[str, str]] = [
      "about": "Pretrain Where? Geographic and spectral diversity of Sentinel-2 pre-training sets"},
 ]
 
-#: ``json`` sub-fields exposed in the record set, when present in the shards (DESIGN.md §5).
-JSON_FIELDS = [
-    "project", "tile_id", "scene", "sensor", "split", "crs", "lon", "lat", "landcover", "slope_class",
-    "slope_mean_deg", "stratum", "continent", "biome", "point_count", "density", "spectral_entropy",
-    "cloud_fraction", "nodata_fraction", "acquisition_date", "draw_rank", "weight", "bounds_utm", "origin",
-]
-
-_FIELD_DOCS = {
-    "__key__": "Sample key ([A-Za-z0-9_-], never a dot): <project>_c<col>_r<row>.",
-    "xyz.npy": "Point coordinates (N, 3) in metres: x, y relative to the tile's lower-left corner in its UTM CRS "
-               "(json.crs), z in metres.",
-    "intensity.npy": "Per-point return intensity, as stored in the source.",
-    "return_number.npy": "Per-point return number (ASPRS).",
-    "number_of_returns.npy": "Per-point number of returns of the pulse (ASPRS).",
-    "classification.npy": "Per-point ASPRS classification code.",
-    "pixels.npy": "Image patch (C, H, W) in the dataset's declared dtype.",
+#: field descriptions every kind shares; a kind adds its own (``Kind.croissant_facts`` ``field_docs``)
+FIELD_DOCS = {
     "json": "Per-sample metadata (DESIGN.md section 5).",
-    "crs": "EPSG code of the sample's projected CRS (the CRS of xyz / bounds_utm).",
     "lon": "Longitude of the sample centre (EPSG:4326, degrees).",
     "lat": "Latitude of the sample centre (EPSG:4326, degrees).",
-    "density": "Point density of the sample (points / m^2).",
     "split": "Dataset split.",
 }
 
@@ -227,7 +211,7 @@ def _array_props(shape: list[int] | None) -> dict:
     return {"isArray": True, "arrayShape": ",".join(str(d) for d in shape)}
 
 
-def _column_field(rs: str, fs: str, col, doc: str | None = None) -> dict | None:
+def _column_field(rs: str, fs: str, col, docs: Mapping[str, str]) -> dict | None:
     """A cr:Field for one Parquet column (None when its type has no Croissant equivalent)."""
     dtype, shape = _arrow_type(col.type)
     if dtype is None:
@@ -238,21 +222,21 @@ def _column_field(rs: str, fs: str, col, doc: str | None = None) -> dict | None:
         "source": {"fileSet": {"@id": fs}, "extract": {"column": col.name}},
         **_array_props(shape),
     }
-    if doc or _FIELD_DOCS.get(col.name):
-        f["description"] = doc or _FIELD_DOCS[col.name]
+    if docs.get(col.name):
+        f["description"] = docs[col.name]
     return f
 
 
-def _json_field(rs: str, fs: str, col) -> dict | None:
-    """The ``json`` struct column as a field with one sub-field per interesting key."""
+def _json_field(rs: str, fs: str, col, docs: Mapping[str, str], json_fields: Iterable[str]) -> dict | None:
+    """The ``json`` struct column as a field with one sub-field per interesting key (``json_fields``)."""
     import pyarrow as pa
 
     if not pa.types.is_struct(col.type):
-        return _column_field(rs, fs, col)
+        return _column_field(rs, fs, col, docs)
     parent = f"{rs}/{col.name}"
     children = {col.type.field(i).name: col.type.field(i) for i in range(col.type.num_fields)}
     subs = []
-    for name in JSON_FIELDS:
+    for name in json_fields:
         child = children.get(name)
         if child is None:
             continue
@@ -265,10 +249,10 @@ def _json_field(rs: str, fs: str, col) -> dict | None:
                        "transform": {"jsonPath": name}},
             **_array_props(shape),
         }
-        if name in _FIELD_DOCS:
-            sf["description"] = _FIELD_DOCS[name]
+        if name in docs:
+            sf["description"] = docs[name]
         subs.append(sf)
-    return {"@type": "cr:Field", "@id": parent, "name": col.name, "description": _FIELD_DOCS["json"],
+    return {"@type": "cr:Field", "@id": parent, "name": col.name, "description": docs["json"],
             "subField": subs}
 
 
@@ -353,6 +337,8 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
         raise FileNotFoundError(f"{out / 'manifest.json'} not found: not a build folder")
     recipe = _read_yaml(out / "recipe.yaml")
     kind = get_kind(manifest.get("kind") or recipe.get("kind"), out / "manifest.json")
+    docs = {**FIELD_DOCS, **kind.field_docs}
+    json_fields = kind.json_fields
     shards = sorted(manifest.get("shards", []), key=lambda e: e["path"])
     splits = sorted(manifest.get("splits") or {e["split"] for e in shards if "split" in e})
     idx = _index_stats(out)
@@ -405,7 +391,7 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
         fields = []
         for col in schema:
             columns.append(col.name)
-            f = _json_field(rs, fs, col) if col.name == "json" else _column_field(rs, fs, col)
+            f = _json_field(rs, fs, col, docs, json_fields) if col.name == "json" else _column_field(rs, fs, col, docs)
             if f is not None:
                 fields.append(f)
         fields.append({
@@ -431,8 +417,8 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
             f = {"@type": "cr:Field", "@id": f"{rs}/{col.name}", "name": col.name, "dataType": dtype,
                  "source": {"fileObject": {"@id": "index.parquet"}, "extract": {"column": col.name}},
                  **_array_props(shape)}
-            if col.name in _FIELD_DOCS:
-                f["description"] = _FIELD_DOCS[col.name]
+            if col.name in docs:
+                f["description"] = docs[col.name]
             fields.append(f)
         rec = {"@type": "cr:RecordSet", "@id": rs, "name": rs, "field": fields,
                "description": "Sample catalogue (index.parquet): one row per sample, labels and centre, no points."}

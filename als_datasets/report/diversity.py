@@ -5,10 +5,11 @@ Pure functions over DataFrames (:func:`label_stats`, :func:`distribution_stats`,
 folder (``index.parquet``, optional ``frame.parquet``, ``manifest.json``) and write / read
 ``report/diversity.json``.
 
-Columns are handled generically: every column of :data:`LABEL_COLUMNS` /
-:data:`DISTRIBUTION_COLUMNS` that the index has is reported, so an ALS build (landcover,
-slope_class, stratum, point_count, height/intensity entropy ...) and a satellite build
-(continent, biome, spectral_entropy, cloud/nodata fractions ...) go through the same code.
+Columns are handled generically: the build's kind names its label and distribution columns
+(:attr:`als_datasets.registry.Kind.label_columns`, ``distribution_columns``), and every one of
+them that the index has is reported, so an ALS build (landcover, slope_class, stratum,
+point_count, height/intensity entropy ...) and a satellite build (continent, biome,
+spectral_entropy, cloud/nodata fractions ...) go through the same code.
 
 Entropies use :mod:`als_datasets.stats` (Shannon entropy in nats, normalised H / ln K).
 Missing labels (None / NaN) are left out of the counts and counted under ``"missing"``;
@@ -26,13 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from als_datasets.stats import HEIGHT_BIN_M, HEIGHT_MAX_M, normalised_entropy, shannon_entropy
+from als_datasets.stats import normalised_entropy, shannon_entropy
 
 __all__ = [
-    "DISTRIBUTION_COLUMNS",
     "ENTROPY_DEFINITIONS",
     "HISTOGRAM_BINS",
-    "LABEL_COLUMNS",
     "REPORT_PATH",
     "SCHEMA",
     "diversity",
@@ -47,43 +46,14 @@ SCHEMA = "als-datasets/diversity/1"
 #: Where :func:`write_diversity` puts the report, relative to the build folder.
 REPORT_PATH = Path("report") / "diversity.json"
 
-LABEL_COLUMNS = ("landcover", "slope_class", "stratum", "project", "continent", "biome")
-DISTRIBUTION_COLUMNS = (
-    "point_count",
-    "density",
-    "height_range_m",
-    "height_entropy",
-    "intensity_entropy",
-    "spectral_entropy",
-    "cloud_fraction",
-    "nodata_fraction",
-    "elevation_mean",
-    "relief_m",
-)
 HISTOGRAM_BINS = 20
 _PERCENTILES = (("p05", 5), ("p25", 25), ("median", 50), ("p75", 75), ("p95", 95))
 
+#: what every report defines; each kind adds its per-sample measures (``Kind.entropy_definitions``)
 ENTROPY_DEFINITIONS = {
     "labels": (
         "Shannon entropy in nats (natural log), H = -sum p ln p over the label proportions; "
         "normalised = H / ln K with K the number of labels present (0 when K <= 1)"
-    ),
-    "height_entropy": (
-        f"per sample: Shannon entropy (nats) of the heights above the tile's lowest point in "
-        f"{HEIGHT_BIN_M:g} m bins up to {HEIGHT_MAX_M:g} m (higher points in the last bin)"
-    ),
-    "intensity_entropy": (
-        "per sample: Shannon entropy (nats) of the intensities after SatMAE-style normalisation "
-        "(clip to mean +/- 2 sigma, scale to 0-255), histogrammed in 256 bins over 0-255"
-    ),
-    "spectral_entropy": (
-        "per sample: per band, Shannon entropy (nats) of the band after SatMAE-style normalisation "
-        "(clip to mean +/- 2 sigma, scale to 0-255) in 256 bins over 0-255, mean over bands; "
-        "the paper's exact binning is not published (bins and log base are configurable)"
-    ),
-    "coverage": (
-        "strata of the eligible frame (landcover/slope_class of eligible tiles) that the sample "
-        "reaches, as a count and a fraction"
     ),
 }
 
@@ -215,7 +185,11 @@ def diversity(index: pd.DataFrame, frame: pd.DataFrame | None = None, meta: dict
     give the ``"frame"`` label stats and the stratum coverage); ``meta``: the manifest (name,
     kind, strategy, seed, samples_per_project; each None when absent).
     """
+    from als_datasets.registry import report_columns
+
     meta = dict(meta or {})
+    kind = _py(meta.get("kind")) or _infer_kind(index)
+    columns = report_columns(kind)
     if "split" in index.columns:
         vc = index["split"].dropna().map(_label_key).value_counts()
         splits = {k: int(vc[k]) for k in sorted(vc.index)}
@@ -223,7 +197,7 @@ def diversity(index: pd.DataFrame, frame: pd.DataFrame | None = None, meta: dict
         splits = {str(k): int(v) for k, v in sorted((meta.get("splits") or {}).items())}
     eligible = _eligible(frame) if frame is not None else None
     labels: dict[str, dict] = {}
-    for col in LABEL_COLUMNS:
+    for col in columns["label"]:
         if col not in index.columns or (len(index) and index[col].isna().all()):  # a layer the recipe did not give
             continue
         stats = label_stats(index[col])
@@ -238,7 +212,7 @@ def diversity(index: pd.DataFrame, frame: pd.DataFrame | None = None, meta: dict
     return {
         "schema": SCHEMA,
         "name": _py(meta.get("name")),
-        "kind": _py(meta.get("kind")) or _infer_kind(index),
+        "kind": kind,
         "strategy": _py(meta.get("strategy")),
         "seed": _py(meta.get("seed")),
         "samples_per_project": _py(meta.get("samples_per_project")),
@@ -246,8 +220,8 @@ def diversity(index: pd.DataFrame, frame: pd.DataFrame | None = None, meta: dict
         "splits": splits,
         "labels": labels,
         "coverage": _coverage(index, frame),
-        "distributions": {c: distribution_stats(index[c]) for c in DISTRIBUTION_COLUMNS if c in index.columns},
-        "entropy_definitions": dict(ENTROPY_DEFINITIONS),
+        "distributions": {c: distribution_stats(index[c]) for c in columns["distribution"] if c in index.columns},
+        "entropy_definitions": {**ENTROPY_DEFINITIONS, **columns["definitions"]},
     }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from als_datasets.errors import InputError
 from als_datasets.registry import Kind
+from als_datasets.stats import HEIGHT_BIN_M, HEIGHT_MAX_M
 
 INDEX_COLUMNS = [
     "key", "split", "shard", "project", "tile_id", "crs", "landcover", "slope_class", "stratum",
@@ -19,10 +20,40 @@ ALS_POINT_ATTRIBUTES = ["x", "y", "z", "intensity", "return_number", "number_of_
 class AlsKind(Kind):
     name = "als"
     group_column = "project"
+    label_columns = ("landcover", "slope_class", "stratum", "project")
+    distribution_columns = ("point_count", "density", "height_range_m", "height_entropy", "intensity_entropy")
+    entropy_columns = ("height_entropy", "intensity_entropy")
+    entropy_definitions = {
+        "height_entropy": (
+            f"per sample: Shannon entropy (nats) of the heights above the tile's lowest point in "
+            f"{HEIGHT_BIN_M:g} m bins up to {HEIGHT_MAX_M:g} m (higher points in the last bin)"
+        ),
+        "intensity_entropy": (
+            "per sample: Shannon entropy (nats) of the intensities after SatMAE-style normalisation "
+            "(clip to mean +/- 2 sigma, scale to 0-255), histogrammed in 256 bins over 0-255"
+        ),
+        "coverage": (
+            "strata of the eligible frame (landcover/slope_class of eligible tiles) that the sample "
+            "reaches, as a count and a fraction"
+        ),
+    }
     compare_columns = ("stratum_entropy", "stratum_normalised", "strata_coverage", "landcover_entropy",
                        "slope_class_entropy", "project_entropy", "height_entropy_mean", "intensity_entropy_mean",
                        "density_mean")
     signature_column = "point_count"
+    field_docs = {
+        "__key__": "Sample key ([A-Za-z0-9_-], never a dot): <project>_c<col>_r<row>.",
+        "xyz.npy": "Point coordinates (N, 3) in metres: x, y relative to the tile's lower-left corner in its UTM CRS "
+                   "(json.crs), z in metres.",
+        "intensity.npy": "Per-point return intensity, as stored in the source.",
+        "return_number.npy": "Per-point return number (ASPRS).",
+        "number_of_returns.npy": "Per-point number of returns of the pulse (ASPRS).",
+        "classification.npy": "Per-point ASPRS classification code.",
+        "crs": "EPSG code of the sample's projected CRS (the CRS of xyz / bounds_utm).",
+        "density": "Point density of the sample (points / m^2).",
+    }
+    json_fields = ("project", "tile_id", "split", "crs", "lon", "lat", "landcover", "slope_class", "slope_mean_deg",
+                   "stratum", "point_count", "density", "draw_rank", "weight", "bounds_utm", "origin")
     skipped_reason = "no points left after reading and cleaning"
 
     def load_recipe(self, data, src, overrides, out_dir):

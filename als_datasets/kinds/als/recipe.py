@@ -17,7 +17,7 @@ from als_datasets.errors import InputError, _redact
 from als_datasets.recipe import (
     KEY_RE,
     check_name,
-    deep_merge,
+    merge_recipe,
     number,
     recipe_base,
     resolve_output,
@@ -96,13 +96,7 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
                     out_dir: str | Path | None = None) -> Recipe:
     """Validate a ``kind: als`` recipe dict (already demo-merged) read from ``src``."""
     where = src if src is not None else "<recipe>"
-    unknown = set(data) - KNOWN_KEYS
-    if unknown:
-        raise InputError(where, f"unknown recipe key(s): {', '.join(sorted(unknown))}")
-    merged = deep_merge(DEFAULTS, data)
-    for k, v in (overrides or {}).items():
-        if v is not None:
-            merged[k] = v
+    merged = merge_recipe(where, data, DEFAULTS, KNOWN_KEYS, overrides)
     base = recipe_base(src)
     name = check_name(where, merged.get("name") or (src.stem if src is not None else "als-dataset"))
 

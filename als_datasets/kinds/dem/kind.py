@@ -18,6 +18,7 @@ class DemKind(RasterKind):
     sample_stats = {"elevation_mean": float, "elevation_min": float, "elevation_max": float, "relief_m": float}
     index_stats = ("elevation_mean", "relief_m")
     signature_column = "relief_m"
+    distribution_columns = ("nodata_fraction", "elevation_mean", "relief_m")
     compare_columns = RasterKind.compare_columns + ("relief_m_mean",)
     what = "elevation (DEM) patches"
     tags = ("dem", "elevation")

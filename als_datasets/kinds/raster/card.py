@@ -98,7 +98,7 @@ def render_raster_card(kind, out_dir, div: dict, plots: list[Path], repo_id: str
         st = f"**Continent** `{strategy.split(':', 1)[1]}`: only that continent's eligible patches, seeded random order"
     else:
         st = STRATEGY_TEXT.get(strategy, strategy).format(beta=recipe.get("spectral_beta"))
-        method = (
+    method = (
         f"Every scene was brought to one grid (its finest band, or the declared resolution; coarser bands "
         f"nearest-resampled, finer ones averaged) and cut into {patch} px patches (stride "
         f"{recipe.get('stride_px') or patch} px). A patch is eligible when at most "

@@ -36,6 +36,14 @@ class RasterKind(Kind):
     """Satellite and DEM patches share recipe, scenes, frame, draw, shard task and card."""
 
     group_column = "scene"
+    field_docs = {
+        "__key__": "Sample key ([A-Za-z0-9_-], never a dot): <scene>_c<col>_r<row>.",
+        "pixels.npy": "Image patch (C, H, W) in the dataset's declared dtype.",
+        "crs": "CRS of the sample's scene (the CRS of json.bounds).",
+    }
+    json_fields = ("tile_id", "scene", "sensor", "split", "crs", "lon", "lat", "landcover", "continent", "biome",
+                   "spectral_entropy", "cloud_fraction", "nodata_fraction", "draw_rank", "weight")
+    label_columns = ("continent", "biome", "landcover")
     compare_columns = ("continent_entropy", "continent_normalised", "continent_K", "biome_entropy",
                        "biome_normalised", "nodata_fraction_mean")
     #: strategy when the recipe names none; pixel dtype when the recipe names none (None: the scenes')

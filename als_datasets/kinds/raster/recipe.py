@@ -37,8 +37,8 @@ from als_datasets.errors import InputError
 from als_datasets.recipe import (
     KEY_RE,
     check_name,
-    deep_merge,
     holdout_fraction,
+    merge_recipe,
     number,
     recipe_base,
     resolve_output,
@@ -128,14 +128,7 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
     """Validate a raster recipe dict (already demo-merged) read from ``src``; the kind passes its
     default strategy and pixel dtype."""
     where = src if src is not None else "<recipe>"
-    unknown = set(data) - RASTER_KEYS
-    if unknown:
-        raise InputError(where, f"unknown recipe key(s): {', '.join(sorted(unknown))}")
-    merged = deep_merge(RASTER_DEFAULTS, data)
-    for k, v in (overrides or {}).items():
-        if v is None:
-            continue
-        merged["samples" if k == "samples_per_project" else k] = v
+    merged = merge_recipe(where, data, RASTER_DEFAULTS, RASTER_KEYS, overrides, aliases={"samples_per_project": "samples"})
     kind = str(merged["kind"])
     base = recipe_base(src)
     name = check_name(where, merged.get("name") or (src.stem if src is not None else f"{kind}-dataset"))

@@ -17,6 +17,15 @@ class SatelliteKind(RasterKind):
     sample_stats = {"spectral_entropy": float, "band_mean": [float], "band_std": [float]}
     index_stats = ("spectral_entropy", "cloud_fraction")
     signature_column = "spectral_entropy"
+    distribution_columns = ("spectral_entropy", "cloud_fraction", "nodata_fraction")
+    entropy_columns = ("spectral_entropy",)
+    entropy_definitions = {
+        "spectral_entropy": (
+            "per sample: per band, Shannon entropy (nats) of the band after SatMAE-style normalisation "
+            "(clip to mean +/- 2 sigma, scale to 0-255) in 256 bins over 0-255, mean over bands; "
+            "the paper's exact binning is not published (bins and log base are configurable)"
+        ),
+    }
     compare_columns = RasterKind.compare_columns[:-1] + ("spectral_entropy_mean", "cloud_fraction_mean",
                                                           "nodata_fraction_mean")
     what = "multispectral satellite patches"

@@ -12,15 +12,16 @@ label names, the figure/save helpers, shared by both).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .charts import plot_comparison, plot_entropy_hist, plot_label_bars
 from .footprints import plot_footprints
-from .style import DPI, ENTROPY_COLUMNS, LABEL_COLUMNS, category_colors
+from .style import DPI, category_colors, entropy_columns, label_columns
 
 __all__ = [
-    "LABEL_COLUMNS",
-    "ENTROPY_COLUMNS",
+    "label_columns",
+    "entropy_columns",
     "DPI",
     "category_colors",
     "plot_footprints",
@@ -32,6 +33,12 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------ driver
+def _present(index, columns) -> tuple[str, ...]:
+    """The label columns the index has with at least one value (layers the recipe did not give
+    are left out)."""
+    return tuple(c for c in columns if c in index.columns and index[c].notna().any())
+
+
 def write_plots(out_dir, index=None, frame=None) -> list[Path]:
     """Write OUT/report/footprints.png, labels.png and (when the index has entropy columns)
     entropy.png; read OUT/index.parquet and OUT/frame.parquet when not given. Returns the
@@ -43,12 +50,14 @@ def write_plots(out_dir, index=None, frame=None) -> list[Path]:
         index = gpd.read_parquet(out_dir / "index.parquet")
     if frame is None and (out_dir / "frame.parquet").exists():
         frame = gpd.read_parquet(out_dir / "frame.parquet")
+    manifest = out_dir / "manifest.json"
+    kind = json.loads(manifest.read_text()).get("kind") if manifest.exists() else None
     report = out_dir / "report"
     written: list[Path] = []
     if isinstance(index, gpd.GeoDataFrame) and "geometry" in index.columns:
-        written.append(plot_footprints(index, frame, report / "footprints.png"))
-    written.append(plot_label_bars(index, frame, report / "labels.png"))
-    p = plot_entropy_hist(index, report / "entropy.png")
+        written.append(plot_footprints(index, frame, report / "footprints.png", kind=kind))
+    written.append(plot_label_bars(index, frame, report / "labels.png", columns=_present(index, label_columns(kind))))
+    p = plot_entropy_hist(index, report / "entropy.png", columns=entropy_columns(kind))
     if p is not None:
         written.append(p)
     return written

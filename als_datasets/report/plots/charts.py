@@ -11,8 +11,6 @@ import pandas as pd
 
 from .style import (
     _MARKERS,
-    ENTROPY_COLUMNS,
-    LABEL_COLUMNS,
     _labels,
     _metric_label,
     _new_figure,
@@ -20,6 +18,8 @@ from .style import (
     _save,
     _with_stratum,
     category_colors,
+    entropy_columns,
+    label_columns,
 )
 
 
@@ -41,7 +41,7 @@ def plot_label_bars(
 ) -> Path:
     """Per label column, horizontal grouped bars: the proportion of each category in the sample
     (solid, category colour) and in the eligible frame (hatched, light). ``columns`` defaults to
-    every column of :data:`LABEL_COLUMNS` present in the index (``("landcover", "slope_class",
+    every column of :func:`~.style.label_columns` present in the index (``("landcover", "slope_class",
     "stratum")`` for an ALS build). The frame's stratum is derived as landcover/slope_class when
     it lacks one."""
     from matplotlib.patches import Patch
@@ -49,7 +49,7 @@ def plot_label_bars(
     index = _with_stratum(pd.DataFrame(index))
     ref = _eligible(frame)
     ref = _with_stratum(pd.DataFrame(ref)) if ref is not None else None
-    cols = [c for c in (columns if columns is not None else LABEL_COLUMNS)
+    cols = [c for c in (columns if columns is not None else label_columns())
             if c in index.columns and (columns is not None or index[c].notna().any())]  # skip layers not given
 
     if not cols:
@@ -123,12 +123,12 @@ def plot_label_bars(
 def plot_entropy_hist(
     index: pd.DataFrame,
     path,
-    columns: Sequence[str] = ENTROPY_COLUMNS,
+    columns: Sequence[str] | None = None,
     title: str | None = None,
 ) -> Path | None:
     """Histogram of each per-sample entropy column present (nats), one subplot each, with the
     mean marked. Returns None (and writes nothing) when none of ``columns`` is present."""
-    cols = [c for c in columns if c in index.columns and pd.to_numeric(index[c], errors="coerce").notna().any()]
+    cols = [c for c in (entropy_columns() if columns is None else columns) if c in index.columns and pd.to_numeric(index[c], errors="coerce").notna().any()]
     if not cols:
         return None
     n = len(cols)

@@ -14,13 +14,14 @@ import pandas as pd
 from .style import (
     _FRAME_EDGE,
     _FRAME_FILL_ELIGIBLE,
-    LABEL_COLUMNS,
     _labels,
     _new_figure,
     _pretty,
     _save,
     _with_stratum,
     category_colors,
+    group_columns,
+    label_columns,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,6 +125,7 @@ def plot_footprints(
     *,
     gap_deg: float = 1.0,
     max_panels: int = 6,
+    kind: str | None = None,
 ) -> Path:
     """Map (lon/lat) of the sample footprints filled by ``color_by`` category, over the frame's
     candidate tiles (grey outlines, eligible ones lightly filled). Projects further apart than
@@ -138,7 +140,7 @@ def plot_footprints(
     index = _with_stratum(_to_lonlat(index))
     frame = _to_lonlat(frame) if frame is not None and len(frame) else None
     if color_by not in index.columns or index[color_by].isna().all():  # raster builds: no strata, maybe no land cover
-        color_by = next((c for c in (*LABEL_COLUMNS[::-1], "project", "scene")
+        color_by = next((c for c in (*label_columns(kind)[::-1], *group_columns(kind))
                          if c in index.columns and index[c].notna().any()), None)
     cats = _labels(index[color_by]) if color_by else pd.Series("sample", index=index.index)
     colors = category_colors(cats.unique())

@@ -1,4 +1,4 @@
-"""Shared look of the report plots: label/entropy column names, the category colours, markers,
+"""Shared look of the report plots: label/entropy columns (the kinds'), the category colours, markers,
 frame colours, label and metric names, and the figure/save helpers.
 
 Colours: a category (``forest/steep``, ``Europe``, ``random`` ...) always gets the same colour,
@@ -15,10 +15,28 @@ from pathlib import Path
 
 import pandas as pd
 
-#: categorical label columns plotted when present, in this order
-LABEL_COLUMNS = ("continent", "biome", "landcover", "slope_class", "stratum")
-#: per-sample entropy columns (nats) plotted when present
-ENTROPY_COLUMNS = ("height_entropy", "intensity_entropy", "spectral_entropy")
+
+def label_columns(kind: str | None = None) -> tuple[str, ...]:
+    """Categorical label columns plotted when present, in this order: the kind's (its grouping
+    column left out: that is the map's panels), or every registered kind's when ``kind`` is None."""
+    from als_datasets.registry import report_columns
+
+    cols = report_columns(kind)
+    return tuple(c for c in cols["label"] if c not in cols["group"])
+
+
+def group_columns(kind: str | None = None) -> tuple[str, ...]:
+    """The columns that group samples (ALS projects, raster scenes ...)."""
+    from als_datasets.registry import report_columns
+
+    return tuple(dict.fromkeys(report_columns(kind)["group"]))
+
+
+def entropy_columns(kind: str | None = None) -> tuple[str, ...]:
+    """Per-sample entropy columns (nats) plotted when present: the kind's, or every kind's."""
+    from als_datasets.registry import report_columns
+
+    return tuple(report_columns(kind)["entropy"])
 
 DPI = 120
 _PNG_META = {"Software": None}
