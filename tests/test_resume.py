@@ -9,6 +9,7 @@ import pytest
 from synth_inputs import DATA, landcover_around, write_recipe
 
 import als_datasets.build as build_mod
+import als_datasets.kinds.als.build as als_build
 from als_datasets.build import run_build
 from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 from als_datasets.recipe import load_recipe
@@ -131,7 +132,7 @@ def test_smaller_rebuild_removes_stale_shards(tmp_path, recipe_path):
 
 
 def test_failed_sample_leaves_no_shard(tmp_path, recipe_path, monkeypatch):
-    import als_datasets.shards.tasks as tasks
+    import als_datasets.kinds.als.tasks as tasks
 
     def broken(task, rec):
         raise RuntimeError("boom")
@@ -150,7 +151,7 @@ def test_interrupted_reading_resumes_with_the_unread_files(tmp_path, monkeypatch
     rp = write_recipe(tmp_path / "r2.yaml", name="two", samples_per_project=4, landcover={"path": "lc.tif"},
                       projects=[{"name": "two", "pointclouds": [str(MVK), str(tmp_path / "mvk-copy.las")]}])
     clean = _digest(run_build(load_recipe(rp, out_dir=tmp_path / "clean")).out_dir)
-    real = build_mod.run_route_task
+    real = als_build.run_route_task
     seen = []
 
     def dying(task, progress=None):
@@ -159,10 +160,10 @@ def test_interrupted_reading_resumes_with_the_unread_files(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(task, progress)
 
-    monkeypatch.setattr(build_mod, "run_route_task", dying)
+    monkeypatch.setattr(als_build, "run_route_task", dying)
     with pytest.raises(KeyboardInterrupt):
         run_build(load_recipe(rp, out_dir=tmp_path / "o"))
-    monkeypatch.setattr(build_mod, "run_route_task", real)
+    monkeypatch.setattr(als_build, "run_route_task", real)
     res = run_build(load_recipe(rp, out_dir=tmp_path / "o"))
     assert res.files_read == 1
     d = _digest(res.out_dir)

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from als_datasets.report.diversity import DISTRIBUTION_COLUMNS, LABEL_COLUMNS, load_diversity
+from als_datasets.registry import report_columns
+from als_datasets.report.diversity import load_diversity
 
 __all__ = ["compare_builds", "compare_table", "differences", "format_markdown", "format_table"]
 
@@ -63,8 +64,9 @@ def compare_table(reports: list[dict], labels: list[str] | None = None) -> pd.Da
         labels = _default_labels(reports)
     elif len(labels) != len(reports):
         raise ValueError(f"{len(labels)} labels for {len(reports)} reports")
-    label_cols = _ordered({c for r in reports for c in (r.get("labels") or {})}, LABEL_COLUMNS)
-    dist_cols = _ordered({c for r in reports for c in (r.get("distributions") or {})}, DISTRIBUTION_COLUMNS)
+    known = report_columns(None)  # every kind's columns, in kind order
+    label_cols = _ordered({c for r in reports for c in (r.get("labels") or {})}, known["label"])
+    dist_cols = _ordered({c for r in reports for c in (r.get("distributions") or {})}, known["distribution"])
     rows = []
     for lab, r in zip(labels, reports, strict=True):
         row: dict[str, Any] = {

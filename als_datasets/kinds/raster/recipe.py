@@ -1,6 +1,6 @@
 """Raster recipes (``kind: satellite`` or ``kind: dem``): YAML → a validated :class:`RasterRecipe`.
 
-Same conventions as the ALS recipe (:mod:`als_datasets.recipe`): paths relative to the recipe
+Same conventions as every recipe (:mod:`als_datasets.recipe`): paths relative to the recipe
 file, command-line flags override keys, unknown keys refused, the resolved recipe written next to
 the outputs.  Keys (defaults in :data:`RASTER_DEFAULTS`)::
 
