@@ -1,9 +1,13 @@
 """Each sampling-frame step on small hand-made grids with known answers (DESIGN.md §6)."""
 
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from als_datasets.kinds.als.frame import grid as g
+from als_datasets.kinds.als.strategies import apply_strategy
 
 
 def test_utm_epsg():
@@ -106,7 +110,8 @@ def test_stratum_weights():
     assert g.stratum_weights(np.zeros(3, bool), lc[:3], sl[:3], 3).tolist() == [0, 0, 0]
 
 
-def test_ordered_draw_matches_numpy_legacy_and_is_nested():
+def test_ordered_draw_matches_numpy_legacy_and_is_repeatable():
+    """(The nesting 5 ⊂ 10 ⊂ 20 ⊂ 40 is checked below, on draws computed separately per N.)"""
     w = np.array([0.1, 0.2, 0.3, 0.4])
     d = g.ordered_draw(w, 41, 1000)
     exp = np.random.RandomState(41).choice(4, size=4, replace=False, p=w)
@@ -114,5 +119,92 @@ def test_ordered_draw_matches_numpy_legacy_and_is_nested():
     w = np.random.default_rng(0).random(60)
     full = g.ordered_draw(w / w.sum(), 41, 1000)
     assert len(full) == 60 and len(set(full.tolist())) == 60
-    for a, b in [(5, 10), (10, 20), (20, 40)]:
-        assert set(full[:a]) <= set(full[:b])
+    # the draw does not depend on how many tiles are kept: computed again, it is the same order
+    assert g.ordered_draw(w / w.sum(), 41, 1000).tolist() == full.tolist()
+
+
+SIZES = (5, 10, 20, 40)
+
+
+def _strategy_frame(n=90, seed=3):
+    """One project's frame: ``n`` tiles in frame order, a third ineligible (interleaved), three
+    land-cover × three slope labels of very unequal sizes (so geospatial weights are unequal)."""
+    rng = np.random.default_rng(seed)
+    lc = rng.choice(2, n, p=[0.8, 0.2])
+    sl = rng.choice(3, n, p=[0.7, 0.25, 0.05])
+    return pd.DataFrame({"tile_id": [f"p_c{i % 10}_r{i // 10}" for i in range(n)], "eligible": np.arange(n) % 3 != 1,
+                         "_lc_label": lc, "_slope_label": sl})
+
+
+def _recipe(strategy, n, seed=41):
+    slope = {"flat": (0, 5), "sloped": (5, 17), "steep": (17, 90)}
+    return SimpleNamespace(strategy=strategy, seed=seed, draws=1000, samples_per_project=n, slope_classes=slope)
+
+
+def _selected_in_order(t):
+    s = t[t["selected"]]
+    return s.sort_values("draw_rank")["tile_id"].tolist()
+
+
+@pytest.mark.parametrize("strategy", ["geospatial", "random"])
+def test_draws_computed_separately_are_nested(strategy):
+    """§6.7: 5 ⊂ 10 ⊂ 20 ⊂ 40 across draws computed independently (one per samples_per_project),
+    and the smaller set is the first N of the larger one's order."""
+    frame = _strategy_frame()
+    n_elig = int(frame["eligible"].sum())
+    got = {n: apply_strategy(frame.copy(), _recipe(strategy, n)) for n in SIZES}
+    order = {n: _selected_in_order(t) for n, t in got.items()}
+    for n in SIZES:
+        t = got[n]
+        assert len(order[n]) == min(n, n_elig)
+        assert not t.loc[~t["eligible"], "selected"].any() and t.loc[~t["eligible"], "draw_rank"].isna().all()
+        # ranks are exactly 0..k-1 over the eligible tiles, and selected == rank < N
+        ranks = t.loc[t["eligible"], "draw_rank"].astype(int)
+        assert sorted(ranks) == list(range(n_elig))
+        assert (t.loc[t["eligible"], "selected"] == (ranks < n)).all()
+        assert t["tile_id"].tolist() == frame["tile_id"].tolist()  # frame order kept
+    for a, b in zip(SIZES, SIZES[1:]):
+        assert set(order[a]) < set(order[b])
+        assert order[b][:a] == order[a]
+        # the whole draw (ranks and weights) does not depend on N
+        assert got[a]["draw_rank"].equals(got[b]["draw_rank"])
+        assert np.array_equal(got[a]["weight"].to_numpy(), got[b]["weight"].to_numpy())
+    # another seed gives another order (the nesting is not an accident of a fixed ranking)
+    other = _selected_in_order(apply_strategy(frame.copy(), _recipe(strategy, 40, seed=42)))
+    assert other != order[40]
+
+
+def test_draws_nested_when_a_project_has_fewer_eligible_tiles_than_n():
+    frame = _strategy_frame(n=36)  # 24 eligible tiles: 40 takes all of them, 20 is its prefix
+    got = {n: _selected_in_order(apply_strategy(frame.copy(), _recipe("geospatial", n))) for n in SIZES}
+    assert len(got[40]) == 24 and set(got[40]) == set(frame.loc[frame["eligible"], "tile_id"])
+    for a, b in zip(SIZES, SIZES[1:]):
+        assert got[b][:a] == got[a]
+
+
+def test_plans_computed_separately_are_nested(tmp_path):
+    """The same at the plan level: four plans of a small real COPC file, one per N; the selected
+    tiles, their order and the shard keys of the smaller plan are the first N of the larger one's."""
+    from synth_inputs import DATA, landcover_around, write_recipe
+
+    from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
+    from als_datasets.plan import make_plan
+    from als_datasets.recipe import load_recipe
+
+    pc = DATA / "als" / "simple.copc.laz"
+    landcover_around(tmp_path / "lc.tif", footprint_lonlat(inspect_pointcloud(pc)).bounds,
+                     pattern=lambda h, w: np.where(np.indices((h, w))[1] < w // 4, 22, 41))
+    rp = write_recipe(tmp_path / "r.yaml", name="nest", landcover={"path": "lc.tif"},
+                      projects=[{"name": "nest", "pointclouds": [str(pc)]}], output={"dir": "out", "shard_max_samples": 3})
+    plans = {n: make_plan(load_recipe(rp, overrides={"samples_per_project": n})) for n in SIZES}
+    f40 = plans[40].frame
+    assert int(f40["eligible"].sum()) > 40 and f40.loc[f40["eligible"], "landcover"].nunique() == 2
+    order = {n: p.selected.sort_values("draw_rank")["tile_id"].tolist() for n, p in plans.items()}
+    keys = {n: [k for s in p.shards for k in s.keys] for n, p in plans.items()}
+    for n in SIZES:
+        assert len(order[n]) == n and keys[n] == order[n]
+    for a, b in zip(SIZES, SIZES[1:]):
+        assert set(order[a]) < set(order[b]) and order[b][:a] == order[a]
+        assert keys[b][:a] == keys[a]
+        fa, fb = plans[a].frame, plans[b].frame
+        assert fa["tile_id"].tolist() == fb["tile_id"].tolist() and fa["draw_rank"].equals(fb["draw_rank"])

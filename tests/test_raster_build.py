@@ -67,6 +67,30 @@ def _samples(out: Path) -> list[dict]:
     return got
 
 
+def _assert_balanced(frame: pd.DataFrame) -> None:
+    """``global`` (§7, balanced across continents), checked against the frame's own numbers: the
+    draw holds every drawable patch (eligible, with a continent), and in every prefix of it —
+    the selected set included — no continent has more than one patch over a continent that still
+    had patches left (one that ran out only stops; the others go on)."""
+    drawable = frame["eligible"].astype(bool) & frame["continent"].notna()
+    left_in = frame.loc[drawable, "continent"].value_counts().to_dict()  # eligible patches per continent
+    drawn = frame[frame["draw_rank"].notna()].sort_values("draw_rank")
+    assert drawn.index.sort_values().tolist() == frame.index[drawable].tolist()
+    sel = frame["selected"].astype(bool)
+    assert sel.tolist() == (frame["draw_rank"].fillna(len(frame)) < sel.sum()).tolist()
+    counts = dict.fromkeys(left_in, 0)
+    for n, c in enumerate(drawn["continent"], 1):
+        counts[c] += 1
+        open_ = [counts[k] for k in left_in if counts[k] < left_in[k]]
+        if open_:
+            assert max(counts.values()) <= min(open_) + 1, (
+                f"first {n} draws: {counts} with eligible patches per continent {left_in}")
+    got = frame.loc[sel, "continent"].value_counts().to_dict()
+    open_ = [got.get(k, 0) for k in left_in if got.get(k, 0) < left_in[k]]
+    assert set(got) == set(left_in) or sel.sum() < len(left_in)
+    assert not open_ or max(got.values()) <= min(open_) + 1, (got, left_in)
+
+
 @pytest.fixture(scope="module")
 def real_builds(tmp_path_factory):
     if not SAT.is_dir():
@@ -125,6 +149,7 @@ def test_real_global_is_balanced_and_labelled(real_builds):
     idx = pd.read_parquet(real_builds["global"] / "index.parquet")
     counts = idx["continent"].value_counts()
     assert len(counts) == 6 and counts.max() - counts.min() <= 1
+    _assert_balanced(pd.read_parquet(real_builds["global"] / "frame.parquet"))
     if REF.is_dir():
         assert idx.loc[idx["scene"] == "sahara", "biome"].eq("Deserts & Xeric Shrublands").all()
     frame = pd.read_parquet(real_builds["global"] / "frame.parquet")
@@ -223,6 +248,13 @@ def test_ordered_draw_nested_and_seeded():
     assert a.tolist() == b.tolist() and len(a) == 30
     first = frame["continent"].to_numpy()[a[:15]]
     assert sorted(pd.Series(first).value_counts().tolist()) == [5, 5, 5]
+    # every prefix balanced; Asia (5 patches) and then Europe (10) run out and Africa goes on
+    rank = np.full(len(frame), -1)
+    rank[a] = np.arange(len(a))
+    draw_rank = pd.Series(rank, dtype="Int64").where(rank >= 0)
+    for n in (1, 7, 15, 16, 22, 30):
+        _assert_balanced(frame.assign(draw_rank=draw_rank, selected=(rank >= 0) & (rank < n)))
+    assert frame["continent"].to_numpy()[a[25:]].tolist() == ["Africa"] * 5
     assert ordered_draw(frame, "global", 42).tolist() != a.tolist()
     sp = ordered_draw(frame, "spectral", 41)
     assert set(frame["continent"].to_numpy()[sp[:3]]) == {"Europe", "Africa", "Asia"}  # coverage first
@@ -334,14 +366,31 @@ def demo_builds(tmp_path_factory):
 
 def test_builder_satellite_global_demo(demo_builds):
     idx = pd.read_parquet(demo_builds["global"] / "index.parquet")
-    counts = idx["continent"].value_counts()
-    assert len(counts) >= 4 and counts.max() - counts.min() <= 3
     frame = pd.read_parquet(demo_builds["global"] / "frame.parquet")
+    assert set(idx["continent"]) == set(frame.loc[frame["eligible"], "continent"].dropna())  # six continents
+    assert idx["continent"].nunique() == 6 and len(idx) == 120
     assert {"cloud", "nodata", "overlap"} <= set(frame["reason"])  # SCL clouds, zero fill, overlapping scenes
     assert CliRunner().invoke(app, ["validate", str(demo_builds["global"])]).exit_code == 0
     eu = pd.read_parquet(demo_builds["continent:europe"] / "index.parquet")
     assert len(eu) > 0 and set(eu["continent"]) == {"Europe"}
 
+
+
+@pytest.mark.xfail(strict=True, reason="global strategy: the overlap check drops patches after the round-robin "
+                                       "interleave without refilling their continent's turn, so a continent with "
+                                       "overlapping scenes (the demo's Europe) falls behind (18 vs 21 of 120)")
+def test_builder_satellite_global_demo_is_balanced(demo_builds):
+    _assert_balanced(pd.read_parquet(demo_builds["global"] / "frame.parquet"))
+
+
+def test_global_plan_is_balanced_without_the_overlap_check(tmp_path):
+    """The same demo recipe with ``max_overlap: 1`` (no patch dropped after the draw): balanced."""
+    from als_datasets.plan import make_plan
+
+    r = load_recipe(BUILDERS / "satellite-global.yaml", out_dir=tmp_path / "o", overrides={"max_overlap": 1.0})
+    frame = make_plan(r).frame
+    _assert_balanced(frame)
+    assert frame.loc[frame["selected"], "continent"].value_counts().tolist() == [20] * 6
 
 def test_builder_dem_demo(tmp_path):
     from als_datasets.cli import main
