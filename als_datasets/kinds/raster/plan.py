@@ -16,7 +16,7 @@ import pandas as pd
 
 from als_datasets.errors import InputError
 from als_datasets.kinds.raster.frame import dataset_bands, landcover_labels, scan_scene, scene_patch_geometry
-from als_datasets.kinds.raster.sampling import drop_overlaps, ordered_draw, spectral_weights
+from als_datasets.kinds.raster.sampling import drop_overlaps, ordered_draw, rebalance, spectral_weights
 from als_datasets.kinds.raster.scenes import Scene, open_scene
 from als_datasets.plan import Plan, shard_specs, split_of
 from als_datasets.registry import get_kind
@@ -173,6 +173,8 @@ def make_raster_plan(recipe, kind, progress: Callable[[str, int, int], None] | N
     weight = draw_weights(table, recipe, order)  # of the draw, before the overlap check
     if recipe.max_overlap < 1.0:
         order, rejected = drop_overlaps(order, table["geometry"].to_numpy(), recipe.max_overlap)
+        if recipe.strategy == "global":  # a continent that lost patches must not lose its turns
+            order = rebalance(order, table["continent"].to_numpy(dtype=object))
         table.loc[rejected, "eligible"] = False
         table.loc[rejected, "reason"] = "overlap"
         weight[rejected] = 0.0

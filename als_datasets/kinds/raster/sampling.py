@@ -122,6 +122,15 @@ def ordered_draw(frame: pd.DataFrame, strategy: str, seed: int, beta: float = 2.
     return _interleave(groups)
 
 
+def rebalance(order: np.ndarray, continents) -> np.ndarray:
+    """``order`` interleaved again round-robin by continent (each continent's patches keeping
+    their relative order): after the overlap check has removed patches from some continents,
+    every prefix of the ``global`` draw is balanced again."""
+    cont = np.asarray(continents, dtype=object)[order]
+    names = sorted({c for c in cont if c is not None})
+    return _interleave([order[cont == name] for name in names])
+
+
 def drop_overlaps(order: np.ndarray, footprints, max_overlap: float, need: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Walk ``order`` (positions into ``footprints``, EPSG:4326 polygons) and keep a patch unless
     more than ``max_overlap`` of its area lies in one patch kept earlier.
