@@ -17,6 +17,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from als_datasets import __version__
 from als_datasets.errors import InputError
 from als_datasets.executors import Executor
 from als_datasets.plan import Plan, make_plan
@@ -38,9 +39,12 @@ class BuildResult:
 
 
 def _fingerprint(task) -> str:
+    """What a shard's bytes depend on: the task's own account of its inputs (``fingerprint_data``:
+    records, recipe values, input files with their stamps) or else its fields, and the tool version."""
     d = task.fingerprint_data() if hasattr(task, "fingerprint_data") else asdict(task)
     for k in ("out_dir", "staging", "threads"):  # where and how fast, not what
         d.pop(k, None)
+    d = {"task": d, "tool_version": __version__}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -103,8 +107,8 @@ def remove_stale_shards(out: Path, entries: list[dict]) -> int:
 
 
 def _run_shard(task) -> list[dict]:
+    fp = _fingerprint(task)  # before reading: an input changed meanwhile reruns the shard next time
     entries = run_shard_task(task)
-    fp = _fingerprint(task)
     return [{**e, "fingerprint": fp} for e in entries]
 
 

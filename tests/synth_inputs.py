@@ -38,3 +38,35 @@ def write_recipe(path: Path, **data) -> Path:
     data.setdefault("kind", "als")
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def split_las(src: Path, west: Path, east: Path, x_split: float | None = None, east_intensity_add: int = 0):
+    """``src``'s points in two files, west of ``x_split`` (default: the median x) and east of it:
+    different files whose union is ``src`` (same header VLRs, scales, offsets); the east file's
+    intensities may be shifted to make it another version of itself."""
+    import copy
+
+    import laspy
+
+    las = laspy.read(src)
+    x = np.asarray(las.x)
+    cut = float(np.median(x)) if x_split is None else x_split
+    for path, mask, add in ((west, x < cut, 0), (east, x >= cut, east_intensity_add)):
+        part = laspy.LasData(copy.deepcopy(las.header))
+        part.points = las.points[mask].copy()
+        if add:
+            part.intensity = np.asarray(part.intensity) + add
+        part.write(path)
+    return west, east
+
+
+def shifted_copy(src: Path, dst: Path, dz: float) -> Path:
+    """``src`` with every z raised by ``dz`` (native units): another file over the same tiles, whose
+    header differs (z bounds), so it is not refused as the same data under two names."""
+    import laspy
+
+    las = laspy.read(src)
+    if dz:
+        las.z = np.asarray(las.z) + dz
+    las.write(dst)
+    return dst

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synth_inputs import DATA, landcover_around, write_recipe
+from synth_inputs import DATA, landcover_around, shifted_copy, write_recipe
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs process groups and SIGKILL")
@@ -247,8 +247,10 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill_resume")
     src = root / "in"
     src.mkdir()
-    for c in COPIES:  # several files → several route tasks; the same tiles → several parts per tile
-        shutil.copy(MVK, src / f"{c}.las")
+    # several files → several route tasks; the same tiles → several parts per tile (each file's
+    # points a metre higher than the last: identical copies would be refused as the same data)
+    for k, c in enumerate(COPIES):
+        shifted_copy(MVK, src / f"{c}.las", dz=float(k))
     from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 
     landcover_around(src / "lc.tif", footprint_lonlat(inspect_pointcloud(MVK)).bounds,

@@ -6,7 +6,7 @@ import hashlib
 import shutil
 
 import pytest
-from synth_inputs import DATA, landcover_around, write_recipe
+from synth_inputs import DATA, landcover_around, split_las, write_recipe
 
 import als_datasets.build as build_mod
 import als_datasets.kinds.als.build as als_build
@@ -213,10 +213,11 @@ def test_failed_sample_leaves_no_shard(tmp_path, recipe_path, monkeypatch):
 
 def test_interrupted_reading_resumes_with_the_unread_files(tmp_path, monkeypatch):
     """Files routed before the interruption are not read again; the result equals a clean build."""
-    shutil.copy(MVK, tmp_path / "mvk-copy.las")
+    # two different files (the same data twice would be refused): mvk-thin.las's west and east halves
+    west, east = split_las(MVK, tmp_path / "mvk-west.las", tmp_path / "mvk-east.las")
     landcover_around(tmp_path / "lc.tif", footprint_lonlat(inspect_pointcloud(MVK)).bounds)
     rp = write_recipe(tmp_path / "r2.yaml", name="two", samples_per_project=4, landcover={"path": "lc.tif"},
-                      projects=[{"name": "two", "pointclouds": [str(MVK), str(tmp_path / "mvk-copy.las")]}])
+                      projects=[{"name": "two", "pointclouds": [str(west), str(east)]}])
     clean = _digest(run_build(load_recipe(rp, out_dir=tmp_path / "clean")).out_dir)
     real = als_build.run_route_task
     seen = []

@@ -14,6 +14,7 @@ from als_datasets.kinds.als.extract.route import (
     TileGrid,
     reset_staging,
     run_route_task,
+    source_facts,
     task_is_done,
 )
 from als_datasets.kinds.als.sources.remote import source_name
@@ -50,17 +51,30 @@ def tile_records(plan: Plan) -> dict[str, dict]:
 
 
 def als_shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> list[ShardTask]:
+    """One task per shard spec; each names the input files whose bounds touch its tiles (the files
+    :func:`route_tasks` reads for them) with their stamps, so that a changed file or CRS override
+    reruns exactly the shards it touches."""
     r = plan.recipe
     recs = tile_records(plan)
     files = [f for pf in plan.frames for f in pf.pointclouds]
-    names = tuple(source_name(f.path) for f in files)  # never a signed URL's token
-    return [
-        ShardTask(index=s.index, split=s.split, records=tuple(recs[k] for k in s.keys), staging=str(staging),
-                  out_dir=str(out), formats=r.formats, drop_classes=r.drop_classes, outlier_k=r.outlier_k,
-                  outlier_multiplier=r.outlier_multiplier, landcover_names=(*r.landcover_classes, "other"),
-                  source_names=names, threads=max(1, (os.cpu_count() or 1) // max(workers, 1)))
-        for s in plan.shards
-    ]
+    touching: dict[str, set[int]] = {}
+    for t in route_tasks(plan, set(plan.selected["tile_id"]), staging):
+        for _, _, tile_id in t.tiles:
+            touching.setdefault(tile_id, set()).add(t.file_index)
+    facts: dict[int, dict] = {}
+    tasks = []
+    for s in plan.shards:
+        fis = sorted(set().union(*(touching.get(k, set()) for k in s.keys)))
+        for i in fis:
+            if i not in facts:
+                facts[i] = source_facts(files[i])
+        tasks.append(ShardTask(
+            index=s.index, split=s.split, records=tuple(recs[k] for k in s.keys), staging=str(staging),
+            out_dir=str(out), formats=r.formats, drop_classes=r.drop_classes, outlier_k=r.outlier_k,
+            outlier_multiplier=r.outlier_multiplier, landcover_names=(*r.landcover_classes, "other"),
+            sources=tuple((i, source_name(files[i].path)) for i in fis),  # never a signed URL's token
+            inputs=tuple(facts[i] for i in fis), threads=max(1, (os.cpu_count() or 1) // max(workers, 1))))
+    return tasks
 
 
 def route_tasks(plan: Plan, tiles_needed: set[str], staging: Path) -> list[RouteTask]:

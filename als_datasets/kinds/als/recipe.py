@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,41 @@ class Recipe:
         return int(round(self.tile_size_m / self.grid_res_m))
 
 
+def expand_pointclouds(where, base: Path, project: str, patterns) -> tuple[Path | str, ...]:
+    """A project's point-cloud files in a canonical order: by path (a URL by itself without its
+    query string), so that the output never depends on how the files are listed or globbed.
+
+    Each pattern is globbed (a URL is kept as given: never globbed, never made relative); a file
+    matched by several patterns or spelled several ways (``a/../a/b``, a link) is kept once, by
+    resolved path, under its first spelling in that order.  A pattern that matches no file is an
+    error naming the recipe, the project and the pattern; a plain path that does not exist is
+    reported by the reader, naming it."""
+    from als_datasets.kinds.als.sources.remote import is_remote, redact
+
+    found: dict[str, Path | str] = {}  # identity (resolved path / URL) → the file as named
+
+    def key(f) -> tuple[str, str]:
+        return redact(str(f)), str(f)
+
+    for pattern in patterns:
+        if is_remote(str(pattern)):
+            found.setdefault(str(pattern), str(pattern))
+            continue
+        full = resolve_path(base, str(pattern))
+        hits = [full]
+        if glob.has_magic(str(full)):
+            hits = [Path(h) for h in glob.glob(str(full))]
+            if not hits:
+                raise InputError(where, f"project {project!r}: pointclouds pattern {str(pattern)!r} matches no file")
+        for h in hits:
+            n = Path(os.path.normpath(h))  # "a/./b", "a/../a/b" → "a/b" unless a link makes it another file
+            h = n if os.path.realpath(n) == os.path.realpath(h) else h
+            ident = os.path.realpath(h)
+            if ident not in found or key(h) < key(found[ident]):
+                found[ident] = h
+    return tuple(sorted(found.values(), key=key))
+
+
 def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
                     out_dir: str | Path | None = None) -> Recipe:
     """Validate a ``kind: als`` recipe dict (already demo-merged) read from ``src``."""
@@ -134,8 +170,6 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
     if tile <= 0 or res <= 0 or abs(tile / res - round(tile / res)) > 1e-9:
         raise InputError(where, f"tile_size_m ({tile}) must be a positive multiple of grid_res_m ({res})")
 
-    from als_datasets.kinds.als.sources.remote import is_remote
-
     projects = []
     seen = set()
     for i, p in enumerate(merged.get("projects") or []):
@@ -153,16 +187,7 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
         pcs = p.get("pointclouds") or []
         if isinstance(pcs, str):
             pcs = [pcs]
-        files: list[Path | str] = []
-        for pattern in pcs:
-            if is_remote(str(pattern)):  # a URL is kept as given: never globbed, never made relative
-                files.append(str(pattern))
-                continue
-            full = resolve_path(base, pattern)
-            hits = sorted(Path(h) for h in glob.glob(str(full)))
-            if not hits and not glob.has_magic(str(full)):
-                hits = [full]  # a plain missing path is reported by the reader, naming it
-            files.extend(hits)
+        files = expand_pointclouds(where, base, pname, pcs)
         boundary = resolve_path(base, p.get("boundary"))
         if boundary is None and not files:
             raise InputError(where, f"project {pname!r} has neither a boundary nor point clouds")

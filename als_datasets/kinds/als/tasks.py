@@ -60,7 +60,10 @@ class ShardTask(ShardOutputs):
     outlier_k: int
     outlier_multiplier: float
     landcover_names: tuple[str, ...]
-    source_names: tuple[str, ...]  # file index → file name
+    # the input files whose bounds touch the shard's tiles, in file-index order: (file index, file
+    # name) and what their points depend on (:func:`~als_datasets.kinds.als.extract.route.source_facts`)
+    sources: tuple[tuple[int, str], ...]
+    inputs: tuple[dict, ...]
     threads: int = 1  # threads for the outlier filter's neighbour queries (does not change the output)
 
     def features(self):
@@ -71,10 +74,23 @@ class ShardTask(ShardOutputs):
         # lists it in the manifest's skipped_tiles
         return (s for s in (make_sample(self, rec) for rec in self.records) if s["json"]["point_count"] > 0)
 
+    def fingerprint_data(self) -> dict:
+        """What this shard's bytes depend on (the build's resume check compares it): its tiles, the
+        recipe values it reads, and the files that touch its tiles with their stamps, CRS and units
+        (in file order; not the build-wide file indexes, so a file added to or changed in another
+        project reruns none of this shard)."""
+        return {
+            "index": self.index, "split": self.split, "records": list(self.records), "formats": list(self.formats),
+            "drop_classes": list(self.drop_classes), "outlier": [self.outlier_k, self.outlier_multiplier],
+            "landcover_names": list(self.landcover_names), "sources": [name for _, name in self.sources],
+            "inputs": list(self.inputs),
+        }
+
 
 def make_sample(task: ShardTask, rec: dict) -> dict:
     """One tile's sample: staged points → drop noise classes → outlier filter → arrays + json."""
     raw, files = load_tile_points(task.staging, rec["tile_id"])
+    names = dict(task.sources)
     pts, n_class, n_out = clean_points(raw, task.drop_classes, task.outlier_k, task.outlier_multiplier, task.threads)
     size = rec["tile_size_m"]
     meta = dict(rec)
@@ -84,7 +100,7 @@ def make_sample(task: ShardTask, rec: dict) -> dict:
         "height_range_m": float(np.ptp(pts["z"])) if len(pts) else 0.0,
         "height_entropy": height_entropy(pts["z"]),
         "intensity_entropy": satmae_entropy(pts["intensity"]),
-        "source_files": [task.source_names[i] for i in files],
+        "source_files": [names[i] for i in files],
         "points_dropped_noise": n_class,
         "points_dropped_outliers": n_out,
     })

@@ -10,6 +10,7 @@ statistics from the pixels actually written.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -89,12 +90,23 @@ class RasterShardTask(ShardOutputs):
         }
 
 
+def _file_stamp(path) -> list:
+    """Which version of a band / mask file: [size, mtime_ns] (empty for a path that is not a local
+    file, e.g. a GDAL ``/vsi...`` path)."""
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return []
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _scene_facts(s) -> dict:
     return {
-        "name": s.name, "bands": [[b.name, b.path, b.band_index] for b in s.bands], "crs": s.crs.to_wkt(),
+        "name": s.name, "bands": [[b.name, b.path, b.band_index, _file_stamp(b.path)] for b in s.bands],
+        "crs": s.crs.to_wkt(),
         "transform": list(s.transform)[:6], "size": [s.width, s.height], "res": s.res, "dtype": s.dtype,
         "nodata": None if s.nodata is None or s.nodata != s.nodata else s.nodata, "zero": s.zero_is_nodata,
         "cloud": None if s.cloud_mask is None else [s.cloud_mask.path, s.cloud_mask.band_index,
-                                                    list(s.cloud_classes)],
+                                                    list(s.cloud_classes), _file_stamp(s.cloud_mask.path)],
         "sensor": s.sensor, "date": s.date,
     }

@@ -56,21 +56,29 @@ def part_glob(file_index: int) -> str:
     return f"f{file_index:05d}-p*.npy"
 
 
-def task_key(task: RouteTask) -> str:
-    """What the staged parts depend on: the file (path, size, mtime, CRS) and the tile lattice.
-
-    A URL is never stat'ed (nor fetched) here: its key is the URL without its query string
-    (signed-URL tokens rotate) and what its inspection saw (size, ETag / Last-Modified, header)."""
+def source_facts(info) -> dict:
+    """What a file contributes to the points read from it: which file (path; a URL without its
+    query string), which version of it (local: size and mtime_ns; a URL: what its inspection saw,
+    size and ETag / Last-Modified, never fetched again here) and how its coordinates are read
+    (the CRS and z unit, overrides included)."""
     from als_datasets.kinds.als.sources.remote import is_remote, redact
 
-    info = task.info
     if is_remote(info.path):
         d = {"file": redact(info.path), "stamp": info.stamp, "points": info.point_count,
              "bounds": list(info.bounds)}
     else:
         st = os.stat(info.path)
         d = {"file": str(info.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    d.update({"crs": info.crs.to_wkt(), "z_to_m": info.z_to_m, "grid": asdict(task.grid)})
+    d.update({"crs": info.crs.to_wkt(), "z_to_m": info.z_to_m})
+    return d
+
+
+def task_key(task: RouteTask) -> str:
+    """What the staged parts depend on: the file (:func:`source_facts`) and the tile lattice.
+
+    A URL is never stat'ed (nor fetched) here: its key is the URL without its query string
+    (signed-URL tokens rotate) and what its inspection saw (size, ETag / Last-Modified, header)."""
+    d = {**source_facts(task.info), "grid": asdict(task.grid)}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

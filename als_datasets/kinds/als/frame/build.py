@@ -30,9 +30,12 @@ class ProjectFrame:
 
 
 def inspect_project_pointclouds(project: Project) -> list:
-    from als_datasets.kinds.als.sources.pointcloud import inspect_pointcloud
+    """Every file's header (CRS, units, bounds); the same data under two names is refused."""
+    from als_datasets.kinds.als.sources.pointcloud import check_distinct, inspect_pointcloud
 
-    return [inspect_pointcloud(p, crs_override=project.pointcloud_crs) for p in project.pointclouds]
+    infos = [inspect_pointcloud(p, crs_override=project.pointcloud_crs) for p in project.pointclouds]
+    check_distinct(infos, project.name)
+    return infos
 
 
 def project_boundary(project: Project, infos: list):

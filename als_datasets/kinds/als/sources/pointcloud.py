@@ -35,6 +35,7 @@ __all__ = [
     "inspect_pointcloud",
     "footprint_lonlat",
     "check_within",
+    "check_distinct",
     "iter_point_chunks",
 ]
 
@@ -71,6 +72,8 @@ class PointCloudInfo:
     crs_source: str  # "wkt" | "geotiff" | "geotiff+unit-override" | "override"
     notes: tuple[str, ...] = ()
     stamp: str = ""  # URLs: size, ETag / Last-Modified at inspection (what staged parts depend on)
+    # file size, point count and format, scales, offsets, xyz bounds: equal for two names of the same data
+    signature: tuple = ()
 
 
 # --------------------------------------------------------------------------- unit helpers
@@ -237,13 +240,13 @@ def _round_trips(crs: pyproj.CRS, bounds, poly: shapely.geometry.Polygon) -> boo
 
 
 def _read_header(src: str):
-    """(header, stamp): a local file through laspy; a URL by ranged reads of the header and VLRs
-    only (:mod:`als_datasets.kinds.als.sources.remote`), ``stamp`` saying which version of it was read."""
+    """(header, stamp, size): a local file through laspy; a URL by ranged reads of the header and
+    VLRs only (:mod:`als_datasets.kinds.als.sources.remote`), ``stamp`` saying which version of it was read."""
     if is_remote(src):
         remote = read_header(src)
-        return remote.header, remote.stamp
+        return remote.header, remote.stamp, remote.size
     with laspy.open(src) as reader:
-        return reader.header, ""
+        return reader.header, "", os.path.getsize(src)
 
 
 def inspect_pointcloud(path, crs_override: str | None = None) -> PointCloudInfo:
@@ -263,9 +266,11 @@ def inspect_pointcloud(path, crs_override: str | None = None) -> PointCloudInfo:
     if not is_remote(src) and not os.path.isfile(src):
         raise InputError(path, "file not found")
     try:
-        header, stamp = _read_header(src)
+        header, stamp, size = _read_header(src)
         point_count = int(header.point_count)
         mins, maxs = header.mins, header.maxs
+        signature = (int(size), point_count, int(header.point_format.id),
+                     *(tuple(float(v) for v in a) for a in (header.scales, header.offsets, mins, maxs)))
         is_copc = any(v.user_id == "copc" and v.record_id == 1 for v in header.vlrs)
         if point_count == 0:
             raise InputError(path, "contains no points")
@@ -294,7 +299,7 @@ def inspect_pointcloud(path, crs_override: str | None = None) -> PointCloudInfo:
         raise InputError(path, f"header bounds are invalid: {bounds}")
     info = PointCloudInfo(path=src, crs=horiz, xy_unit=xy_unit, z_to_m=_UNITS[z_unit][0],
                           bounds=bounds, point_count=point_count, is_copc=is_copc,
-                          crs_source=source, notes=tuple(notes), stamp=stamp)
+                          crs_source=source, notes=tuple(notes), stamp=stamp, signature=signature)
     try:
         foot = footprint_lonlat(info)
         ok = _plausible(foot) and _round_trips(horiz, bounds, foot)
@@ -309,6 +314,21 @@ def inspect_pointcloud(path, crs_override: str | None = None) -> PointCloudInfo:
 def footprint_lonlat(info: PointCloudInfo) -> shapely.geometry.Polygon:
     """The header bounds box reprojected to EPSG:4326 (lon, lat), with densified edges."""
     return _box_lonlat(info.crs, info.bounds)
+
+
+def check_distinct(infos: list[PointCloudInfo], project: str) -> None:
+    """Refuse one project's data listed under two names (a copy, a link, another URL): two files
+    with the same size, point count and format, scales, offsets and xyz bounds.  Different
+    tiles of a delivery never agree on all of these; a copy (or a re-write with only some
+    attributes changed) does, and its points would be read twice."""
+    seen: dict[tuple, PointCloudInfo] = {}
+    for info in infos:
+        if not info.signature:
+            continue
+        first = seen.setdefault(info.signature, info)
+        if first is not info:
+            raise InputError(redact(info.path), f"project {project!r}: same data as {redact(first.path)} (same size, "
+                             "point count, scales, offsets and bounds); list each file once")
 
 
 # --------------------------------------------------------------------------- boundary check
