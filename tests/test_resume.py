@@ -153,7 +153,6 @@ def test_rewritten_input_changes_a_clean_build(tmp_path, copied_recipe):
     assert [e["path"] for e in ma["shards"]] == [e["path"] for e in mb["shards"]]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 1: resume fingerprint ignores input stamps")
 def test_rewritten_input_is_rebuilt_not_resumed(tmp_path, copied_recipe):
     """A point cloud rewritten with other points between two builds into the same folder: the
     second build must equal a clean build of the new inputs (no shard of the old points kept)."""
