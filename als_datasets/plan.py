@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from als_datasets.registry import get_kind
@@ -22,6 +23,7 @@ class ShardSpec:
     index: int
     split: str
     keys: list[str]
+    est_bytes: int = 0  # the plan's estimate of the shard's WebDataset tar (0: the kind gave none)
 
 
 @dataclass
@@ -55,9 +57,19 @@ def make_plan(recipe, progress: Callable[[str, int, int], None] | None = None, e
     return get_kind(recipe.kind, recipe.path).make_plan(recipe, progress, executor)
 
 
-def shard_specs(frame, shard_max_samples: int, group: str) -> list[ShardSpec]:
+def shard_specs(frame, shard_max_samples: int, group: str, shard_max_bytes: int | None = None,
+                sample_bytes=None) -> list[ShardSpec]:
     """Selected samples per split, ordered by (``group`` column in frame order, draw rank), cut
-    into shards of at most ``shard_max_samples``."""
+    into shards: a shard ends before the sample that would take it past ``shard_max_samples``
+    samples or past ``shard_max_bytes`` estimated bytes.  A sample estimated at more than
+    ``shard_max_bytes`` on its own makes a shard of its own.
+
+    ``sample_bytes``: the kind's estimate of each frame row's bytes in a WebDataset tar (aligned
+    with ``frame``'s rows; only the selected rows are read), made in the plan from headers, never
+    from the data, so the cut is decided before any sample is read.  Without it (or without
+    ``shard_max_bytes``) only the sample bound applies."""
+    if sample_bytes is not None:
+        frame = frame.assign(_est_bytes=np.nan_to_num(np.asarray(sample_bytes, dtype=np.float64)))
     sel = frame[frame["selected"]]
     order = {p: i for i, p in enumerate(dict.fromkeys(frame[group]))}
     specs: list[ShardSpec] = []
@@ -65,8 +77,17 @@ def shard_specs(frame, shard_max_samples: int, group: str) -> list[ShardSpec]:
         s = sel[sel["split"] == split]
         s = s.assign(_p=s[group].map(order)).sort_values(["_p", "draw_rank"], kind="stable")
         keys = list(s["tile_id"])
-        for i, j in enumerate(range(0, len(keys), shard_max_samples)):
-            specs.append(ShardSpec(i, split, keys[j:j + shard_max_samples]))
+        est = [int(max(b, 0)) for b in s["_est_bytes"]] if sample_bytes is not None else [0] * len(keys)
+        limit = shard_max_bytes if sample_bytes is not None and shard_max_bytes else None
+        cut: list[ShardSpec] = []
+        for key, b in zip(keys, est):
+            last = cut[-1] if cut else None
+            if last is None or len(last.keys) >= shard_max_samples or (limit is not None and last.est_bytes + b > limit):
+                last = ShardSpec(len(cut), split, [], 0)
+                cut.append(last)
+            last.keys.append(key)
+            last.est_bytes += b
+        specs += cut
     return specs
 
 

@@ -22,7 +22,14 @@ KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 #: keys every kind accepts besides its own
 COMMON_KEYS = {"kind", "name", "strategy", "seed", "holdout_fraction", "output", "description", "license", "sources",
                "demo"}
-OUTPUT_DEFAULTS = {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64}
+#: ``output.shard_max_bytes`` when the recipe sets none: 1 GB of estimated WebDataset tar per shard
+#: (webdataset readers and the Hub work best with shards of about 0.5-2 GB)
+DEFAULT_SHARD_MAX_BYTES = 1_000_000_000
+OUTPUT_DEFAULTS = {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64,
+                   "shard_max_bytes": DEFAULT_SHARD_MAX_BYTES}
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_BYTES_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -61,6 +68,32 @@ def number(where, d: dict, key: str, kind=float, lo=None, hi=None):
         rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
         raise InputError(where, f"{key} must be in {rng}, got {v!r}")
     return x
+
+
+def byte_size(where, value, key: str) -> int:
+    """``value`` as a whole number of bytes ≥ 1: an integer, or a number with a unit
+    (``512MB``, ``1.5 GB``, ``2GiB``; kB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB of 1024)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        n = float(value)
+    else:
+        m = _BYTES_RE.match(str(value)) if isinstance(value, str) else None
+        unit = _BYTE_UNITS.get(m.group(2).lower()) if m else None
+        if unit is None:
+            raise InputError(where, f"{key} must be a number of bytes (e.g. 1000000000 or '1GB'), got {value!r}")
+        n = float(m.group(1)) * unit
+    if not (n >= 1 and n < 2**63):
+        raise InputError(where, f"{key} must be at least 1 byte, got {value!r}")
+    return int(n)
+
+
+def shard_bounds(where, output: dict) -> tuple[int, int]:
+    """(``output.shard_max_samples``, ``output.shard_max_bytes``) of a recipe's ``output`` section:
+    a shard holds at most that many samples and, by the plan's per-sample estimate, at most that many
+    bytes of WebDataset tar (a single sample larger than the bound still makes a shard of its own)."""
+    n = number(where, {"output.shard_max_samples": output.get("shard_max_samples", 64)},
+               "output.shard_max_samples", int, lo=1)
+    b = output.get("shard_max_bytes")
+    return n, byte_size(where, DEFAULT_SHARD_MAX_BYTES if b is None else b, "output.shard_max_bytes")
 
 
 def read_recipe_file(path: str | Path) -> dict:

@@ -65,7 +65,9 @@ class Kind:
     def load_recipe(self, data: dict, src: Path | None, overrides: dict | None, out_dir) -> Any:
         """The recipe dict (demo already merged) → this kind's resolved recipe object: it has
         ``kind``, ``name``, ``strategy``, ``seed``, ``path``, ``out_dir``, ``formats``,
-        ``shard_max_samples``, ``holdout_fraction`` and ``raw`` (what ``recipe.yaml`` records)."""
+        ``shard_max_samples``, ``holdout_fraction`` and ``raw`` (what ``recipe.yaml`` records);
+        ``shard_max_bytes`` too where the kind estimates its samples' bytes for
+        :func:`als_datasets.plan.shard_specs` (:func:`als_datasets.recipe.shard_bounds` reads both)."""
         raise NotImplementedError
 
     def demo_recipe(self, seed: int) -> Path:

@@ -30,6 +30,24 @@ def test_route_points_to_selected_tiles():
     assert b["intensity"].tolist() == [2, 3]  # attributes travel with their points, in file order
 
 
+def test_tile_relative_coordinates_stay_below_the_tile_size():
+    """At UTM magnitudes a point 1 µm inside a tile's east / north edge is 499.999999 m from its
+    west / south edge, which float32 rounds to 500.0: the sample schema promises [0, tile)."""
+    x0, y0 = 512000.0, 4321000.0  # the tile's lower-left corner
+    grid = TileGrid(32610, x0=x0, y1=y0 + 500.0, tile=500.0, cols=1, rows=1)
+    assert np.float32((x0 + 500 - 1e-6) - x0) == np.float32(500.0)  # what plain rounding gives
+    x = [x0 + 500 - 1e-6, x0, x0 + 250.0, x0 + 500 - 1e-6]
+    y = [y0 + 10.0, y0 + 500 - 1e-6, y0, y0 + 500 - 1e-6]
+    out = dict(route_points(_chunk(x, y), grid, np.array([0])))
+    a = out[0]
+    assert len(a) == 4
+    for c in ("x", "y"):
+        assert a[c].dtype == np.float32
+        assert (a[c] >= 0).all() and (a[c] < 500.0).all(), a[c]
+    top = np.nextafter(np.float32(500.0), np.float32(0))
+    assert a["x"].tolist() == [top, 0.0, 250.0, top] and a["y"].tolist() == [10.0, top, 0.0, top]
+
+
 def test_outlier_filter_flags_isolated_points():
     rng = np.random.default_rng(1)
     g = np.stack(np.meshgrid(np.arange(30.0), np.arange(30.0)), -1).reshape(-1, 2)

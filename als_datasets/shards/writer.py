@@ -30,6 +30,7 @@ from als_datasets.dataset.features import KEY_RE, conform_sample, normalize_json
 __all__ = [
     "TMP_RE",
     "atomic_write",
+    "estimate_tar_sample_bytes",
     "is_leftover_tmp",
     "json_bytes",
     "npy_bytes",
@@ -45,6 +46,19 @@ TMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-(?P<rand>[0-9a-f]+)$")
 
 TAR_FORMAT = tarfile.PAX_FORMAT  # USTAR-compatible headers; PAX records only for >8 GiB members
 _CHUNK = 1 << 20
+#: what a tar member costs besides its payload, at most: a 512-byte header, up to 511 bytes of padding
+TAR_MEMBER_OVERHEAD = 1024
+#: the header ``np.save`` writes before an array's data (format 1.0, padded to 64 bytes: 128 for (N, 3))
+NPY_HEADER_BYTES = 128
+#: a generous size for a sample's ``json`` member (metadata: a few hundred bytes to a few kB)
+JSON_ESTIMATE_BYTES = 4096
+
+
+def estimate_tar_sample_bytes(array_bytes, n_arrays: int, json_bytes: int = JSON_ESTIMATE_BYTES):
+    """The bytes one sample adds to a WebDataset tar, estimated before it exists (plans cut shards
+    with it): ``array_bytes`` of array data (a number or a numpy array of them) in ``n_arrays``
+    ``.npy`` members, plus a ``json`` member of about ``json_bytes``, with their headers and padding."""
+    return array_bytes + n_arrays * (NPY_HEADER_BYTES + TAR_MEMBER_OVERHEAD) + json_bytes + TAR_MEMBER_OVERHEAD
 
 
 def is_leftover_tmp(name: str | os.PathLike) -> bool:

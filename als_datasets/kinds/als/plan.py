@@ -17,6 +17,13 @@ from als_datasets.kinds.als.frame.build import ProjectFrame, build_project_frame
 from als_datasets.kinds.als.recipe import Recipe
 from als_datasets.kinds.als.strategies import apply_strategy
 from als_datasets.plan import Plan, shard_specs, split_of
+from als_datasets.shards.writer import estimate_tar_sample_bytes
+
+#: bytes per point in a sample: xyz float32 × 3, intensity uint16, return number, number of returns
+#: and classification uint8
+BYTES_PER_POINT = 3 * 4 + 2 + 3 * 1
+#: the sample's ``.npy`` members (xyz, intensity, return_number, number_of_returns, classification)
+ARRAYS_PER_SAMPLE = 5
 
 FRAME_COLUMNS = [
     "tile_id", "project", "col", "row", "geometry", "crs", "x0", "y0", "landcover", "slope_class",
@@ -35,11 +42,39 @@ def _footprints(frame: ProjectFrame, tile: float):
     return g.to_crs(4326)
 
 
+def estimated_points(frame: ProjectFrame, tiles: pd.DataFrame, tile: float) -> np.ndarray:
+    """Points each tile of ``tiles`` will hold, from the point clouds' headers alone: per file,
+    its density (header point count / area of its header box in the project's UTM) × the area of
+    the tile inside that box, summed over the files (overlapping flight lines add up)."""
+    import shapely
+
+    from als_datasets.kinds.als.sources.pointcloud import footprint_in
+
+    x0, y0 = tiles["x0"].to_numpy(dtype=float), tiles["y0"].to_numpy(dtype=float)
+    boxes = shapely.box(x0, y0, x0 + tile, y0 + tile)
+    pts = np.zeros(len(tiles))
+    for info in frame.pointclouds:
+        foot = footprint_in(info, frame.grid.crs)
+        if foot.area < 1.0:  # every point on a line or one spot: spread over a metre around it
+            foot = foot.buffer(0.5)
+        minx, miny, maxx, maxy = foot.bounds
+        hit = np.flatnonzero((x0 < maxx) & (x0 + tile > minx) & (y0 < maxy) & (y0 + tile > miny))
+        if len(hit):
+            pts[hit] += info.point_count * shapely.area(shapely.intersection(boxes[hit], foot)) / foot.area
+    return np.ceil(pts)
+
+
+def estimated_sample_bytes(frame: ProjectFrame, tiles: pd.DataFrame, tile: float) -> np.ndarray:
+    """Each tile's sample in a WebDataset tar, estimated before any point is read (from
+    :func:`estimated_points`: the noise and outlier filters only make it smaller)."""
+    return estimate_tar_sample_bytes(estimated_points(frame, tiles, tile) * BYTES_PER_POINT, ARRAYS_PER_SAMPLE)
+
+
 def make_als_plan(recipe: Recipe, progress: Callable[[str, int, int], None] | None = None) -> Plan:
     """Frame every project, draw with the recipe's strategy, assign splits and shards."""
     import geopandas as gpd
 
-    frames, tables = [], []
+    frames, tables, sizes = [], [], []
     for i, project in enumerate(recipe.projects):
         if progress:
             progress(f"frame {project.name}", i, len(recipe.projects))
@@ -52,13 +87,18 @@ def make_als_plan(recipe: Recipe, progress: Callable[[str, int, int], None] | No
         t = apply_strategy(pf.tiles, recipe)
         t["split"] = [split_of(k, recipe.seed, recipe.holdout_fraction) for k in t["tile_id"]]
         t["geometry"] = _footprints(pf, recipe.tile_size_m).values
+        est = np.zeros(len(t))  # bytes of the selected tiles' samples (the shard cut's byte bound)
+        sel = t["selected"].to_numpy(dtype=bool)
+        est[sel] = estimated_sample_bytes(pf, t[sel], recipe.tile_size_m)
         frames.append(pf)
         tables.append(t)
+        sizes.append(est)
     if progress:
         progress("frame", len(recipe.projects), len(recipe.projects))
     table = pd.concat(tables, ignore_index=True)
     extra = [c for c in table.columns if c not in FRAME_COLUMNS and not c.startswith("_")]
     frame = gpd.GeoDataFrame(table[FRAME_COLUMNS + extra], geometry="geometry", crs=4326)
     plan = Plan(recipe, frames, frame)
-    plan.shards = shard_specs(frame, recipe.shard_max_samples, "project")
+    plan.shards = shard_specs(frame, recipe.shard_max_samples, "project", recipe.shard_max_bytes,
+                              np.concatenate(sizes))
     return plan

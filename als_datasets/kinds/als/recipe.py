@@ -3,6 +3,12 @@
 Reading the file, ``demo:``, overrides and the output folder are the core's
 (:mod:`als_datasets.recipe`); this module checks the ALS keys (land cover, DEM, slope classes,
 projects and their point clouds, extraction filters).
+
+``dem`` is a path or ``{path, z_unit}``: ``z_unit`` (m | ft | us-ft, or metres per DEM unit) is
+the DEM's elevation unit when the raster does not declare it or declares it wrong.
+``output: {dir, formats, shard_max_samples: 64, shard_max_bytes: 1GB}``: a shard ends before the
+tile that would pass either bound, bytes estimated in the plan from the point clouds' headers
+(:func:`als_datasets.kinds.als.plan.estimated_sample_bytes`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 from als_datasets.errors import InputError, _redact
 from als_datasets.recipe import (
+    DEFAULT_SHARD_MAX_BYTES,
     KEY_RE,
     check_name,
     merge_recipe,
@@ -23,6 +30,7 @@ from als_datasets.recipe import (
     recipe_base,
     resolve_output,
     resolve_path,
+    shard_bounds,
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -43,11 +51,13 @@ DEFAULTS: dict[str, Any] = {
     "drop_classes": [7, 18],
     "outlier": {"mean_k": 12, "multiplier": 2.2},
     "holdout_fraction": 0.0,
-    "output": {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64},
+    "output": {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64,
+               "shard_max_bytes": DEFAULT_SHARD_MAX_BYTES},
 }
 
 KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "sources", "demo"}
 PROJECT_KEYS = {"name", "boundary", "pointclouds", "pointcloud_crs"}
+DEM_KEYS = {"path", "z_unit"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,8 @@ class Recipe:
     formats: tuple[str, ...]
     shard_max_samples: int
     raw: dict = field(repr=False, compare=False, default_factory=dict)
+    shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES
+    dem_z_to_m: float | None = None  # dem.z_unit as metres per DEM unit (None: what the DEM declares)
 
     kind = "als"
 
@@ -197,8 +209,8 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
 
     output = merged.get("output") or {}
     formats, out = resolve_output(where, base, output, out_dir, f"{name}-{merged['strategy']}")
-    dem = merged.get("dem")
-    dem_path = resolve_path(base, dem.get("path")) if isinstance(dem, dict) else resolve_path(base, dem)
+    shard_max, shard_bytes = shard_bounds(where, output)
+    dem_path, dem_z_unit, dem_z_to_m = _dem(where, base, merged.get("dem"))
 
     n = number(where, merged, "samples_per_project", int)
     draws = number(where, merged, "draws", int)
@@ -211,13 +223,15 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
     raw = copy.deepcopy(merged)
     raw["name"] = name
     raw["landcover"] = {"path": str(resolve_path(base, lc["path"])), "classes": {k: list(v) for k, v in lc_classes.items()}}
-    raw["dem"] = {"path": str(dem_path)} if dem_path else None
+    raw["dem"] = ({"path": str(dem_path), **({"z_unit": dem_z_unit} if dem_z_unit is not None else {})}
+                  if dem_path else None)
     raw["projects"] = [  # recipe.yaml is published: no URL tokens
         {"name": p.name, "boundary": str(p.boundary) if p.boundary else None,
          "pointclouds": [_redact(str(f)) for f in p.pointclouds], **({"pointcloud_crs": p.pointcloud_crs} if p.pointcloud_crs else {})}
         for p in projects
     ]
-    raw["output"] = {"dir": str(out), "formats": list(formats), "shard_max_samples": int(output.get("shard_max_samples", 64))}
+    raw["output"] = {"dir": str(out), "formats": list(formats), "shard_max_samples": shard_max,
+                     "shard_max_bytes": shard_bytes}
     return Recipe(
         path=src,
         name=name,
@@ -240,6 +254,27 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
         holdout_fraction=hold,
         out_dir=out,
         formats=formats,
-        shard_max_samples=int(output.get("shard_max_samples", 64)),
+        shard_max_samples=shard_max,
         raw=raw,
+        shard_max_bytes=shard_bytes,
+        dem_z_to_m=dem_z_to_m,
     )
+
+
+def _dem(where, base: Path, dem) -> tuple[Path | None, str | float | None, float | None]:
+    """(path, ``z_unit`` as written, metres per unit) of the recipe's ``dem`` (a path, or
+    ``{path, z_unit}`` with ``z_unit`` m | ft | us-ft or metres per unit)."""
+    from als_datasets.kinds.als.sources.geo import z_unit_factor
+
+    if not isinstance(dem, dict):
+        return resolve_path(base, dem), None, None
+    extra = set(dem) - DEM_KEYS
+    if extra:
+        raise InputError(where, f"dem: unknown key(s): {', '.join(sorted(extra))} (expected path, z_unit)")
+    unit = dem.get("z_unit")
+    if unit is None:
+        return resolve_path(base, dem.get("path")), None, None
+    factor = z_unit_factor(unit)
+    if factor is None:
+        raise InputError(where, f"dem.z_unit must be m, ft, us-ft or metres per DEM unit (a number > 0), got {unit!r}")
+    return resolve_path(base, dem.get("path")), unit, factor

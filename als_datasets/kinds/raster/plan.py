@@ -20,6 +20,7 @@ from als_datasets.kinds.raster.sampling import drop_overlaps, ordered_draw, reba
 from als_datasets.kinds.raster.scenes import Scene, open_scene
 from als_datasets.plan import Plan, shard_specs, split_of
 from als_datasets.registry import get_kind
+from als_datasets.shards.writer import estimate_tar_sample_bytes
 
 FRAME_COLUMNS = [
     "tile_id", "scene", "col", "row", "geometry", "crs", "x0", "y0", "x1", "y1", "lon", "lat", "sensor", "date",
@@ -135,6 +136,14 @@ def draw_weights(table: pd.DataFrame, recipe, order: np.ndarray) -> np.ndarray:
     return w
 
 
+def estimated_sample_bytes(frame: pd.DataFrame, scenes: list[Scene], patch_px: int, dtype: str) -> np.ndarray:
+    """Each patch's sample in a WebDataset tar: C × P × P × itemsize of ``pixels.npy`` (C = its
+    scene's bands) and the json, with their headers."""
+    bands = {s.name: len(s.bands) for s in scenes}
+    c = frame["scene"].map(bands).to_numpy(dtype=np.int64)
+    return estimate_tar_sample_bytes(c * patch_px * patch_px * np.dtype(dtype).itemsize, 1)
+
+
 def make_raster_plan(recipe, kind, progress: Callable[[str, int, int], None] | None = None, executor=None):
     """Frame every scene, draw with the recipe's strategy, drop overlaps, assign splits and shards.
 
@@ -194,5 +203,6 @@ def make_raster_plan(recipe, kind, progress: Callable[[str, int, int], None] | N
         "bands": dataset_bands([by_name[s] for s in used] or commons),
         "common_bands": by_name, "patch_size_px": recipe.patch_px,
     })
-    plan.shards = shard_specs(frame, recipe.shard_max_samples, kind.group_column)
+    plan.shards = shard_specs(frame, recipe.shard_max_samples, kind.group_column, recipe.shard_max_bytes,
+                              estimated_sample_bytes(frame, scenes, recipe.patch_px, plan.meta["dtype"]))
     return plan

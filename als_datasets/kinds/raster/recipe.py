@@ -21,6 +21,9 @@ the outputs.  Keys (defaults in :data:`RASTER_DEFAULTS`)::
     landcover: {path: ..., classes: {name: [codes]}}                  # optional
     dtype: null                    # pixels dtype (default: the scenes' common dtype; dem: float32)
     scenes: [{path, name, bands, common_bands, sensor, date, cloud_mask, nodata, zero_is_nodata, resolution}]
+    output: {dir: null, formats: [webdataset, parquet], shard_max_samples: 64, shard_max_bytes: 1GB}
+                                   # a shard ends before the sample that would pass either bound (bytes:
+                                   # the plan's estimate of the tar, C × P × P × itemsize + json per patch)
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 
 from als_datasets.errors import InputError
 from als_datasets.recipe import (
+    DEFAULT_SHARD_MAX_BYTES,
     KEY_RE,
     check_name,
     holdout_fraction,
@@ -43,6 +47,7 @@ from als_datasets.recipe import (
     recipe_base,
     resolve_output,
     resolve_path,
+    shard_bounds,
 )
 
 RASTER_DEFAULTS: dict[str, Any] = {
@@ -64,7 +69,8 @@ RASTER_DEFAULTS: dict[str, Any] = {
     "dtype": None,
     "scenes": [],
     "holdout_fraction": 0.0,
-    "output": {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64},
+    "output": {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64,
+               "shard_max_bytes": DEFAULT_SHARD_MAX_BYTES},
 }
 RASTER_KEYS = set(RASTER_DEFAULTS) | {"description", "license", "sources", "demo"}
 SCENE_KEYS = {"path", "name", "bands", "common_bands", "sensor", "date", "cloud_mask", "nodata", "zero_is_nodata",
@@ -99,6 +105,7 @@ class RasterRecipe:
     formats: tuple[str, ...]
     shard_max_samples: int
     raw: dict = field(repr=False, compare=False, default_factory=dict)
+    shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES
 
     @property
     def samples_per_project(self) -> int:  # the CLI's -n flag and the ALS-shaped reports
@@ -205,12 +212,12 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
 
     output = merged.get("output") or {}
     formats, out = resolve_output(where, base, output, out_dir, f"{name}-{strategy.replace(':', '-')}")
-    shard_max = number(where, {"output.shard_max_samples": output.get("shard_max_samples", 64)},
-                     "output.shard_max_samples", int, lo=1)
+    shard_max, shard_bytes = shard_bounds(where, output)
 
     raw = copy.deepcopy(merged)
     raw.update(name=name, scenes=scenes, continents=cont, biomes=biomes, landcover=lc, dtype=dtype,
-               output={"dir": str(out), "formats": list(formats), "shard_max_samples": shard_max})
+               output={"dir": str(out), "formats": list(formats), "shard_max_samples": shard_max,
+                       "shard_max_bytes": shard_bytes})
     return RasterRecipe(
         path=src, kind=kind, name=name, strategy=strategy,
         seed=number(where, merged, "seed", int),
@@ -223,5 +230,5 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         spectral_beta=number(where, merged, "spectral_beta", float),
         scenes=tuple(scenes), continents=cont, biomes=biomes, landcover=lc, dtype=dtype,
         holdout_fraction=holdout_fraction(where, merged),
-        out_dir=out, formats=formats, shard_max_samples=shard_max, raw=raw,
+        out_dir=out, formats=formats, shard_max_samples=shard_max, raw=raw, shard_max_bytes=shard_bytes,
     )

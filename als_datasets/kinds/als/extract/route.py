@@ -162,6 +162,18 @@ class _Buffers:
         self.buffered = 0
 
 
+def tile_max(tile: float) -> np.float32:
+    """The largest float32 below the tile size: tile-relative x and y stay in [0, tile) (DESIGN.md
+    §5), where a float32 of x - x0 just under the tile size would round up to it."""
+    return np.nextafter(np.float32(tile), np.float32(0))
+
+
+def tile_relative(d: np.ndarray, top: np.float32) -> np.ndarray:
+    """Offsets from a tile's edge (float64) as float32 in [0, ``top``]: rounding may neither reach
+    the tile size nor dip below 0 (a point on the edge whose division rounded into the next tile)."""
+    return np.clip(d.astype(np.float32), np.float32(0), top)
+
+
 def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=None):
     """Pure core: (slot per routed point group, structured points) for one chunk.
 
@@ -183,12 +195,13 @@ def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=No
     order = np.argsort(s, kind="stable")
     sel, s = sel[order], s[order]
     cuts = np.flatnonzero(np.diff(s)) + 1
+    top = tile_max(grid.tile)
     for group in np.split(np.arange(len(sel)), cuts):
         idx = sel[group]
         c, r = col[idx[0]], row[idx[0]]
         pts = np.empty(len(idx), dtype=POINT_DTYPE)
-        pts["x"] = x[idx] - (grid.x0 + c * grid.tile)
-        pts["y"] = y[idx] - (grid.y1 - (r + 1) * grid.tile)
+        pts["x"] = tile_relative(x[idx] - (grid.x0 + c * grid.tile), top)
+        pts["y"] = tile_relative(y[idx] - (grid.y1 - (r + 1) * grid.tile), top)
         pts["z"] = chunk["z"][idx]
         for name in ("intensity", "return_number", "number_of_returns", "classification"):
             pts[name] = chunk[name][idx]

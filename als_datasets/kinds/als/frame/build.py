@@ -109,10 +109,14 @@ def build_project_frame(recipe: Recipe, project: Project, progress: Callable[[in
 
     if recipe.dem_path is not None:
         dem, dem_valid = geo.reproject_to_grid(recipe.dem_path, grid, "DEM")
+        z_to_m, z_source = geo.dem_vertical_unit(recipe.dem_path, recipe.dem_z_to_m)
         dem = dem.astype(np.float64)
+        if z_to_m != 1.0:  # slope needs z in the grid's unit: metres
+            dem *= z_to_m
         dem[~(dem_valid & inside)] = np.nan
         if not np.isfinite(dem).any():
             raise InputError(recipe.dem_path, f"DEM does not overlap project {project.name!r}'s boundary")
+        geo.check_dem_elevations(recipe.dem_path, dem, z_to_m, z_source, recipe.tile_px, recipe.tile_size_m)
         slope_source = "dem"
     else:
         if not infos:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,3 +132,89 @@ def reproject_to_grid(path: str | Path, grid: Grid, what: str) -> tuple[np.ndarr
     reproject(src_valid.astype(np.uint8), dst_valid, src_transform=src_transform, src_crs=src_crs,
               dst_transform=grid.transform, dst_crs=grid.crs, resampling=Resampling.nearest)
     return dst, dst_valid.astype(bool)
+
+
+# --------------------------------------------------------------------------- DEM vertical units
+
+#: metres per unit of the DEM elevation units a recipe (``dem.z_unit``) or a raster may name
+Z_UNITS = {
+    "m": 1.0, "metre": 1.0, "meter": 1.0, "metres": 1.0, "meters": 1.0,
+    "ft": 0.3048, "foot": 0.3048, "feet": 0.3048, "international foot": 0.3048, "foot_international": 0.3048,
+    "us-ft": 1200.0 / 3937.0, "ftus": 1200.0 / 3937.0, "us survey foot": 1200.0 / 3937.0,
+    "us_survey_foot": 1200.0 / 3937.0, "us-survey-foot": 1200.0 / 3937.0, "foot_us": 1200.0 / 3937.0,
+    "us survey feet": 1200.0 / 3937.0,
+}
+#: plausible elevations on Earth (metres): the Dead Sea shore is at -430 m, Everest at 8849 m
+ELEVATION_RANGE_M = (-500.0, 9000.0)
+#: a tile whose relief exceeds this many times its size is implausible (a 500 m tile rising 1 km)
+MAX_RELIEF_PER_TILE = 2.0
+
+
+def z_unit_factor(value) -> float | None:
+    """Metres per unit of ``value``: a unit name of :data:`Z_UNITS` (case-insensitive) or a
+    positive number (metres per unit); None when it is neither."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) and value > 0 else None
+    return Z_UNITS.get(str(value).strip().lower())
+
+
+def _unit_label(factor: float) -> str:
+    names = {1.0: "metres", 0.3048: "international feet", 1200.0 / 3937.0: "US survey feet"}
+    return next((v for k, v in names.items() if math.isclose(factor, k, rel_tol=1e-9)), f"units of {factor:g} m")
+
+
+def dem_vertical_unit(path: str | Path, override: float | None = None) -> tuple[float, str]:
+    """(metres per DEM unit, where that came from) of a DEM: the recipe's ``dem.z_unit``
+    (``override``) if given; else the unit the raster declares — its band unit (GDAL fills it from
+    the GeoTIFF ``VerticalUnitsGeoKey``), then the vertical axis of a compound CRS; else metres."""
+    import rasterio
+
+    if override is not None:
+        return override, f"dem.z_unit in the recipe ({_unit_label(override)})"
+    path = Path(path)
+    try:
+        with rasterio.open(path) as src:
+            band_unit = (src.units or ("",))[0] or ""
+            wkt = src.crs.to_wkt() if src.crs is not None else None
+    except Exception as exc:
+        raise InputError(path, f"cannot read DEM raster: {str(exc).splitlines()[0]}") from None
+    if band_unit.strip():
+        f = z_unit_factor(band_unit)
+        if f is None:
+            raise InputError(path, f"DEM declares elevation unit {band_unit!r}, which is not metres or feet; "
+                                   "set dem.z_unit in the recipe (m, ft, us-ft or metres per unit)")
+        return f, f"the raster's band unit {band_unit!r}"
+    if wkt:
+        crs = CRS.from_wkt(wkt)
+        vert = next((c for c in crs.sub_crs_list if c.is_vertical), None) if crs.is_compound else None
+        if vert is not None and vert.axis_info:
+            f = float(vert.axis_info[0].unit_conversion_factor)
+            return f, f"the vertical CRS {vert.name!r} ({_unit_label(f)})"
+    return 1.0, "none declared: metres assumed"
+
+
+def check_dem_elevations(path: str | Path, dem: np.ndarray, factor: float, source: str, tile_px: int,
+                         tile_m: float) -> None:
+    """Refuse a DEM (already in metres) whose elevations or tile relief no terrain has: the sign
+    of a wrong vertical unit (feet read as metres) or of nodata the raster does not declare."""
+    z = dem[np.isfinite(dem)]
+    if not z.size:
+        return
+    lo, hi = float(z.min()), float(z.max())
+    hint = (f"read in {_unit_label(factor)} ({source}); a wrong vertical unit? set dem.z_unit in the recipe "
+            "(m, ft or us-ft), or declare the raster's nodata")
+    if lo < ELEVATION_RANGE_M[0] or hi > ELEVATION_RANGE_M[1]:
+        raise InputError(path, f"DEM elevations {lo:.0f} to {hi:.0f} m are outside the plausible "
+                               f"{ELEVATION_RANGE_M[0]:.0f} to {ELEVATION_RANGE_M[1]:.0f} m, {hint}")
+    h, w = (dem.shape[0] // tile_px) * tile_px, (dem.shape[1] // tile_px) * tile_px
+    if not h or not w:
+        return
+    blocks = dem[:h, :w].reshape(h // tile_px, tile_px, w // tile_px, tile_px)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN tiles
+        relief = np.nanmax(blocks, axis=(1, 3)) - np.nanmin(blocks, axis=(1, 3))
+    worst = float(np.nanmax(relief)) if np.isfinite(relief).any() else 0.0
+    if worst > MAX_RELIEF_PER_TILE * tile_m:
+        raise InputError(path, f"DEM relief of {worst:.0f} m within one {tile_m:g} m tile is implausible, {hint}")

@@ -34,6 +34,7 @@ __all__ = [
     "PointCloudInfo",
     "inspect_pointcloud",
     "footprint_lonlat",
+    "footprint_in",
     "check_within",
     "check_distinct",
     "iter_point_chunks",
@@ -208,14 +209,14 @@ def _file_crs(header, path: str):
     raise InputError(path, "has no CRS (no WKT or GeoTIFF keys); set pointcloud_crs in the recipe")
 
 
-def _box_lonlat(crs: pyproj.CRS, bounds, densify: int = 21) -> shapely.geometry.Polygon:
+def _box_lonlat(crs: pyproj.CRS, bounds, densify: int = 21, dst="EPSG:4326") -> shapely.geometry.Polygon:
     minx, miny, maxx, maxy = bounds
     t = np.linspace(0.0, 1.0, densify)
     xs = np.concatenate([minx + (maxx - minx) * t, np.full(densify, maxx),
                          maxx - (maxx - minx) * t, np.full(densify, minx)])
     ys = np.concatenate([np.full(densify, miny), miny + (maxy - miny) * t,
                          np.full(densify, maxy), maxy - (maxy - miny) * t])
-    tr = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    tr = pyproj.Transformer.from_crs(crs, dst, always_xy=True)
     lon, lat = tr.transform(xs, ys, errcheck=False)
     return shapely.geometry.Polygon(np.column_stack([lon, lat]))
 
@@ -329,6 +330,11 @@ def check_distinct(infos: list[PointCloudInfo], project: str) -> None:
         if first is not info:
             raise InputError(redact(info.path), f"project {project!r}: same data as {redact(first.path)} (same size, "
                              "point count, scales, offsets and bounds); list each file once")
+
+
+def footprint_in(info: PointCloudInfo, crs) -> shapely.geometry.Polygon:
+    """The header bounds box reprojected to ``crs`` (e.g. the project's UTM), with densified edges."""
+    return _box_lonlat(info.crs, info.bounds, dst=crs)
 
 
 # --------------------------------------------------------------------------- boundary check
