@@ -6,8 +6,10 @@
   histogrammed into ``bins`` bins over 0-255, and the Shannon entropy taken.  The paper's exact
   binning is not published; ``bins`` and ``base`` are parameters, defaults 256 and e (nats).
   ALS tiles use it on intensity.
-* :func:`height_entropy` — heights above the tile's lowest point in fixed 1 m bins (0-100 m,
-  higher points in the last bin), so that flat tiles score low and tall structure high.
+* :func:`height_entropy` — heights above a reference (point-cloud tiles pass the ground surface
+  under each point, which their kind derives; by default the lowest point)
+  in fixed 1 m bins (0-100 m, higher points in the last bin, lower ones in the first), so that
+  bare ground scores ~0 and tall, layered structure high.
 """
 
 from __future__ import annotations
@@ -31,9 +33,18 @@ def shannon_entropy(counts, base: float = math.e) -> float:
     return float(-(p * np.log(p)).sum() / math.log(base))
 
 
-def normalised_entropy(counts) -> float:
-    """H / ln K with K the number of non-empty classes (1.0 for a uniform histogram, 0 for K ≤ 1)."""
-    k = int((np.asarray(counts) > 0).sum())
+def normalised_entropy(counts, k: int | None = None) -> float:
+    """H / ln K (0 for K ≤ 1).
+
+    ``k``: the number of classes the histogram *could* have used (e.g. the labels of the frame a
+    sample was drawn from), so that a sample using 2 of 6 classes evenly scores ln 2 / ln 6, not 1;
+    default (None) the number of non-empty classes, under which any uniform histogram scores 1.
+    """
+    present = int((np.asarray(counts) > 0).sum())
+    if k is None:
+        k = present
+    elif k < present:
+        raise ValueError(f"{present} classes present but K = {k}")
     return shannon_entropy(counts) / math.log(k) if k > 1 else 0.0
 
 
@@ -58,11 +69,18 @@ def satmae_entropy(values: np.ndarray, bins: int = DEFAULT_BINS, base: float = m
     return shannon_entropy(hist, base)
 
 
-def height_entropy(z: np.ndarray, bin_m: float = HEIGHT_BIN_M, max_m: float = HEIGHT_MAX_M, base: float = math.e) -> float:
-    """Entropy of heights above the lowest point, in ``bin_m`` bins up to ``max_m``."""
+def height_entropy(z: np.ndarray, bin_m: float = HEIGHT_BIN_M, max_m: float = HEIGHT_MAX_M, base: float = math.e,
+                   *, reference=None) -> float:
+    """Entropy of the heights ``z - reference`` in ``bin_m`` bins from 0 up to ``max_m`` (higher
+    points in the last bin, points below the reference in the first).
+
+    ``reference``: one value or one per point (e.g. the ground under each point); default the
+    lowest point, so that on sloping land the terrain's relief counts as height.
+    """
     z = np.asarray(z, dtype=np.float64)
     if z.size == 0:
         return 0.0
+    h = z - (z.min() if reference is None else np.asarray(reference, dtype=np.float64))
     nb = int(math.ceil(max_m / bin_m))
-    idx = np.minimum(((z - z.min()) / bin_m).astype(np.int64), nb - 1)
-    return shannon_entropy(np.bincount(idx, minlength=nb), base)
+    idx = np.clip(np.floor(h / bin_m), 0, nb - 1).astype(np.int64)
+    return shannon_entropy(np.bincount(idx, minlength=nb), base) + 0.0  # + 0.0: one bin is 0.0, not -0.0

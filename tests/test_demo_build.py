@@ -79,6 +79,9 @@ def test_load_dataset_both_configs_and_webdataset(builds):
     assert not np.isin(s["classification.npy"], [7, 18]).any()
     assert s["xyz.npy"][:, :2].min() >= 0 and s["xyz.npy"][:, :2].max() <= 500
     assert s["json"]["point_count"] == len(s["xyz.npy"]) > 1000
+    # height entropy above the demo's ground returns (class 2), and every sample says so
+    assert {r["json"]["height_reference"] for r in raw} == {"ground"} == set(pq["json"][i]["height_reference"]
+                                                                             for i in range(len(pq)))
     streamed = load_dataset(str(geo), split="train", streaming=True)
     assert sum(1 for _ in streamed) == 30
 
@@ -155,6 +158,11 @@ def test_report_card_and_croissant(builds, tmp_path, capsys):
         p = geo / "report" / png
         assert p.is_file() and p.stat().st_size > 5000 and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"report/{png}" in card
+    # normalised by the frame's strata; height entropy described as above ground
+    assert div["labels"]["stratum"]["K_frame"] == div["coverage"]["strata_in_frame"]
+    assert "H / ln K frame" in card and "*above ground*" in card and "30 of 30 tiles" in card
+    index = gpd.read_parquet(geo / "index.parquet")
+    assert set(index["height_reference"]) == {"ground"}
     cro = json.loads((geo / "croissant.json").read_text())
     assert "EPSG:32610" in json.dumps(cro)
     # the report command re-renders the same files and compares builds

@@ -56,7 +56,8 @@ def test_label_stats_missing_and_empty():
     assert s["counts"] == {"a": 2, "b": 2} and s["n"] == 4 and s["missing"] == 2
     assert s["entropy"] == pytest.approx(math.log(2)) and s["normalised"] == pytest.approx(1.0)
     e = label_stats(pd.Series([], dtype=object))
-    assert e == {"counts": {}, "proportions": {}, "entropy": 0.0, "K": 0, "normalised": 0.0, "n": 0, "missing": 0}
+    assert e == {"counts": {}, "proportions": {}, "entropy": 0.0, "K": 0, "K_frame": None, "normalised": 0.0, "n": 0,
+                 "missing": 0}
     allna = label_stats(pd.Series([None, None], dtype=object))
     assert allna["n"] == 0 and allna["missing"] == 2 and allna["entropy"] == 0.0
 
@@ -66,6 +67,31 @@ def test_label_stats_non_string_labels_become_string_keys():
     assert s["counts"] == {"1": 2, "2": 1, "3": 1}
     assert s["entropy"] == pytest.approx(H_211)
     json.dumps(s, allow_nan=False)
+
+
+def test_normalised_entropy_divides_by_the_frame_labels():
+    # 2 of 6 possible labels, used evenly: ln 2 / ln 6, not 1
+    s = label_stats(pd.Series(["a", "b"] * 5), frame_labels=["a", "b", "c", "d", "e", "f"])
+    assert s["K"] == 2 and s["K_frame"] == 6
+    assert s["entropy"] == pytest.approx(math.log(2))
+    assert s["normalised"] == pytest.approx(math.log(2) / math.log(6))
+    # all 6, evenly: 1; a frame given as a Series with repeats and missing values counts distinct labels
+    frame = pd.Series(list("abcdef") * 3 + [None, np.nan], dtype=object)
+    assert label_stats(pd.Series(list("abcdef")), frame)["normalised"] == pytest.approx(1.0)
+    assert label_stats(pd.Series(list("abcdef")), frame)["K_frame"] == 6
+    # a sample label the frame lacks still counts (normalised never above 1)
+    odd = label_stats(pd.Series(["a", "z"]), frame_labels=["a"])
+    assert odd["K_frame"] == 2 and odd["normalised"] == pytest.approx(1.0)
+    # no frame: K present, as before
+    alone = label_stats(pd.Series(["a", "b"] * 5))
+    assert alone["K_frame"] is None and alone["normalised"] == pytest.approx(1.0)
+    # the stats function itself
+    from als_datasets.stats import normalised_entropy
+    assert normalised_entropy([5, 5, 0, 0], k=6) == pytest.approx(math.log(2) / math.log(6))
+    assert normalised_entropy([5, 5]) == pytest.approx(1.0)
+    assert normalised_entropy([5], k=1) == 0.0
+    with pytest.raises(ValueError):
+        normalised_entropy([1, 1, 1], k=2)
 
 
 # ---------------------------------------------------------- distribution_stats
@@ -156,6 +182,54 @@ def test_diversity_coverage_and_frame_stats():
     assert set(r["distributions"]) == {"point_count", "height_entropy"}
     assert r["distributions"]["point_count"]["mean"] == pytest.approx(1150.0)
     assert "nats" in json.dumps(r["entropy_definitions"])
+
+
+def _frame6():
+    # 6 eligible strata: developed/forest x flat/sloped/steep, 4 tiles each
+    rows = [dict(landcover=lc, slope_class=sc, project="p1", eligible=True)
+            for lc in ("developed", "forest") for sc in ("flat", "sloped", "steep") for _ in range(4)]
+    return pd.DataFrame(rows)
+
+
+def test_diversity_normalises_by_the_frame_strata():
+    # 2 of the frame's 6 strata, evenly: ln 2 / ln 6 (today's code said 1.000)
+    idx = _index(["forest/flat", "forest/steep"] * 3)
+    r = diversity(idx, _frame6(), META)
+    st = r["labels"]["stratum"]
+    assert st["K"] == 2 and st["K_frame"] == 6
+    assert st["normalised"] == pytest.approx(math.log(2) / math.log(6))
+    assert st["frame"]["K"] == 6 and st["frame"]["K_frame"] == 6 and st["frame"]["normalised"] == pytest.approx(1.0)
+    lc = r["labels"]["landcover"]  # one of the frame's two land covers
+    assert lc["K"] == 1 and lc["K_frame"] == 2 and lc["normalised"] == 0.0
+    sc = r["labels"]["slope_class"]  # flat, steep of flat, sloped, steep
+    assert sc["K_frame"] == 3 and sc["normalised"] == pytest.approx(math.log(2) / math.log(3))
+    assert "K_frame" in r["entropy_definitions"]["labels"] and "no frame" in r["entropy_definitions"]["labels"]
+    # without a frame: the labels present, and K_frame says so (null)
+    alone = diversity(idx, None, META)["labels"]["stratum"]
+    assert alone["K_frame"] is None and alone["normalised"] == pytest.approx(1.0)
+
+
+def test_compare_ranks_geospatial_above_an_even_random_pair():
+    """A geospatial draw over all 6 strata (a little uneven) against a random one that hit 2 strata
+    evenly: dividing by ln K present ranked the random one first (1.000 vs 0.967)."""
+    frame = _frame6()
+    geo_strata = ["developed/flat", "developed/flat", "developed/sloped", "developed/steep", "forest/flat",
+                  "forest/sloped", "forest/steep", "forest/steep"]
+    geo = diversity(_index(geo_strata), frame, {**META, "strategy": "geospatial"})
+    rnd = diversity(_index(["forest/flat", "forest/sloped"] * 4), frame, {**META, "strategy": "random"})
+    t = compare_table([geo, rnd], ["geo", "rnd"])
+    assert t.loc[0, "stratum_normalised"] > t.loc[1, "stratum_normalised"]
+    assert t.loc[1, "stratum_normalised"] == pytest.approx(math.log(2) / math.log(6))
+    assert t.loc[0, "stratum_normalised"] == pytest.approx(t.loc[0, "stratum_entropy"] / math.log(6))
+    assert list(t["stratum_K_frame"]) == [6, 6] and str(t["stratum_K_frame"].dtype) == "Int64"
+    assert list(t["stratum_K"]) == [6, 2]
+    # the card's table says what the sample's H was divided by
+    from als_datasets.report.card import diversity_markdown
+    md = diversity_markdown(rnd)
+    assert "H / ln K frame" in md and "| Stratum (land cover / slope) | 2 | 0.693 | 0.387 | 6 |" in md
+    assert "¹" not in md
+    md_alone = diversity_markdown(diversity(_index(["forest/flat", "forest/sloped"] * 4), None, META))
+    assert "| 1.000 ¹ |" in md_alone and "no frame" in md_alone
 
 
 def test_diversity_without_frame_or_meta():
@@ -317,3 +391,14 @@ def test_compare_builds_labels_by_folder(tmp_path):
     t = compare_builds([tmp_path / "geo", tmp_path / "rnd"])
     assert list(t["label"]) == ["geo", "rnd"]
     assert t.loc[0, "stratum_entropy"] > t.loc[1, "stratum_entropy"]
+
+
+def test_card_templates_say_what_the_normalised_entropy_divides_by():
+    from pathlib import Path
+
+    cards = Path(__file__).resolve().parents[1] / "cards"
+    for name in ("als_dataset_card.md", "raster_dataset_card.md"):
+        text = " ".join((cards / name).read_text(encoding="utf-8").split())
+        assert "ln K frame, the number of labels of the eligible frame" in text, name
+        assert "ln 2 / ln 6 = 0.387, not 1" in text, name
+        assert "with K the number of labels present and H / ln K" not in text, name

@@ -23,12 +23,21 @@ def fmt(x, nd=3) -> str:
 
 
 def diversity_markdown(div: dict) -> str:
-    """Label entropies: sample vs eligible frame, and the label proportions."""
-    rows = ["| label | K | H (nats) | H / ln K | frame K | frame H | frame H / ln K |", "|---|---|---|---|---|---|---|"]
+    """Label entropies: sample vs eligible frame, and the label proportions.
+
+    The sample's H is normalised by ln of the frame's label count (``K_frame``); a row without a
+    frame falls back to ln K (labels present) and is marked with a footnote.
+    """
+    rows = ["| label | K | H (nats) | H / ln K frame | frame K | frame H | frame H / ln K |",
+            "|---|---|---|---|---|---|---|"]
     parts = []
+    fallback = False
     for col, st in div.get("labels", {}).items():
         fr = st.get("frame") or {}
-        rows.append(f"| {LABEL_TITLES.get(col, col)} | {st['K']} | {fmt(st['entropy'])} | {fmt(st['normalised'])} | "
+        mark = ""
+        if st.get("K_frame") is None:
+            fallback, mark = True, " ¹"
+        rows.append(f"| {LABEL_TITLES.get(col, col)} | {st['K']} | {fmt(st['entropy'])} | {fmt(st['normalised'])}{mark} | "
                     f"{fmt(fr.get('K'))} | {fmt(fr.get('entropy'))} | {fmt(fr.get('normalised'))} |")
         if col == "project":
             continue
@@ -37,6 +46,8 @@ def diversity_markdown(div: dict) -> str:
         lines += [f"| {k} | 0 | 0.000 | {fmt(v)} |" for k, v in fp.items() if k not in st["counts"]]
         parts.append(f"**{LABEL_TITLES.get(col, col)}**\n\n| label | samples | share | share in frame |\n"
                      f"|---|---|---|---|\n" + "\n".join(lines))
+    if fallback:
+        rows.append("\n¹ no frame to compare with: H / ln K, K the labels present in the sample.")
     return "\n".join(rows) + "\n\n" + "\n\n".join(parts)
 
 

@@ -1,6 +1,6 @@
 """Side-by-side comparison of the diversity reports of several builds.
 
-:func:`compare_table` puts one build per row (label entropies, normalised entropies, K,
+:func:`compare_table` puts one build per row (label entropies, normalised entropies, K and K_frame,
 stratum coverage, distribution means), :func:`differences` subtracts a baseline row, and
 :func:`format_table` / :func:`format_markdown` render a table for the terminal / dataset card.
 :func:`compare_builds` does it all from build folders, labelling rows by folder name.
@@ -22,7 +22,7 @@ from als_datasets.report.diversity import load_diversity
 
 __all__ = ["compare_builds", "compare_table", "differences", "format_markdown", "format_table"]
 
-_INT_COLUMNS_SUFFIX = "_K"
+_INT_COLUMNS_SUFFIXES = ("_K", "_K_frame")
 _INT_COLUMNS = ("samples_per_project", "num_samples")
 
 
@@ -54,7 +54,9 @@ def _num(v: Any) -> float:
 
 def compare_table(reports: list[dict], labels: list[str] | None = None) -> pd.DataFrame:
     """One row per report: ``label, strategy, samples_per_project, num_samples``, then for each
-    label column present in any report ``<col>_entropy, <col>_normalised, <col>_K``, then
+    label column present in any report ``<col>_entropy, <col>_normalised, <col>_K, <col>_K_frame``
+    (normalised = H / ln K_frame, K_frame the labels of the eligible frame; see
+    :func:`als_datasets.report.diversity.label_stats`), then
     ``strata_coverage`` (fraction), then ``<col>_mean`` for each distribution column present in
     any report.  Missing values are NaN (``<NA>`` in the integer columns).  Row order as given;
     ``labels`` default to the reports' names (made unique with strategy / samples per project).
@@ -80,17 +82,18 @@ def compare_table(reports: list[dict], labels: list[str] | None = None) -> pd.Da
             row[f"{c}_entropy"] = _num(st.get("entropy"))
             row[f"{c}_normalised"] = _num(st.get("normalised"))
             row[f"{c}_K"] = _num(st.get("K"))
+            row[f"{c}_K_frame"] = _num(st.get("K_frame"))
         cov = r.get("coverage") or {}
         row["strata_coverage"] = _num(cov.get("fraction"))
         for c in dist_cols:
             row[f"{c}_mean"] = _num(((r.get("distributions") or {}).get(c) or {}).get("mean"))
         rows.append(row)
     columns = ["label", "strategy", "samples_per_project", "num_samples"]
-    columns += [f"{c}_{s}" for c in label_cols for s in ("entropy", "normalised", "K")]
+    columns += [f"{c}_{s}" for c in label_cols for s in ("entropy", "normalised", "K", "K_frame")]
     columns += ["strata_coverage"] + [f"{c}_mean" for c in dist_cols]
     table = pd.DataFrame(rows, columns=columns)
     for c in columns:
-        if c in _INT_COLUMNS or c.endswith(_INT_COLUMNS_SUFFIX):
+        if c in _INT_COLUMNS or c.endswith(_INT_COLUMNS_SUFFIXES):
             table[c] = table[c].astype("Int64")
     table["strategy"] = table["strategy"].astype(object)
     return table

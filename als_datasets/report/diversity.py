@@ -11,7 +11,10 @@ them that the index has is reported, so an ALS build (landcover, slope_class, st
 point_count, height/intensity entropy ...) and a satellite build (continent, biome,
 spectral_entropy, cloud/nodata fractions ...) go through the same code.
 
-Entropies use :mod:`als_datasets.stats` (Shannon entropy in nats, normalised H / ln K).
+Entropies use :mod:`als_datasets.stats` (Shannon entropy in nats).  The normalised entropy of a
+sample's labels divides by ln K_frame, the number of labels of the eligible frame (what a draw
+could have hit), not by ln of the labels it happens to hold: two evenly used strata out of six
+score ln 2 / ln 6, not 1.  Without a frame it falls back to the labels present.
 Missing labels (None / NaN) are left out of the counts and counted under ``"missing"``;
 non-finite numbers are left out of the distributions the same way.
 """
@@ -52,8 +55,11 @@ _PERCENTILES = (("p05", 5), ("p25", 25), ("median", 50), ("p75", 75), ("p95", 95
 #: what every report defines; each kind adds its per-sample measures (``Kind.entropy_definitions``)
 ENTROPY_DEFINITIONS = {
     "labels": (
-        "Shannon entropy in nats (natural log), H = -sum p ln p over the label proportions; "
-        "normalised = H / ln K with K the number of labels present (0 when K <= 1)"
+        "Shannon entropy in nats (natural log), H = -sum p ln p over the label proportions; K = the number "
+        "of labels present in the sample; normalised = H / ln K_frame with K_frame the number of labels of "
+        "the eligible frame (the labels a draw could have hit, plus any sample label the frame lacks), so a "
+        "sample using 2 of 6 frame labels evenly scores ln 2 / ln 6; 0 when K_frame <= 1. When the build "
+        "has no frame (or the frame lacks the column) K_frame is null and normalised = H / ln K"
     ),
 }
 
@@ -79,12 +85,17 @@ def _label_key(v: Any) -> str:
     return str(v)
 
 
-def label_stats(values: pd.Series) -> dict:
+def label_stats(values: pd.Series, frame_labels=None) -> dict:
     """Counts, proportions and Shannon entropy of a categorical column.
 
     ``{"counts": {label: n} sorted by label, "proportions": {label: p}, "entropy": H (nats),
-    "K": labels present, "normalised": H / ln K (0 when K <= 1), "n": labelled values,
-    "missing": None / NaN values left out}``.  Labels are written as strings (JSON keys).
+    "K": labels present, "K_frame": labels the sample could have had, "normalised": H / ln K_frame
+    (0 when K_frame <= 1), "n": labelled values, "missing": None / NaN values left out}``.
+    Labels are written as strings (JSON keys).
+
+    ``frame_labels``: the labels of the frame the sample was drawn from (any iterable; None /
+    NaN ignored).  K_frame is the number of them, together with any sample label they lack;
+    without them (None) K_frame is None and ``normalised`` falls back to H / ln K.
     """
     s = pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values
     missing = int(s.isna().sum())
@@ -95,12 +106,17 @@ def label_stats(values: pd.Series) -> dict:
     counts = {k: counts[k] for k in sorted(counts)}
     n = int(sum(counts.values()))
     arr = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+    k_frame = None
+    if frame_labels is not None:
+        fl = frame_labels if isinstance(frame_labels, pd.Series) else pd.Series(list(frame_labels), dtype=object)
+        k_frame = len({_label_key(v) for v in fl.dropna().unique()} | set(counts))
     return {
         "counts": counts,
         "proportions": {k: c / n for k, c in counts.items()} if n else {},
         "entropy": shannon_entropy(arr),
         "K": len(counts),
-        "normalised": normalised_entropy(arr),
+        "K_frame": k_frame,
+        "normalised": normalised_entropy(arr, k_frame),
         "n": n,
         "missing": missing,
     }
@@ -200,15 +216,11 @@ def diversity(index: pd.DataFrame, frame: pd.DataFrame | None = None, meta: dict
     for col in columns["label"]:
         if col not in index.columns or (len(index) and index[col].isna().all()):  # a layer the recipe did not give
             continue
-        stats = label_stats(index[col])
-        fr = None
+        in_frame = None  # the eligible frame's labels: what a draw could have hit
         if frame is not None:
-            if col == "stratum":
-                fs = frame_strata(frame)
-                fr = label_stats(fs) if fs is not None else None
-            elif col in eligible.columns:
-                fr = label_stats(eligible[col])
-        labels[col] = {**stats, "frame": fr}
+            in_frame = frame_strata(frame) if col == "stratum" else eligible.get(col)
+        fr = label_stats(in_frame, in_frame) if in_frame is not None else None
+        labels[col] = {**label_stats(index[col], in_frame), "frame": fr}
     return {
         "schema": SCHEMA,
         "name": _py(meta.get("name")),

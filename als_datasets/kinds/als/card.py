@@ -14,7 +14,9 @@ from pathlib import Path
 import yaml
 
 from als_datasets import SCHEMA_VERSION, __version__
+from als_datasets.kinds.als.extract.ground import GROUND_CELL_M
 from als_datasets.report.card import card_splits, distribution_markdown, diversity_markdown, sources_markdown
+from als_datasets.stats import HEIGHT_BIN_M, HEIGHT_MAX_M
 
 CITATIONS = """\
 If you use this dataset, cite the papers whose methods built it:
@@ -118,9 +120,7 @@ def render_als_card(out_dir, div: dict, plots: list[Path], repo_id: str | None =
         method=method, sources=sources_markdown(recipe, als_sources(recipe)),
         diversity_table=diversity_markdown(div), coverage_text=coverage_text,
         distribution_table=distribution_markdown(div),
-        entropy_note="Per-sample height entropy: heights above the tile's lowest point in 1 m bins (0–100 m); "
-                     "intensity entropy: intensities clipped to mean ± 2σ, scaled to 0–255, 256 bins (SatMAE-style "
-                     "normalisation, as for spectral entropy in *Pretrain Where?*); both in nats.",
+        entropy_note=entropy_note(_references(out)),
         plots=[{"path": p.relative_to(out).as_posix(), "alt": p.stem.replace("_", " ")} for p in plots],
         schema=SCHEMA_MD, repo_id=repo_id or f"ORG/{name}",
         last_shard=f"{max(len(webdataset_shards) - 1, 0):06d}",
@@ -131,6 +131,49 @@ def render_als_card(out_dir, div: dict, plots: list[Path], repo_id: str | None =
     return ydict, str(card)
 
 
+def _references(out: Path) -> list | None:
+    """Each sample's ``height_reference``; None for an index written before the field existed."""
+    import pyarrow.parquet as pq
+
+    if "height_reference" not in pq.read_schema(out / "index.parquet").names:
+        return None
+    return pq.read_table(out / "index.parquet", columns=["height_reference"]).column("height_reference").to_pylist()
+
+
+def entropy_note(references: list | None) -> str:
+    """The card's paragraph on the per-sample entropies: what they measure, and how many tiles had
+    their heights measured above the ground returns (``references``: each sample's
+    ``height_reference``; None for a build from before the field, whose heights were all taken
+    above the tile's lowest point)."""
+    if references is None:
+        return ("Per-sample **height entropy** (nats): this build predates `height_reference`; its heights were "
+                f"measured above each tile's lowest point in {HEIGHT_BIN_M:g} m bins from 0 to {HEIGHT_MAX_M:g} m, so "
+                "terrain relief counts as height and sloping tiles score high without any vegetation. Rebuild to "
+                "measure heights above the ground returns. **Intensity entropy** (nats): intensities clipped to "
+                "mean ± 2σ, scaled to 0–255, 256 bins (SatMAE-style normalisation).")
+    n_ground = sum(r == "ground" for r in references)
+    n_lowest = sum(r == "lowest" for r in references)
+    counted = ""
+    if references:
+        counted = f" Here {n_ground} of {len(references)} tiles were measured above their ground returns"
+        counted += (f" and {n_lowest} above their lowest point (too few ground returns), where the terrain's relief "
+                    "counts as height." if n_lowest else ".")
+    return (
+        f"Per-sample **height entropy** (nats): the points' heights *above ground* in {HEIGHT_BIN_M:g} m bins from 0 "
+        f"to {HEIGHT_MAX_M:g} m. The ground is the surface of the tile's ground returns (ASPRS class 2: a "
+        f"least-squares plane per {GROUND_CELL_M:g} m cell, continued under roofs and canopy from the nearest cell "
+        f"with ground, read bilinearly); a tile with too few of them is measured above its lowest point instead (`height_reference`: "
+        "`ground` or `lowest` in each sample)." + counted + " It measures the vertical structure standing on the "
+        "ground — vegetation layers, buildings — so bare ground scores about 0 whatever its slope, and terrain relief "
+        "is left to the slope classes. **Intensity entropy** (nats): intensities clipped to mean ± 2σ, scaled to "
+        "0–255, 256 bins — the SatMAE-style normalisation that *Pretrain Where?* uses for spectral entropy, applied "
+        "to one uncalibrated channel. Neither is the paper's spectral entropy or a validated stand-in for it: they "
+        "describe a tile's vertical structure and the spread of its return strengths (intensity depends on the "
+        "sensor, range and gain, so it is comparable within a project more than across projects), and whether "
+        "favouring high values helps pre-training, as spectral entropy did for Sentinel-2, is untested for ALS."
+    )
+
+
 SCHEMA_MD = """\
 Sample key: `<project>_c<col>_r<row>` (letters, digits, `_` and `-` only).
 
@@ -139,4 +182,4 @@ Sample key: `<project>_c<col>_r<row>` (letters, digits, `_` and `-` only).
 | `xyz.npy` | float32 (N, 3) | metres; x, y relative to the tile's lower-left corner in its UTM CRS; z in metres |
 | `intensity.npy` | uint16 (N,) | as stored in the source |
 | `return_number.npy`, `number_of_returns.npy`, `classification.npy` | uint8 (N,) | ASPRS |
-| `json` | struct | project, tile_id, crs, split, origin, bounds_utm, tile_size_m, lon, lat, landcover, landcover_fractions, slope_class, slope_mean_deg, stratum, point_count, density, height_range_m, height_entropy, intensity_entropy, strategy, draw_rank, weight, seed, source_files, points_dropped_noise, points_dropped_outliers |"""
+| `json` | struct | project, tile_id, crs, split, origin, bounds_utm, tile_size_m, lon, lat, landcover, landcover_fractions, slope_class, slope_mean_deg, stratum, point_count, density, height_range_m, height_entropy, height_reference, intensity_entropy, strategy, draw_rank, weight, seed, source_files, points_dropped_noise, points_dropped_outliers |"""

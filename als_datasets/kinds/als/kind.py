@@ -6,13 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from als_datasets.errors import InputError
+from als_datasets.kinds.als.extract.ground import (
+    GROUND_CELL_M,
+    MAX_EXTRAPOLATION_M,
+    MIN_GROUND_CELLS,
+    MIN_GROUND_COVER,
+)
 from als_datasets.registry import Kind
 from als_datasets.stats import HEIGHT_BIN_M, HEIGHT_MAX_M
 
 INDEX_COLUMNS = [
     "key", "split", "shard", "project", "tile_id", "crs", "landcover", "slope_class", "stratum",
-    "point_count", "density", "height_range_m", "height_entropy", "intensity_entropy", "draw_rank", "weight", "lon",
-    "lat", "points_dropped_noise", "points_dropped_outliers",
+    "point_count", "density", "height_range_m", "height_entropy", "height_reference", "intensity_entropy",
+    "draw_rank", "weight", "lon", "lat", "points_dropped_noise", "points_dropped_outliers",
 ]
 ALS_POINT_ATTRIBUTES = ["x", "y", "z", "intensity", "return_number", "number_of_returns", "classification"]
 
@@ -25,8 +31,15 @@ class AlsKind(Kind):
     entropy_columns = ("height_entropy", "intensity_entropy")
     entropy_definitions = {
         "height_entropy": (
-            f"per sample: Shannon entropy (nats) of the heights above the tile's lowest point in "
-            f"{HEIGHT_BIN_M:g} m bins up to {HEIGHT_MAX_M:g} m (higher points in the last bin)"
+            f"per sample: Shannon entropy (nats) of the points' heights above ground in {HEIGHT_BIN_M:g} m "
+            f"bins from 0 to {HEIGHT_MAX_M:g} m (higher points in the last bin, points below the ground "
+            f"surface in the first). The ground surface comes from the tile's ground returns (ASPRS class "
+            f"2): a least-squares plane per {GROUND_CELL_M:g} m cell gives the ground at the cell centre, a "
+            f"cell without ground continues the nearest ground cell's plane for up to "
+            f"{MAX_EXTRAPOLATION_M:g} m (level beyond), and the points read the centres bilinearly; a tile with ground in fewer than {MIN_GROUND_CELLS} cells or in less than {MIN_GROUND_COVER:.0%} of its "
+            f"occupied cells is measured above its lowest point instead (json height_reference: "
+            f"ground | lowest). It measures the vertical structure standing on the ground (vegetation "
+            f"layers, buildings): bare ground scores ~0 whatever its slope"
         ),
         "intensity_entropy": (
             "per sample: Shannon entropy (nats) of the intensities after SatMAE-style normalisation "
@@ -51,9 +64,13 @@ class AlsKind(Kind):
         "classification.npy": "Per-point ASPRS classification code.",
         "crs": "EPSG code of the sample's projected CRS (the CRS of xyz / bounds_utm).",
         "density": "Point density of the sample (points / m^2).",
+        "height_entropy": "Shannon entropy (nats) of the points' heights above ground, 1 m bins from 0 to 100 m: "
+                          "vertical structure (vegetation, buildings), ~0 for bare ground of any slope.",
+        "height_reference": "What height_entropy measured heights above: 'ground' (surface of the tile's ground "
+                            "returns, class 2) or 'lowest' (the tile's lowest point; too few ground returns).",
     }
     json_fields = ("project", "tile_id", "split", "crs", "lon", "lat", "landcover", "slope_class", "slope_mean_deg",
-                   "stratum", "point_count", "density", "draw_rank", "weight", "bounds_utm", "origin")
+                   "stratum", "point_count", "density", "height_entropy", "height_reference", "draw_rank", "weight", "bounds_utm", "origin")
     skipped_reason = "no points left after reading and cleaning"
 
     def load_recipe(self, data, src, overrides, out_dir):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from als_datasets.kinds.als.extract.ground import heights_above_ground
 from als_datasets.kinds.als.extract.route import load_tile_points
 from als_datasets.kinds.als.extract.tile import clean_points, sample_arrays
 from als_datasets.shards.tasks import ShardOutputs
@@ -29,7 +30,7 @@ def als_json_schema(landcover_names: list[str]) -> dict:
         "landcover": str, "landcover_fractions": {n: float for n in landcover_names},
         "slope_class": str, "slope_mean_deg": float, "stratum": str,
         "point_count": int, "density": float,
-        "height_range_m": float, "height_entropy": float, "intensity_entropy": float,
+        "height_range_m": float, "height_entropy": float, "height_reference": str, "intensity_entropy": float,
         "strategy": str, "draw_rank": int, "weight": float, "seed": int,
         "source_files": [str], "points_dropped_noise": int, "points_dropped_outliers": int,
     }
@@ -88,17 +89,24 @@ class ShardTask(ShardOutputs):
 
 
 def make_sample(task: ShardTask, rec: dict) -> dict:
-    """One tile's sample: staged points → drop noise classes → outlier filter → arrays + json."""
+    """One tile's sample: staged points → drop noise classes → outlier filter → arrays + json.
+
+    ``height_entropy`` is taken over the heights above the ground surface of the tile's ground
+    returns (``height_reference: "ground"``), or above its lowest point when it has too few of them
+    (``"lowest"``); see :mod:`als_datasets.kinds.als.extract.ground`.
+    """
     raw, files = load_tile_points(task.staging, rec["tile_id"])
     names = dict(task.sources)
     pts, n_class, n_out = clean_points(raw, task.drop_classes, task.outlier_k, task.outlier_multiplier, task.threads)
     size = rec["tile_size_m"]
+    heights, reference = heights_above_ground(pts)  # above the ground returns' surface, else the lowest point
     meta = dict(rec)
     meta.update({
         "point_count": int(len(pts)),
         "density": float(len(pts) / (size * size)),
         "height_range_m": float(np.ptp(pts["z"])) if len(pts) else 0.0,
-        "height_entropy": height_entropy(pts["z"]),
+        "height_entropy": height_entropy(heights, reference=0.0),
+        "height_reference": reference,
         "intensity_entropy": satmae_entropy(pts["intensity"]),
         "source_files": [names[i] for i in files],
         "points_dropped_noise": n_class,

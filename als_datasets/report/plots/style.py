@@ -160,7 +160,7 @@ def _pretty(name: str) -> str:
 def _metric_label(name: str) -> str:
     n = name.lower()
     if n.endswith("_norm") or "normalised" in n or "normalized" in n:
-        return f"{_pretty(name)} (H / ln K)"
+        return f"{_pretty(name)} (H / ln K of the frame)"
     if "entropy" in n:
         return f"{_pretty(name)} (nats)"
     if n.endswith("coverage"):

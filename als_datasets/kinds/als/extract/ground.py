@@ -1,0 +1,114 @@
+"""Heights above ground of one tile's points, for the per-sample height entropy.
+
+The ground surface comes from the tile's own ground returns (ASPRS class 2): in each ``cell_m``
+cell a least-squares plane through its ground returns gives the ground at the cell's centre,
+cells without ground (under roofs, dense canopy, water) continue the plane of the nearest cell
+with ground for up to :data:`MAX_EXTRAPOLATION_M` and stay level beyond, and every point reads
+that grid bilinearly (a plane is reproduced exactly, so a bare slope has heights ≈ 0).  When a
+tile has too few ground returns to carry a surface — fewer than :data:`MIN_GROUND_CELLS` cells with ground, or ground in less than
+:data:`MIN_GROUND_COVER` of the cells that hold any point (unclassified data, a tile under one
+roof) — the heights fall back to the old rule, above the tile's lowest point, and the sample says
+so (``height_reference``: ``"ground"`` or ``"lowest"``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GROUND_CLASS = 2
+#: size (m) of the cells whose ground returns are fitted with one plane
+GROUND_CELL_M = 5.0
+#: a cell without ground follows the slope of the nearest cell with ground this far (m), then stays
+#: level (the ground under a building keeps the hillside's slope; a lake does not tilt up or down)
+MAX_EXTRAPOLATION_M = 10.0
+#: a surface needs ground in at least this many cells ...
+MIN_GROUND_CELLS = 3
+#: ... and in at least this fraction of the cells that hold any point
+MIN_GROUND_COVER = 0.1
+
+GROUND, LOWEST = "ground", "lowest"
+
+
+def _fill(grid: np.ndarray, b: np.ndarray, c: np.ndarray, cell_m: float) -> np.ndarray:
+    """Cells without ground (NaN) take the plane of the nearest cell with ground (``b``, ``c``: its
+    slope along x and y), followed for at most :data:`MAX_EXTRAPOLATION_M` and level beyond."""
+    from scipy import ndimage
+
+    have = np.isfinite(grid)
+    if have.all():
+        return grid
+    _, (ri, ci) = ndimage.distance_transform_edt(~have, return_indices=True)
+    rows, cols = np.indices(grid.shape)
+    dx, dy = (cols - ci) * cell_m, (rows - ri) * cell_m
+    reach = np.minimum(1.0, MAX_EXTRAPOLATION_M / np.maximum(np.hypot(dx, dy), 1e-9))
+    return grid[ri, ci] + (b[ri, ci] * dx + c[ri, ci] * dy) * reach
+
+
+def ground_surface(x, y, z, classification, cell_m: float = GROUND_CELL_M) -> np.ndarray | None:
+    """The ground's z under every point, or None when the ground returns are too few (see the
+    module docstring).
+
+    Per ``cell_m`` cell with ground returns, a least-squares plane through them gives the ground
+    at the cell's centre (their mean z when they do not span a plane); a cell without ground
+    continues the nearest ground cell's plane (see :func:`_fill`); the points read the grid of
+    centres bilinearly (linear extrapolation over the outer half cell).  A plane is reproduced
+    exactly, so bare ground of any slope has heights ≈ 0.
+    """
+    from scipy.interpolate import RegularGridInterpolator
+
+    x, y, z = (np.asarray(a, dtype=np.float64) for a in (x, y, z))
+    g = np.asarray(classification) == GROUND_CLASS
+    if g.sum() < MIN_GROUND_CELLS:
+        return None
+    x0, y0 = x.min(), y.min()
+    nx = max(int((x.max() - x0) // cell_m) + 1, 2)  # at least 2 x 2 centres to interpolate between
+    ny = max(int((y.max() - y0) // cell_m) + 1, 2)
+    cx = np.minimum(((x - x0) // cell_m).astype(np.int64), nx - 1)
+    cy = np.minimum(((y - y0) // cell_m).astype(np.int64), ny - 1)
+    cells = cy * nx + cx
+    occupied = np.count_nonzero(np.bincount(cells, minlength=nx * ny))
+    gi = cells[g]
+    n = np.bincount(gi, minlength=nx * ny).astype(np.float64)
+    have = n > 0
+    if have.sum() < max(MIN_GROUND_CELLS, MIN_GROUND_COVER * occupied):
+        return None
+    # plane z = a + b dx + c dy per cell, (dx, dy) from the cell's centre: a is the ground there
+    dx = (x[g] - x0) - (cx[g] + 0.5) * cell_m
+    dy = (y[g] - y0) - (cy[g] + 0.5) * cell_m
+    z0 = z[g].min()  # small numbers in the moments below
+    zg = z[g] - z0
+
+    def total(w):
+        return np.bincount(gi, weights=w, minlength=nx * ny)[have]
+
+    m = n[have]
+    sx, sy, sz = total(dx) / m, total(dy) / m, total(zg) / m
+    vxx, vxy, vyy = total(dx * dx) / m - sx * sx, total(dx * dy) / m - sx * sy, total(dy * dy) / m - sy * sy
+    cxz, cyz = total(dx * zg) / m - sx * sz, total(dy * zg) / m - sy * sz
+    det = vxx * vyy - vxy * vxy
+    plane = (m >= 3) & (det > (0.01 * cell_m * cell_m) ** 2)  # points spread over the cell in x and y
+    safe = np.where(plane, det, 1.0)
+    b = np.where(plane, (cxz * vyy - cyz * vxy) / safe, 0.0)
+    c = np.where(plane, (cyz * vxx - cxz * vxy) / safe, 0.0)
+    grid, gb, gc = np.full(nx * ny, np.nan), np.zeros(nx * ny), np.zeros(nx * ny)
+    grid[have] = z0 + sz - b * sx - c * sy  # the plane through the mean point, at the centre
+    gb[have], gc[have] = b, c
+    grid = _fill(grid.reshape(ny, nx), gb.reshape(ny, nx), gc.reshape(ny, nx), cell_m)
+    centres_x = (np.arange(nx) + 0.5) * cell_m
+    centres_y = (np.arange(ny) + 0.5) * cell_m
+    interp = RegularGridInterpolator((centres_y, centres_x), grid, method="linear", bounds_error=False,
+                                     fill_value=None)
+    return interp(np.stack([y - y0, x - x0], axis=1))
+
+
+def heights_above_ground(points: np.ndarray, cell_m: float = GROUND_CELL_M) -> tuple[np.ndarray, str]:
+    """(height of every point above the ground surface, ``"ground"``), or above the tile's lowest
+    point and ``"lowest"`` when the tile has too few ground returns.  ``points``: a structured
+    array with x, y, z and classification."""
+    z = np.asarray(points["z"], dtype=np.float64)
+    if z.size == 0:
+        return z, LOWEST
+    surface = ground_surface(points["x"], points["y"], z, points["classification"], cell_m)
+    if surface is None:
+        return z - z.min(), LOWEST
+    return z - surface, GROUND
