@@ -6,7 +6,9 @@ to tiles); this module runs them through the executor, resumes and finalises.
 
 Re-running a build skips shards that are complete and verified (sha256 against the entry
 recorded when they were written, and the same task fingerprint), removes leftovers of an
-interrupted run, and ends with the same bytes as a clean build.
+interrupted run, and ends with the same bytes as a clean build.  A build writes only into a
+new or empty folder or its own earlier build of the same recipe; ``overwrite`` lets it replace
+an earlier build of another recipe (:mod:`als_datasets.dataset.outdir`), never other files.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from als_datasets import __version__
+from als_datasets.dataset.outdir import WORK_DIR, check_out_dir, claim_out_dir, discard_out_dir
 from als_datasets.errors import InputError
 from als_datasets.executors import Executor
 from als_datasets.plan import Plan, make_plan
@@ -25,8 +28,6 @@ from als_datasets.progress import Reporter
 from als_datasets.registry import get_kind
 from als_datasets.shards.tasks import run_shard_task
 from als_datasets.shards.writer import atomic_write, is_leftover_tmp, sha256_file
-
-WORK_DIR = ".build"
 
 
 @dataclass
@@ -113,18 +114,29 @@ def _run_shard(task) -> list[dict]:
 
 
 def run_build(recipe, workers: int = 1, reporter: Reporter | None = None, plan: Plan | None = None,
-              executor: Executor | None = None) -> BuildResult:
+              executor: Executor | None = None, overwrite: bool = False) -> BuildResult:
     """Build the dataset described by ``recipe`` into ``recipe.out_dir``.
 
-    ``executor`` maps the route and shard tasks (default: a local pool of ``workers``)."""
+    ``executor`` maps the route and shard tasks (default: a local pool of ``workers``);
+    ``overwrite`` replaces an earlier build of another recipe in that folder (see
+    :func:`als_datasets.dataset.outdir.check_out_dir`).  A fresh build that fails on bad input
+    leaves no folder behind."""
+    mode = check_out_dir(recipe, overwrite)
+    created = claim_out_dir(recipe, mode)
+    try:
+        return _build(recipe, workers, reporter, plan, executor)
+    except InputError:
+        if mode == "fresh":
+            discard_out_dir(recipe.out_dir, created)
+        raise
+
+
+def _build(recipe, workers: int, reporter: Reporter | None, plan: Plan | None, executor: Executor | None
+           ) -> BuildResult:
     from als_datasets.dataset.layout import finalise
 
     rep = reporter or Reporter(enabled=False)
     out = Path(recipe.out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(out, f"cannot create the output folder: {exc.strerror}") from None
     work = out / WORK_DIR
     staging = work / "staging"
     remove_leftovers(out)
@@ -158,6 +170,8 @@ def run_build(recipe, workers: int = 1, reporter: Reporter | None = None, plan: 
     with rep.step("finalising", 1) as adv:
         n = finalise(plan, out, entries)
         adv(1)
+    for rel in kind.plan_files:  # `plan`'s listings describe the plan, not the dataset
+        (out / rel).unlink(missing_ok=True)
     shutil.rmtree(work, ignore_errors=True)
     return BuildResult(out, n, len(todo), len(tasks) - len(todo), files_read)
 

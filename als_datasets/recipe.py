@@ -57,17 +57,56 @@ def merge_recipe(where, data: dict, defaults: dict, known: set[str], overrides: 
     return merged
 
 
-def number(where, d: dict, key: str, kind=float, lo=None, hi=None):
-    """``d[key]`` as ``kind`` within [lo, hi]; a one-line error naming the recipe otherwise."""
+def number(where, d: dict, key: str, kind=float, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False):
+    """``d[key]`` as ``kind`` (``int``: a whole number) within the range [lo, hi] (``lo_open`` /
+    ``hi_open``: the bound itself excluded); a one-line error naming the recipe and the key
+    otherwise.  Booleans, NaN and infinities are refused."""
+    import math
+
     v = d.get(key)
+    what = "an integer" if kind is int else "a number"
     try:
-        x = kind(v)
-    except (TypeError, ValueError):
-        raise InputError(where, f"{key} must be a number, got {v!r}") from None
-    if (lo is not None and x < lo) or (hi is not None and x > hi):
-        rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        if isinstance(v, bool) or v is None:
+            raise TypeError
+        x = v if kind is int and isinstance(v, int) else float(v) if kind is int else kind(v)
+        if kind is int and not isinstance(x, int):
+            if not math.isfinite(x) or x != int(x):
+                raise ValueError
+            x = int(x)
+        elif isinstance(x, float) and not math.isfinite(x):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(where, f"{key} must be {what}, got {v!r}") from None
+    if ((lo is not None and (x <= lo if lo_open else x < lo))
+            or (hi is not None and (x >= hi if hi_open else x > hi))):
+        rng = (f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, "
+               f"{hi if hi is not None else 'inf'}{')' if hi_open else ']'}")
         raise InputError(where, f"{key} must be in {rng}, got {v!r}")
     return x
+
+
+#: the seeds a recipe accepts (numpy's and the splits' seeded draws)
+SEED_MAX = 2**32 - 1
+
+
+def seed(where, merged: dict) -> int:
+    return number(where, merged, "seed", int, 0, SEED_MAX)
+
+
+def shard_max_samples(where, output: dict) -> int:
+    return number(where, {"output.shard_max_samples": output.get("shard_max_samples", 64)},
+                  "output.shard_max_samples", int, lo=1)
+
+
+def output_section(where, merged: dict) -> dict:
+    output = merged.get("output")
+    output = {} if output is None else output
+    if not isinstance(output, dict):
+        raise InputError(where, f"output must be a mapping (dir, formats, shard_max_samples), got {output!r}")
+    formats = output.get("formats")
+    if formats is not None and (not isinstance(formats, list) or not all(isinstance(f, str) for f in formats)):
+        raise InputError(where, f"output.formats must be a list of format names, got {formats!r}")
+    return output
 
 
 def byte_size(where, value, key: str) -> int:
@@ -90,8 +129,7 @@ def shard_bounds(where, output: dict) -> tuple[int, int]:
     """(``output.shard_max_samples``, ``output.shard_max_bytes``) of a recipe's ``output`` section:
     a shard holds at most that many samples and, by the plan's per-sample estimate, at most that many
     bytes of WebDataset tar (a single sample larger than the bound still makes a shard of its own)."""
-    n = number(where, {"output.shard_max_samples": output.get("shard_max_samples", 64)},
-               "output.shard_max_samples", int, lo=1)
+    n = shard_max_samples(where, output)
     b = output.get("shard_max_bytes")
     return n, byte_size(where, DEFAULT_SHARD_MAX_BYTES if b is None else b, "output.shard_max_bytes")
 
@@ -146,7 +184,7 @@ def resolve_output(where, base: Path, output: dict, out_dir, default_name: str) 
 
 def holdout_fraction(where, merged: dict) -> float:
     return number(where, {"holdout_fraction": merged.get("holdout_fraction") or 0.0}, "holdout_fraction", float,
-                  0.0, 0.999)
+                  0, 1, hi_open=True)
 
 
 def load_recipe(

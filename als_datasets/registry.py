@@ -60,6 +60,9 @@ class Kind:
     json_fields: tuple[str, ...] = ()
     #: ``manifest.json`` ``skipped_tiles[].reason`` for a selected sample that was not written
     skipped_reason: str = "not written"
+    #: listings :meth:`plan_summary` writes into the output folder (relative paths): they
+    #: describe the plan, not the dataset, so a finished build removes them (never uploaded)
+    plan_files: tuple[str, ...] = ()
 
     # ---- recipe
     def load_recipe(self, data: dict, src: Path | None, overrides: dict | None, out_dir) -> Any:
@@ -87,7 +90,8 @@ class Kind:
         raise NotImplementedError
 
     def plan_summary(self, plan, out_dir: Path) -> list[str]:
-        """Lines ``als-datasets plan`` prints after writing the frame (may write listings into ``out_dir``)."""
+        """Lines ``als-datasets plan`` prints after writing the frame (may write listings into
+        ``out_dir``, named in :attr:`plan_files`)."""
         f = plan.frame
         return [f"{out_dir}/frame.parquet: {len(f)} candidates, {int(f['eligible'].sum())} eligible, "
                 f"{len(plan.selected)} selected ({plan.recipe.strategy}, seed {plan.recipe.seed})"]

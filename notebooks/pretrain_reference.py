@@ -36,10 +36,11 @@ from als_datasets.train.probe import probe
 
 
 def build(strategy: str, out: Path, recipe: str | None, samples: int | None, holdout: float) -> Path:
-    """One build of the recipe (or the embedded demo) with a sampling strategy; reused if complete."""
+    """One build of the recipe (or the embedded demo) with a sampling strategy; reused if complete,
+    replaced if this script built it with other options (it is the script's own work folder)."""
     r = load_recipe(recipe or ensure_demo(), out_dir=out / f"data-{strategy}",
                     overrides={"strategy": strategy, "samples_per_project": samples, "holdout_fraction": holdout})
-    return Path(run_build(r).out_dir)
+    return Path(run_build(r, overwrite=True).out_dir)
 
 
 def compare(out: Path, *, recipe=None, samples=10, model="bev-mae", config="tiny", steps=100, label="stratum",

@@ -76,7 +76,16 @@ CASE_NAMES = (
     "recipe_unknown_strategy",
     "recipe_missing_pointcloud",
     "recipe_missing_landcover",
+    "recipe_shard_max_zero",
+    "recipe_shard_max_negative",
+    "recipe_seed_negative",
+    "recipe_min_class_fraction_zero",
+    "recipe_slope_above_90",
+    "recipe_outlier_negative_k",
+    "recipe_drop_class_256",
+    "recipe_tile_nan",
     "output_under_file",
+    "output_not_a_build",
 )
 
 
@@ -359,12 +368,33 @@ def make_corpus(outdir) -> list[Case]:
     w.add("recipe_missing_landcover", w.recipe("recipe_missing_landcover", lc=w.dir("recipe_missing_landcover")
                                                / "nolc.tif"), "nolc.tif", "not found")
 
+    # numbers out of range: one line naming the recipe and the key, before any work
+    for name, top, key in (
+        ("recipe_shard_max_zero", {"output": {"shard_max_samples": 0}}, "output.shard_max_samples"),
+        ("recipe_shard_max_negative", {"output": {"shard_max_samples": -5}}, "output.shard_max_samples"),
+        ("recipe_seed_negative", {"seed": -1}, "seed"),
+        ("recipe_min_class_fraction_zero", {"min_class_fraction": 0}, "min_class_fraction"),
+        ("recipe_slope_above_90", {"slope_classes_deg": {"flat": [0, 5], "steep": [5, 120]}}, "slope_classes_deg.steep"),
+        ("recipe_outlier_negative_k", {"outlier": {"mean_k": -12, "multiplier": 2.2}}, "outlier.mean_k"),
+        ("recipe_drop_class_256", {"drop_classes": [7, 256]}, "drop_classes"),
+        ("recipe_tile_nan", {"tile_size_m": float("nan")}, "tile_size_m"),
+    ):
+        if "output" in top:
+            top = {"output": {"dir": str(w.dir(name) / "out"), **top["output"]}}
+        w.add(name, w.recipe(name, **top), f"{name}.yaml", key)
+
     # ---------------------------------------------------------------- output
     # root ignores permissions, so "unwritable" is a folder under a regular file
     d = w.dir("output_under_file")
     (d / "afile").write_text("a regular file, not a folder\n")
     r = w.recipe("output_under_file", output={"dir": str(d / "afile" / "sub")})
     w.add("output_under_file", r, "afile", "output")
+    # a folder that holds other files (not a build): never written into
+    d = w.dir("output_not_a_build")
+    (d / "out").mkdir()
+    (d / "out" / "notes.txt").write_text("my notes\n")
+    (d / "out" / "README.md").write_text("# mine\n")
+    w.add("output_not_a_build", w.recipe("output_not_a_build"), str(d / "out"), "not a build folder", "README.md")
     assert [c.name for c in w.cases] == [n for n in CASE_NAMES if n != "feet_as_metres" or copc.is_file()]
     return w.cases
 

@@ -91,6 +91,9 @@ def test_bad_input(corpus, capsys, name):
     else:  # "skipped": every selected tile recorded with a reason, no sample written
         assert sum(manifest["splits"].values()) == 0
         assert manifest["skipped_tiles"] and all(t["reason"] for t in manifest["skipped_tiles"])
+        from als_datasets.dataset.layout import validate
+
+        assert "manifest.json: no samples (the build wrote no shard that holds one)" in validate(out)  # never pushed
     assert not (out / ".build").exists()
 
 
@@ -124,7 +127,7 @@ class _FullDisk:
 
 
 def _disk_full_build(corpus, capsys, monkeypatch, which: str, at: str, name: str, timeout=30):
-    """A complete build, then a different one (3 samples instead of 2) into the same folder whose
+    """A complete build, then a different one (3 samples instead of 2, ``--overwrite``) into the same folder whose
     ``which`` temp files fail with ENOSPC ``at`` "create" or "write".  (before, after, code, err)."""
     import builtins
 
@@ -145,7 +148,7 @@ def _disk_full_build(corpus, capsys, monkeypatch, which: str, at: str, name: str
         return _FullDisk(f) if hit else f
 
     monkeypatch.setattr(writer, "open", full_open, raising=False)  # the writers' module only
-    code, err = _build(recipe, capsys, "--out", str(out), "-n", "3", timeout=timeout)
+    code, err = _build(recipe, capsys, "--out", str(out), "-n", "3", "--overwrite", timeout=timeout)
     monkeypatch.undo()
     return before, _snapshot(out), code, err
 

@@ -115,7 +115,11 @@ def test_failed_build_keeps_earlier_output(tmp_path, capsys):
     bad = tmp_path / "truncated.las"
     bad.write_bytes(MVK.read_bytes()[:5000])
     _recipe(tmp_path, [MVK, bad], tile=500, res=25)
-    code, err = _run(main_ok, capsys)
+    code, err = _run(main_ok, capsys)  # another recipe: refused before any work without --overwrite
+    _one_line_error(code, err, str(out))
+    assert "different recipe" in err and "--overwrite" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    code, err = _run([*main_ok, "--overwrite"], capsys)
     _one_line_error(code, err, "truncated.las")
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and ".build" not in p.parts}
     assert after == before

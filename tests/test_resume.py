@@ -11,6 +11,7 @@ from synth_inputs import DATA, landcover_around, split_las, write_recipe
 import als_datasets.build as build_mod
 import als_datasets.kinds.als.build as als_build
 from als_datasets.build import run_build
+from als_datasets.errors import InputError
 from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 from als_datasets.recipe import load_recipe
 
@@ -86,10 +87,16 @@ def test_resume_after_interruption(tmp_path, recipe_path, monkeypatch):
 
 
 def test_changed_recipe_rewrites(tmp_path, recipe_path):
+    """Another recipe into a finished build is refused before any work; ``overwrite`` replaces
+    it, ending as a fresh build of the new recipe."""
     r = load_recipe(recipe_path, out_dir=tmp_path / "o")
     run_build(r)
+    before = _digest(tmp_path / "o")
     r2 = load_recipe(recipe_path, out_dir=tmp_path / "o", overrides={"strategy": "random"})
-    res = run_build(r2)
+    with pytest.raises(InputError, match=r"different recipe \(strategy geospatial → random\); pass --overwrite"):
+        run_build(r2)
+    assert _digest(tmp_path / "o") == before
+    res = run_build(r2, overwrite=True)
     assert res.shards_written > 0
     fresh = run_build(load_recipe(recipe_path, out_dir=tmp_path / "f", overrides={"strategy": "random"}))
     da, db = _digest(res.out_dir), _digest(fresh.out_dir)
@@ -191,7 +198,7 @@ def test_smaller_rebuild_removes_stale_shards(tmp_path, recipe_path):
     out = tmp_path / "o"
     run_build(load_recipe(recipe_path, out_dir=out))
     assert len(list((out / "parquet" / "train").glob("*.parquet"))) == 5
-    res = run_build(load_recipe(recipe_path, out_dir=out, overrides={"samples_per_project": 3}))
+    res = run_build(load_recipe(recipe_path, out_dir=out, overrides={"samples_per_project": 3}), overwrite=True)
     assert res.samples == 3
     assert len(list((out / "parquet" / "train").glob("*.parquet"))) == 2
     assert len(list((out / "webdataset" / "train").glob("*.tar"))) == 2

@@ -9,6 +9,7 @@ import typer
 from als_datasets.cli.options import (
     EXECUTOR,
     OUT,
+    OVERWRITE,
     QUIET,
     RECIPE,
     SAMPLES,
@@ -16,6 +17,7 @@ from als_datasets.cli.options import (
     SEED,
     STRATEGY,
     WORKERS,
+    check_out_dir,
     check_strategy,
     resolve_recipe,
 )
@@ -33,6 +35,7 @@ def build(
     executor: str = EXECUTOR,
     scheduler: str = SCHEDULER,
     quiet: bool = QUIET,
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Build a dataset: sampling frame → draw → streaming extraction → shards → card."""
     import time
@@ -45,8 +48,9 @@ def build(
     with Reporter(enabled=not quiet) as rep:
         r = resolve_recipe(recipe, strategy, out, samples_per_project, seed, progress=None if quiet else rep.log)
         check_strategy(r)
+        check_out_dir(r, overwrite)
         with make_executor(executor, workers, scheduler) as ex:
-            res = run_build(r, workers=workers, reporter=rep, executor=ex)
+            res = run_build(r, workers=workers, reporter=rep, executor=ex, overwrite=overwrite)
     what = "already complete, nothing rewritten" if res.shards_written == 0 and res.shards_skipped else \
         f"{res.shards_written} shard(s) written, {res.shards_skipped} reused"
     typer.echo(f"{res.out_dir}: {res.samples} samples ({r.strategy}, seed {r.seed}); {what}; "

@@ -12,11 +12,13 @@ STRATEGY = typer.Option(None, "--strategy", "-s", help="Sampling strategy: ALS g
 OUT = typer.Option(None, "--out", "-o", help="Output folder (default: the recipe's output.dir or out/<name>-<strategy>).")
 SAMPLES = typer.Option(None, "--samples-per-project", "--samples", "-n",
                        help="ALS: tiles per project; satellite/DEM: samples in all (first N of the ordered draw).")
-SEED = typer.Option(None, "--seed", help="Seed of the draw (the paper: 41).")
+SEED = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="Seed of the draw (the paper: 41).")
 WORKERS = typer.Option(1, "--workers", "-w", min=1, help="Worker processes.")
 EXECUTOR = typer.Option("local", "--executor", help="local (process pool) or dask.")
 SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (default: a local Dask cluster).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace an earlier build of another recipe (strategy, seed, "
+                                                   "size...) in the output folder; never a folder that is not a build.")
 
 
 #: what ``build`` with no recipe builds (the same as builders/demo.yaml)
@@ -49,3 +51,10 @@ def check_strategy(recipe) -> None:
     from als_datasets.registry import get_kind
 
     get_kind(recipe.kind, recipe.path).check_strategy(recipe)
+
+
+def check_out_dir(recipe, overwrite: bool) -> str:
+    """Refuse an output folder that is in the way before any work (see :mod:`als_datasets.dataset.outdir`)."""
+    from als_datasets.dataset.outdir import check_out_dir as check
+
+    return check(recipe, overwrite)

@@ -109,19 +109,22 @@ def finalise(plan, out: Path, entries: list[dict]) -> int:
 
 
 def validate(out: str | Path) -> list[str]:
-    """Check every shard against ``manifest.json``; returns a list of problems (empty = valid)."""
+    """Check a finished build folder; returns a list of problems (empty = valid), one line each,
+    starting with the file concerned: every shard against ``manifest.json`` (present, size,
+    sha256, the samples it holds), the manifest's split counts against its shards (per format) and
+    against ``_info.json`` and ``index.parquet``, and no file the build did not write (a push
+    would upload it)."""
+    from als_datasets.dataset.outdir import WORK_DIR, foreign_files
+
     out = Path(out)
-    m = out / "manifest.json"
-    if not m.is_file():
-        raise InputError(m, "no manifest.json: not a finished build")
-    try:
-        manifest = json.loads(m.read_text())
-    except ValueError as exc:
-        raise InputError(m, f"not valid JSON: {exc}") from None
+    manifest = _read_manifest(out / "manifest.json")
     problems = []
-    if (out / ".build").exists():
-        problems.append(".build: the build did not finish (re-run the same build command to complete it)")
-    for e in manifest.get("shards", []):
+    if (out / WORK_DIR).exists():
+        problems.append(f"{WORK_DIR}: the build did not finish (re-run the same build command to complete it)")
+    shards = manifest["shards"]
+    if not any(e["samples"] for e in shards):
+        problems.append("manifest.json: no samples (the build wrote no shard that holds one)")
+    for e in shards:
         p = out / e["path"]
         if not p.is_file():
             problems.append(f"{e['path']}: missing")
@@ -129,5 +132,86 @@ def validate(out: str | Path) -> list[str]:
             problems.append(f"{e['path']}: {p.stat().st_size} bytes, manifest says {e['bytes']}")
         elif sha256_file(p) != e["sha256"]:
             problems.append(f"{e['path']}: sha256 does not match the manifest")
+        else:
+            n = count_samples(p, e["format"])
+            if n != e["samples"]:
+                problems.append(f"{e['path']}: holds {n} samples, manifest says {e['samples']}")
+    problems += _check_counts(out, manifest)
+    problems += [f"{rel}: not written by the build (a push would upload it)"
+                 for rel in foreign_files(out, [e["path"] for e in shards])]
     return problems
 
+
+def _read_manifest(m: Path) -> dict:
+    """``manifest.json`` with the fields validate relies on, or a one-line error."""
+    if not m.is_file():
+        raise InputError(m, "no manifest.json: not a finished build")
+    try:
+        manifest = json.loads(m.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(m, f"not valid JSON: {exc}") from None
+    need = {"path": str, "format": str, "split": str, "samples": int, "bytes": int, "sha256": str}
+    ok = (isinstance(manifest, dict) and isinstance(manifest.get("shards"), list)
+          and isinstance(manifest.get("splits"), dict)
+          and all(isinstance(e, dict) and all(isinstance(e.get(k), t) for k, t in need.items())
+                  for e in manifest["shards"]))
+    if not ok:
+        raise InputError(m, "not a build manifest (needs 'splits' and 'shards' with path, format, split, samples, "
+                            "bytes and sha256)")
+    return manifest
+
+
+def count_samples(path: Path, fmt: str) -> int:
+    """The samples one shard holds: Parquet rows, or distinct keys of a tar's members."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    with tarfile.open(path) as tar:
+        return len({m.name.split(".", 1)[0] for m in tar if m.isfile()})
+
+
+def _check_counts(out: Path, manifest: dict) -> list[str]:
+    """Per split and format, the shards' samples add up to the manifest's ``splits``; ``_info.json``
+    and ``index.parquet`` say the same."""
+    problems = []
+    splits = manifest["splits"]
+    by = {}
+    for e in manifest["shards"]:
+        by.setdefault(e["format"], {}).setdefault(e["split"], []).append(e)
+    for fmt, per_split in sorted(by.items()):
+        for split in sorted(set(per_split) | set(splits)):
+            n = sum(e["samples"] for e in per_split.get(split, []))
+            if n != splits.get(split, 0):
+                problems.append(f"manifest.json: {fmt} shards of split {split!r} hold {n} samples, "
+                                f"splits says {splits.get(split, 0)}")
+    main = by.get("webdataset") or by.get("parquet") or {}
+    info_path = out / "_info.json"
+    try:
+        info = json.loads(info_path.read_text())
+        info_splits = info["splits"]
+        got = {k: (v["num_samples"], v["filenames"], v["shard_lengths"]) for k, v in info_splits.items()}
+    except FileNotFoundError:
+        problems.append("_info.json: missing")
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        problems.append("_info.json: not valid (needs splits → num_samples, filenames, shard_lengths)")
+    else:
+        want = {k: (splits[k], [e["path"] for e in main.get(k, [])], [e["samples"] for e in main.get(k, [])])
+                for k in splits}
+        if got != want:
+            bad = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+            problems.append(f"_info.json: split(s) {', '.join(map(repr, bad))} disagree with manifest.json")
+    index = out / "index.parquet"
+    if not index.is_file():
+        problems.append("index.parquet: missing")
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.ParquetFile(index).metadata.num_rows
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is one problem line
+            problems.append(f"index.parquet: unreadable ({type(exc).__name__})")
+        else:
+            if rows != sum(splits.values()):
+                problems.append(f"index.parquet: {rows} rows, manifest.json splits say {sum(splits.values())} samples")
+    return problems

@@ -72,6 +72,7 @@ class AlsKind(Kind):
     json_fields = ("project", "tile_id", "split", "crs", "lon", "lat", "landcover", "slope_class", "slope_mean_deg",
                    "stratum", "point_count", "density", "height_entropy", "height_reference", "draw_rank", "weight", "bounds_utm", "origin")
     skipped_reason = "no points left after reading and cleaning"
+    plan_files = ("pointclouds_needed.txt",)
 
     def load_recipe(self, data, src, overrides, out_dir):
         from als_datasets.kinds.als.recipe import load_als_recipe
@@ -110,7 +111,7 @@ class AlsKind(Kind):
             strata = grp.groupby(["landcover", "slope_class"]).size()
             lines.append(f"  {proj}: " + ", ".join(f"{a}/{b} {n}" for (a, b), n in strata.items()))
         if files:
-            listing = Path(out_dir) / "pointclouds_needed.txt"
+            listing = Path(out_dir) / self.plan_files[0]
             listing.write_text("".join(f"{f}\n" for f in files))
             lines.append(f"point-cloud files needed by the selected tiles: {len(files)} (listed in {listing})")
         return lines

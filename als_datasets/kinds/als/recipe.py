@@ -25,11 +25,14 @@ from als_datasets.recipe import (
     DEFAULT_SHARD_MAX_BYTES,
     KEY_RE,
     check_name,
+    holdout_fraction,
     merge_recipe,
     number,
+    output_section,
     recipe_base,
     resolve_output,
     resolve_path,
+    seed,
     shard_bounds,
 )
 
@@ -158,28 +161,16 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
     for cname, codes in classes.items():
         if not KEY_RE.match(str(cname)) or str(cname) == "other":
             raise InputError(where, f"land-cover class name {cname!r} is not allowed")
-        if isinstance(codes, int):
+        if not isinstance(codes, (list, tuple)):
             codes = [codes]
-        try:
-            lc_classes[str(cname)] = tuple(int(c) for c in codes)
-        except (TypeError, ValueError):
-            raise InputError(where, f"landcover.classes.{cname} must be a list of integer codes") from None
+        key = f"landcover.classes.{cname}"
+        lc_classes[str(cname)] = tuple(number(where, {key: c}, key, int) for c in codes)
 
-    slope = merged.get("slope_classes_deg") or {}
-    slope_classes = {}
-    for cname, rng in slope.items():
-        try:
-            lo, hi = float(rng[0]), float(rng[1])
-        except (TypeError, ValueError, IndexError):
-            raise InputError(where, f"slope_classes_deg.{cname} must be [low, high] in degrees") from None
-        if not lo < hi:
-            raise InputError(where, f"slope_classes_deg.{cname}: low must be below high")
-        slope_classes[str(cname)] = (lo, hi)
-    if not slope_classes:
-        raise InputError(where, "slope_classes_deg must define at least one class")
+    slope_classes = _slope_classes(where, merged.get("slope_classes_deg") or {})
 
-    tile, res = number(where, merged, "tile_size_m"), number(where, merged, "grid_res_m")
-    if tile <= 0 or res <= 0 or abs(tile / res - round(tile / res)) > 1e-9:
+    tile = number(where, merged, "tile_size_m", float, 0, lo_open=True)
+    res = number(where, merged, "grid_res_m", float, 0, lo_open=True)
+    if abs(tile / res - round(tile / res)) > 1e-9 or round(tile / res) < 1:
         raise InputError(where, f"tile_size_m ({tile}) must be a positive multiple of grid_res_m ({res})")
 
     projects = []
@@ -207,18 +198,17 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
     if not projects:
         raise InputError(where, "the recipe lists no projects")
 
-    output = merged.get("output") or {}
+    output = output_section(where, merged)
     formats, out = resolve_output(where, base, output, out_dir, f"{name}-{merged['strategy']}")
     shard_max, shard_bytes = shard_bounds(where, output)
     dem_path, dem_z_unit, dem_z_to_m = _dem(where, base, merged.get("dem"))
 
-    n = number(where, merged, "samples_per_project", int)
-    draws = number(where, merged, "draws", int)
-    if n < 1 or draws < 1:
-        raise InputError(where, "samples_per_project and draws must be positive")
-    hold = number(where, {"holdout_fraction": merged.get("holdout_fraction") or 0.0}, "holdout_fraction")
-    if not 0.0 <= hold < 1.0:
-        raise InputError(where, "holdout_fraction must be in [0, 1)")
+    n = number(where, merged, "samples_per_project", int, lo=1)
+    draws = number(where, merged, "draws", int, lo=1)
+    hold = holdout_fraction(where, merged)
+    outlier_k, outlier_multiplier = _outlier(where, merged.get("outlier"))
+    drop_classes = _drop_classes(where, merged.get("drop_classes"))
+    min_fraction = number(where, merged, "min_class_fraction", float, 0, 1, lo_open=True)
 
     raw = copy.deepcopy(merged)
     raw["name"] = name
@@ -236,21 +226,21 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
         path=src,
         name=name,
         strategy=str(merged["strategy"]),
-        seed=number(where, merged, "seed", int),
+        seed=seed(where, merged),
         samples_per_project=n,
         draws=max(draws, n),
         tile_size_m=tile,
         grid_res_m=res,
         landcover_path=resolve_path(base, lc["path"]),
         landcover_classes=lc_classes,
-        min_class_fraction=number(where, merged, "min_class_fraction"),
+        min_class_fraction=min_fraction,
         dem_path=dem_path,
         slope_mask_other=bool(merged.get("slope_mask_other")),
         slope_classes=slope_classes,
         projects=tuple(projects),
-        drop_classes=tuple(int(c) for c in merged.get("drop_classes") or ()),
-        outlier_k=int((merged.get("outlier") or {"mean_k": 0}).get("mean_k", 12)),
-        outlier_multiplier=float((merged.get("outlier") or {}).get("multiplier", 2.2)),
+        drop_classes=drop_classes,
+        outlier_k=outlier_k,
+        outlier_multiplier=outlier_multiplier,
         holdout_fraction=hold,
         out_dir=out,
         formats=formats,
@@ -278,3 +268,46 @@ def _dem(where, base: Path, dem) -> tuple[Path | None, str | float | None, float
     if factor is None:
         raise InputError(where, f"dem.z_unit must be m, ft, us-ft or metres per DEM unit (a number > 0), got {unit!r}")
     return resolve_path(base, dem.get("path")), unit, factor
+
+
+def _slope_classes(where, slope) -> dict[str, tuple[float, float]]:
+    """``slope_classes_deg``: name → [low, high] degrees, 0 ≤ low < high ≤ 90."""
+    if not isinstance(slope, dict):
+        raise InputError(where, "slope_classes_deg must map class names to [low, high] in degrees")
+    classes = {}
+    for cname, rng in slope.items():
+        if not isinstance(rng, (list, tuple)) or len(rng) != 2:
+            raise InputError(where, f"slope_classes_deg.{cname} must be [low, high] in degrees, got {rng!r}")
+        key = f"slope_classes_deg.{cname}"
+        lo = number(where, {key: rng[0]}, key, float, 0, 90)
+        hi = number(where, {key: rng[1]}, key, float, 0, 90)
+        if not lo < hi:
+            raise InputError(where, f"{key}: low must be below high, got {list(rng)!r}")
+        classes[str(cname)] = (lo, hi)
+    if not classes:
+        raise InputError(where, "slope_classes_deg must define at least one class")
+    return classes
+
+
+def _outlier(where, outlier) -> tuple[int, float]:
+    """``outlier: {mean_k, multiplier}`` (PDAL's statistical filter); ``null`` or mean_k 0: off."""
+    if outlier is None:
+        return 0, 2.2
+    if not isinstance(outlier, dict):
+        raise InputError(where, f"outlier must be a mapping {{mean_k, multiplier}} or null, got {outlier!r}")
+    extra = set(outlier) - {"mean_k", "multiplier"}
+    if extra:
+        raise InputError(where, f"outlier: unknown key(s): {', '.join(sorted(map(str, extra)))}")
+    k = number(where, {"outlier.mean_k": outlier.get("mean_k", 12)}, "outlier.mean_k", int, lo=0)
+    m = number(where, {"outlier.multiplier": outlier.get("multiplier", 2.2)}, "outlier.multiplier", float, 0,
+               lo_open=True)
+    return k, m
+
+
+def _drop_classes(where, classes) -> tuple[int, ...]:
+    """``drop_classes``: ASPRS classification codes 0..255 (``null`` or ``[]``: none)."""
+    if classes is None:
+        return ()
+    if not isinstance(classes, (list, tuple)):
+        classes = [classes]
+    return tuple(number(where, {"drop_classes": c}, "drop_classes", int, 0, 255) for c in classes)

@@ -44,9 +44,11 @@ from als_datasets.recipe import (
     holdout_fraction,
     merge_recipe,
     number,
+    output_section,
     recipe_base,
     resolve_output,
     resolve_path,
+    seed,
     shard_bounds,
 )
 
@@ -143,7 +145,7 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
     merged["strategy"] = strategy
 
     patch = number(where, merged, "patch_size_px", int, lo=1)
-    stride = number(where, {"stride_px": merged.get("stride_px") or patch}, "stride_px", int, lo=1)
+    stride = patch if merged.get("stride_px") is None else number(where, merged, "stride_px", int, lo=1)
     ent = merged.get("spectral_entropy") or {}
     if not isinstance(ent, dict):
         raise InputError(where, "spectral_entropy must be a mapping {bins, base}")
@@ -171,6 +173,7 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         if spec["name"] in seen:
             raise InputError(where, f"scene name {spec['name']!r} appears twice")
         seen.add(spec["name"])
+        _scene_numbers(where, i, spec)
         cm = spec.get("cloud_mask")
         if isinstance(cm, dict) and cm.get("path"):
             cm["path"] = _resolve(base, cm["path"])
@@ -181,14 +184,18 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
     cont = merged.get("continents") or {}
     if isinstance(cont, str):
         cont = {"path": cont}
+    if not isinstance(cont, dict):
+        raise InputError(where, f"continents must be a path or a mapping {{path, field, nearest_max_km}}, got {cont!r}")
     cont = {"path": _resolve(base, cont.get("path")), "field": str(cont.get("field", "CONTINENT")),
-            "nearest_max_km": float(cont.get("nearest_max_km", 500.0))}
+            "nearest_max_km": number(where, {"continents.nearest_max_km": cont.get("nearest_max_km", 500.0)},
+                                     "continents.nearest_max_km", float, lo=0)}
     biomes = merged.get("biomes")
     if biomes:
         if not isinstance(biomes, dict) or not biomes.get("raster") or not biomes.get("table"):
             raise InputError(where, "biomes needs 'raster' (RESOLVE ecoregion ids) and 'table' (ecoregions CSV)")
         biomes = {"raster": _resolve(base, biomes["raster"]), "table": _resolve(base, biomes["table"]),
-                  "nearest_px": int(biomes.get("nearest_px", 2))}
+                  "nearest_px": number(where, {"biomes.nearest_px": biomes.get("nearest_px", 2)}, "biomes.nearest_px",
+                                       int, lo=0)}
     lc = merged.get("landcover")
     if lc:
         if isinstance(lc, str):
@@ -196,10 +203,10 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         if not isinstance(lc, dict) or not lc.get("path"):
             raise InputError(where, "landcover needs a 'path'")
         classes = lc.get("classes") or {}
-        try:
-            classes = {str(k): [int(c) for c in (v if isinstance(v, list) else [v])] for k, v in classes.items()}
-        except (TypeError, ValueError):
-            raise InputError(where, "landcover.classes must map class names to lists of raster codes") from None
+        if not isinstance(classes, dict):
+            raise InputError(where, "landcover.classes must map class names to lists of raster codes")
+        classes = {str(k): [number(where, {f"landcover.classes.{k}": c}, f"landcover.classes.{k}", int)
+                            for c in (v if isinstance(v, list) else [v])] for k, v in classes.items()}
         lc = {"path": _resolve(base, lc["path"]), "classes": classes}
     dtype = merged.get("dtype")
     if dtype is not None:
@@ -210,7 +217,7 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
     else:
         dtype = default_dtype
 
-    output = merged.get("output") or {}
+    output = output_section(where, merged)
     formats, out = resolve_output(where, base, output, out_dir, f"{name}-{strategy.replace(':', '-')}")
     shard_max, shard_bytes = shard_bounds(where, output)
 
@@ -220,7 +227,7 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
                        "shard_max_bytes": shard_bytes})
     return RasterRecipe(
         path=src, kind=kind, name=name, strategy=strategy,
-        seed=number(where, merged, "seed", int),
+        seed=seed(where, merged),
         samples=number(where, merged, "samples", int, lo=1),
         patch_px=patch, stride_px=stride,
         max_nodata_fraction=number(where, merged, "max_nodata_fraction", float, 0.0, 1.0),
@@ -232,3 +239,18 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         holdout_fraction=holdout_fraction(where, merged),
         out_dir=out, formats=formats, shard_max_samples=shard_max, raw=raw, shard_max_bytes=shard_bytes,
     )
+
+
+def _scene_numbers(where, i: int, spec: dict) -> None:
+    """A scene's numbers: ``resolution`` > 0 (CRS units), ``nodata`` a number (NaN allowed)."""
+    if spec.get("resolution") is not None:
+        number(where, {f"scenes[{i}].resolution": spec["resolution"]}, f"scenes[{i}].resolution", float, 0,
+               lo_open=True)
+    nd = spec.get("nodata")
+    if nd is not None:
+        try:
+            if isinstance(nd, bool):
+                raise TypeError
+            float(nd)
+        except (TypeError, ValueError):
+            raise InputError(where, f"scenes[{i}].nodata must be a number, got {nd!r}") from None

@@ -29,10 +29,15 @@ __all__ = [
     "plot_entropy_hist",
     "plot_comparison",
     "write_plots",
+    "PLOT_FILES",
 ]
 
 
 # ------------------------------------------------------------------------------------ driver
+#: every plot :func:`write_plots` may write into OUT/report/
+PLOT_FILES = ("footprints.png", "labels.png", "entropy.png")
+
+
 def _present(index, columns) -> tuple[str, ...]:
     """The label columns the index has with at least one value (layers the recipe did not give
     are left out)."""
@@ -60,4 +65,7 @@ def write_plots(out_dir, index=None, frame=None) -> list[Path]:
     p = plot_entropy_hist(index, report / "entropy.png", columns=entropy_columns(kind))
     if p is not None:
         written.append(p)
+    for name in PLOT_FILES:  # a plot this build has no data for is not left from an earlier one
+        if report / name not in written:
+            (report / name).unlink(missing_ok=True)
     return written
