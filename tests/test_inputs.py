@@ -17,6 +17,7 @@ from synth_inputs import DATA, landcover_around, split_las, write_recipe
 import als_datasets.build as build_mod
 from als_datasets.build import run_build
 from als_datasets.cli import main
+from als_datasets.errors import InputError
 from als_datasets.kinds.als.build import route_tasks
 from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
 from als_datasets.plan import make_plan
@@ -118,7 +119,10 @@ def test_changed_pointcloud_crs_reruns_only_that_projects_shards(tmp_path, halve
                 if set(plan.selected[plan.selected["project"] == "east"]["tile_id"]) & set(s.keys)}
     assert expected and len(expected) < len(plan.shards)
     ran = _record_shards(monkeypatch)
-    run_build(r)
+    with pytest.raises(InputError, match="different recipe"):  # a changed recipe needs --overwrite (item 8)
+        run_build(r)
+    assert ran == [] and _digest(out) == before
+    run_build(r, overwrite=True)  # ... and then reruns only what the change touches
     assert set(ran) == expected
     after = _digest(out)
     assert after != before
