@@ -99,3 +99,11 @@ def test_good_numbers_still_load(tmp_path):
     _, r = _load(tmp_path, {**RASTER, "kind": "dem", "scenes": [{"path": "d.tif", "nodata": float("nan"),
                                                                    "resolution": 30}], "stride_px": None})
     assert r.stride_px == r.patch_px
+
+
+def test_recipe_slope_classes_replace_the_defaults(tmp_path):
+    """A recipe's ``slope_classes_deg`` is the whole set: the defaults it leaves out are not kept."""
+    _, r = _load(tmp_path, {**ALS, "slope_classes_deg": {"gentle": [0, 10], "rugged": [10, 90]}})
+    assert r.slope_classes == {"gentle": (0.0, 10.0), "rugged": (10.0, 90.0)}
+    _, r = _load(tmp_path, dict(ALS))
+    assert list(r.slope_classes) == ["flat", "sloped", "steep"]

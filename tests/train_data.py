@@ -284,13 +284,14 @@ def write_dataset(root, kind: str = "als", n_train: int = 48, n_val: int = 16,
     kw = {"n_points": n_points, "tile_size_m": tile_size_m, "patch_size_px": patch_size_px}
     info = {"name": name or f"synthetic-{kind}", "version": __version__, "splits": {}}
     shards, start = [], 0
-    common_lists = []
+    common_lists, index_rows = [], []
     for split, n in (("train", n_train), ("validation", n_val)):
         if n <= 0:
             continue
         samples = make_samples(kind, n, seed, split, start=start, **kw)
         start += n
         common_lists += [s["json"].get("common_bands", []) for s in samples]
+        index_rows += [{"key": s["__key__"], "split": split} for s in samples]
         files, lengths, pos = [], [], 0
         spec = shard_size.get(split, 16) if isinstance(shard_size, dict) else shard_size
         if not isinstance(spec, int) and split != "train":
@@ -318,4 +319,7 @@ def write_dataset(root, kind: str = "als", n_train: int = 48, n_val: int = 16,
     }
     for fname, obj in (("_info.json", info), ("manifest.json", manifest)):
         (root / fname).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    import pandas as pd  # a catalogue with one row per sample, as a build writes (validate checks it)
+
+    pd.DataFrame(index_rows, columns=["key", "split"]).to_parquet(root / "index.parquet", index=False)
     return root

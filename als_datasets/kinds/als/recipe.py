@@ -166,7 +166,9 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
         key = f"landcover.classes.{cname}"
         lc_classes[str(cname)] = tuple(number(where, {key: c}, key, int) for c in codes)
 
-    slope_classes = _slope_classes(where, merged.get("slope_classes_deg") or {})
+    # the recipe's classes replace the defaults (a deep merge would keep default classes it leaves out)
+    given = data.get("slope_classes_deg")
+    slope_classes = _slope_classes(where, DEFAULTS["slope_classes_deg"] if given is None else given)
 
     tile = number(where, merged, "tile_size_m", float, 0, lo_open=True)
     res = number(where, merged, "grid_res_m", float, 0, lo_open=True)
