@@ -1,0 +1,345 @@
+"""Ranged reads of any input: HTTP(S) with ``Range``, fsspec URLs (``s3://``) or local files.
+
+Every archive the toolkit reads (COPC and EPT point clouds, STAC assets, remote rasters) is read
+by ranges, and only what a build needs is fetched:
+
+* :func:`is_remote`, :func:`redact`, :func:`source_name` — URL helpers (messages and names
+  never carry the query string, where signed URLs keep their tokens);
+* :func:`open_source` — a seekable, read-only file object over ranged fetches (``Range:
+  bytes=a-b`` for ``http(s)://``, ``fs.cat_file`` for any fsspec protocol such as ``s3://``,
+  ``os.pread`` for a local file) that counts the bytes and requests it made.
+
+laspy's own HTTP reader (``laspy.copc.HttpRangeStream``) needs ``requests``, sends one request
+per ``read`` call (many small ones for a header) and does not check that the server answered
+``206 Partial Content`` — a server that ignores ``Range`` makes it read whole files.  Ours uses
+the standard library, reads ahead in blocks, retries 429/5xx and network errors with backoff,
+refuses such servers with a one-line error, and is handed to laspy as a file object.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from als_datasets.errors import InputError
+
+__all__ = [
+    "FetchStats",
+    "RangeFile",
+    "is_remote",
+    "redact",
+    "source_name",
+    "open_source",
+]
+
+#: read-ahead for small reads (hierarchy pages, VLRs past the first block)
+BLOCK_SIZE = 16 * 1024
+LARGE_CACHE = 8 * 1024 * 1024  # larger single reads are kept as the cache too (hierarchy pages)
+#: first request to a remote file: the header and, usually, every VLR (it gives the file size too)
+FIRST_BLOCK = 4096
+#: parallel range requests of one batch of octree nodes (remote sources only)
+HTTP_THREADS = 4
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+#: fsspec protocol -> the package that implements it (for the "pip install" hint)
+_FSSPEC_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
+                    "abfss": "adlfs"}
+
+
+# --------------------------------------------------------------------------- names
+
+
+def _scheme(path) -> str:
+    text = os.fspath(path) if not isinstance(path, str) else path
+    if "://" not in text:
+        return ""
+    return text.split("://", 1)[0].lower()
+
+
+def is_remote(path) -> bool:
+    """True for ``scheme://...`` inputs other than ``file://`` (http, https, s3, gs, ...)."""
+    s = _scheme(path)
+    return bool(s) and s != "file"
+
+
+def redact(path) -> str:
+    """The path or URL for messages and names: no query string, fragment or user:password
+    (a signed URL's token must not land in error messages, logs or a published dataset)."""
+    text = os.fspath(path) if not isinstance(path, str) else path
+    if not is_remote(text):
+        return text
+    u = urllib.parse.urlsplit(text)
+    host = u.hostname or ""
+    if u.port:
+        host = f"{host}:{u.port}"
+    return urllib.parse.urlunsplit((u.scheme, host, u.path, "", ""))
+
+
+def source_name(path) -> str:
+    """The file name of a local path or URL (without a query string)."""
+    return redact(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+# --------------------------------------------------------------------------- fetchers
+
+
+@dataclass
+class FetchStats:
+    """Bytes and requests fetched from a source (shared by every file object opened on it)."""
+
+    bytes_fetched: int = 0
+    requests: int = 0
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+
+    def add(self, nbytes: int) -> None:
+        with self._lock:
+            self.bytes_fetched += nbytes
+            self.requests += 1
+
+
+class _LocalFetcher:
+    parallel = False
+
+    def __init__(self, path: str):
+        self.name = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except FileNotFoundError:
+            raise InputError(path, "file not found") from None
+        except OSError as e:
+            raise InputError(path, f"cannot open: {e.strerror}") from None
+        st = os.fstat(self._fd)
+        self.size = st.st_size
+        self.stamp = f"size={st.st_size};mtime_ns={st.st_mtime_ns}"
+        self.first_block = b""
+
+    def fetch(self, start: int, stop: int) -> bytes:
+        return os.pread(self._fd, stop - start, start)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _HttpFetcher:
+    """``GET`` with ``Range: bytes=a-b``; every answer must be ``206`` with a matching
+    ``Content-Range``.  The first block is fetched on open (it gives the file size too)."""
+
+    parallel = True
+
+    def __init__(self, url: str, first: int, timeout: float = 60.0, retries: int = 3):
+        self.url, self.name = url, redact(url)
+        self.timeout, self.retries = timeout, retries
+        self.size = -1
+        self.first_block, total, headers = self._get(0, first)
+        self.size = total
+        self.stamp = ";".join(f"{k}={headers[k]}" for k in ("ETag", "Last-Modified") if headers.get(k)) \
+            + f";size={total}"
+
+    def fetch(self, start: int, stop: int) -> bytes:
+        return self._get(start, stop)[0]
+
+    def _get(self, start: int, stop: int) -> tuple[bytes, int, dict]:
+        req = urllib.request.Request(self.url, headers={
+            "Range": f"bytes={start}-{stop - 1}", "Accept-Encoding": "identity", "User-Agent": "als-datasets"})
+        for attempt in range(self.retries + 1):
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return self._body(resp, start, stop)
+            except urllib.error.HTTPError as e:
+                e.close()
+                if e.code in _RETRY_STATUS and attempt < self.retries:
+                    time.sleep(0.5 * 2 ** attempt)
+                    continue
+                raise InputError(self.name, f"HTTP {e.code} {e.reason} (fetching bytes {start}-{stop - 1})") from None
+            except (urllib.error.URLError, OSError) as e:
+                if attempt < self.retries:
+                    time.sleep(0.5 * 2 ** attempt)
+                    continue
+                reason = getattr(e, "reason", None) or e
+                raise InputError(self.name, f"cannot fetch ({' '.join(str(reason).split())})") from None
+        raise AssertionError("unreachable")
+
+    def _body(self, resp, start: int, stop: int) -> tuple[bytes, int, dict]:
+        status = getattr(resp, "status", None) or resp.getcode()
+        if status != 206:
+            raise InputError(self.name, f"the server does not honour HTTP Range requests (answered {status} "
+                             "instead of 206 Partial Content); remote point clouds need ranged reads")
+        cr = resp.headers.get("Content-Range", "")
+        try:
+            unit, rest = cr.split(" ", 1)
+            span, total_s = rest.split("/", 1)
+            a, b = (int(v) for v in span.split("-", 1))
+            total = int(total_s) if total_s != "*" else self.size
+        except ValueError:
+            raise InputError(self.name, f"bad Content-Range {cr!r} in a 206 answer") from None
+        if unit != "bytes" or a != start or total is None or total < 0:
+            raise InputError(self.name, f"the server answered range {cr!r} to a request for bytes={start}-{stop - 1}")
+        want = min(stop, total) - start
+        data = resp.read(want)
+        if len(data) != want or b - a + 1 != want:
+            raise InputError(self.name, f"short read: got {len(data)} of {want} bytes at offset {start}")
+        return data, total, dict(resp.headers)
+
+    def close(self) -> None:
+        pass
+
+
+class _FsspecFetcher:
+    """Any fsspec filesystem (``s3://`` through s3fs, ``gs://`` through gcsfs...)."""
+
+    parallel = True
+
+    def __init__(self, url: str):
+        self.name = redact(url)
+        scheme = _scheme(url)
+        pkg = _FSSPEC_PACKAGES.get(scheme, f"the fsspec implementation of {scheme}://")
+        try:
+            import fsspec
+
+            self.fs, self.path = fsspec.core.url_to_fs(url)
+        except ImportError:
+            hint = f"pip install {pkg}" if scheme in _FSSPEC_PACKAGES else f"install {pkg}"
+            raise InputError(self.name, f"reading {scheme}:// URLs needs {pkg.split()[-1]} ({hint})") from None
+        except ValueError as e:
+            raise InputError(self.name, f"no fsspec filesystem for {scheme}:// ({e})") from None
+        try:
+            info = self.fs.info(self.path)
+        except FileNotFoundError:
+            raise InputError(self.name, "file not found") from None
+        except Exception as e:  # noqa: BLE001 - credentials, network: every backend raises its own
+            raise InputError(self.name, f"cannot open ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
+        self.size = int(info.get("size") or info.get("Size") or 0)
+        tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or ""
+        self.stamp = f"etag={tag};size={self.size}"
+        self.first_block = b""
+
+    def fetch(self, start: int, stop: int) -> bytes:
+        try:
+            return self.fs.cat_file(self.path, start=start, end=stop)
+        except Exception as e:  # noqa: BLE001
+            raise InputError(self.name, f"cannot fetch bytes {start}-{stop - 1} ({type(e).__name__})") from None
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- file object
+
+
+class RangeFile(io.RawIOBase):
+    """A seekable, read-only file over ranged fetches, with a one-block read-ahead cache.
+
+    Reads smaller than ``block_size`` fetch a whole block (headers and VLRs are read field by
+    field); larger reads fetch exactly what is asked.  ``stats`` counts bytes and requests.
+    """
+
+    def __init__(self, fetcher, stats: FetchStats | None = None, block_size: int = BLOCK_SIZE):
+        super().__init__()
+        self._f = fetcher
+        self.stats = stats if stats is not None else FetchStats()
+        self.block_size = block_size
+        self._pos = 0
+        self._cache_start, self._cache = 0, b""
+        if fetcher.first_block:
+            self.stats.add(len(fetcher.first_block))
+            self._cache = fetcher.first_block
+
+    @property
+    def name(self) -> str:
+        return self._f.name
+
+    @property
+    def size(self) -> int:
+        return self._f.size
+
+    @property
+    def stamp(self) -> str:
+        return self._f.stamp
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        if base + pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + pos
+        return self._pos
+
+    def fetch(self, start: int, stop: int) -> bytes:
+        """Bytes ``[start, stop)`` in one request (counted), bypassing the cache."""
+        data = self._f.fetch(start, stop)
+        self.stats.add(len(data))
+        if len(data) != stop - start:
+            raise InputError(self.name, f"short read: got {len(data)} of {stop - start} bytes at offset {start}")
+        return data
+
+    def fetch_many(self, ranges: Sequence[tuple[int, int]], threads: int = HTTP_THREADS) -> list[bytes]:
+        """Several ``(start, stop)`` ranges, in order; in parallel for remote sources."""
+        if len(ranges) > 1 and self._f.parallel and threads > 1:
+            with ThreadPoolExecutor(max_workers=min(threads, len(ranges))) as pool:
+                return list(pool.map(lambda r: self.fetch(*r), ranges))
+        return [self.fetch(a, b) for a, b in ranges]
+
+    def readinto(self, b) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        out = memoryview(b).cast("B")
+        n = min(len(out), max(self.size - self._pos, 0))
+        if n <= 0:
+            return 0
+        pos, c0 = self._pos, self._cache_start
+        if not (c0 <= pos and pos + n <= c0 + len(self._cache)):
+            if n >= self.block_size:
+                data = self.fetch(pos, pos + n)
+                if n <= LARGE_CACHE:  # a hierarchy page laspy reads twice is fetched once
+                    self._cache_start, self._cache = pos, data
+                out[:n] = data
+                self._pos += n
+                return n
+            self._cache_start, self._cache = pos, self.fetch(pos, min(pos + self.block_size, self.size))
+            c0 = pos
+        out[:n] = self._cache[pos - c0: pos - c0 + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
+
+
+def open_source(path, stats: FetchStats | None = None, block_size: int = BLOCK_SIZE) -> RangeFile:
+    """A :class:`RangeFile` over a local path, an ``http(s)://`` URL or an fsspec URL (``s3://``).
+
+    Raises a one-line :class:`InputError` naming the (redacted) URL when the source is missing,
+    unreachable, ignores ``Range``, or needs a package that is not installed.
+    """
+    text = os.fspath(path) if not isinstance(path, str) else path
+    scheme = _scheme(text)
+    if scheme in ("http", "https"):
+        fetcher = _HttpFetcher(text, min(FIRST_BLOCK, block_size))
+    elif scheme == "file":
+        fetcher = _LocalFetcher(urllib.request.url2pathname(urllib.parse.urlsplit(text).path))
+    elif scheme:
+        fetcher = _FsspecFetcher(text)
+    else:
+        fetcher = _LocalFetcher(text)
+    return RangeFile(fetcher, stats, block_size)
