@@ -1,5 +1,5 @@
-"""`als-datasets push` against the in-process Hub (tests/hub_server.py): load_dataset of both
-configs (map-style and streaming) returns the local samples; a failure at any step leaves `main`
+"""`als-datasets push` against the in-process Hub (tests/hub_server.py): load_dataset of the declared
+config and of the tars (map-style and streaming) returns the local samples; a failure at any step leaves `main`
 at the old or the new complete state; re-runs resume; a second push is a no-op; the token never
 appears in output or logs."""
 
@@ -78,6 +78,11 @@ def test_push_then_load_both_configs(hub, builds):
         assert np.array_equal(np.asarray(r["xyz.npy"]), np.asarray(local[r["__key__"]]["xyz.npy"]))
     streamed = list(load_dataset(REPO, split="train", streaming=True))
     assert sorted(r["__key__"] for r in streamed) == sorted(local)
+    from als_datasets.dataset.card import declared_configs, read_card_yaml
+
+    for name in declared_configs(read_card_yaml(v1)):  # every declared config, as the card invites
+        assert sorted(load_dataset(REPO, name, split="train")["__key__"]) == sorted(local)
+        assert sorted(r["__key__"] for r in load_dataset(REPO, name, split="train", streaming=True)) == sorted(local)
     head = hub.head(REPO, "main")
     wds_map = load_dataset("webdataset", data_files=f"hf://datasets/{REPO}@{head}/webdataset/train/*.tar", split="train")
     wds_stream = load_dataset("webdataset", data_files=f"hf://datasets/{REPO}@{head}/webdataset/train/*.tar",

@@ -1,19 +1,20 @@
-"""Hub dataset card (README.md YAML front matter) declaring the Parquet and WebDataset configs.
+"""Hub dataset card (README.md YAML front matter): ONE declared config per dataset.
 
-The YAML declares two configs over the same samples (DESIGN.md §4/§8):
+Every config the card declares must load with a plain ``load_dataset(repo, config)``, map-style
+and streaming (DESIGN.md §4).  ``datasets`` (<= 5.2, huggingface/datasets#6447/#7101) infers ONE
+builder module per folder / Hub repo, from the data files of the *first* config in the YAML, and
+runs it for every config: a second config over files of another type (tars next to Parquet)
+would be read with the wrong builder and fail.  So the card declares one config (``default``)
+over the first format the build wrote (Parquet when it wrote Parquet, else the WebDataset tars),
+with its explicit features (``dataset_info``, serialised by ``datasets`` itself,
+``DatasetInfosDict.to_dataset_card_data``); the other format's files hold the same samples and
+are described in the card's text, with the plain calls that read them
+(``load_dataset("webdataset", data_files=...)``, ``webdataset.WebDataset``).
+:func:`load_config` loads either format with the declared features.
 
-* ``default``    -> ``parquet/<split>/*.parquet``
-* ``webdataset`` -> ``webdataset/<split>/*.tar``
-
-and ``dataset_info`` for both, serialised by ``datasets`` itself (``DatasetInfosDict
-.to_dataset_card_data``) from the explicit features, so that ``load_dataset`` uses the declared
-features instead of inferring them.
-
-Limitation of ``datasets`` (<= 5.2, huggingface/datasets#6447): a folder / Hub repo gets ONE
-builder module, inferred from the data files of the *first* config in the YAML.  With Parquet
-first, ``load_dataset(OUT)`` works, but ``load_dataset(OUT, "webdataset")`` runs the Parquet
-builder on the tars and fails.  :func:`load_config` reads the card and loads any declared config
-with the right builder, the declared data files and the declared features.
+``num_bytes`` (the size of the Arrow data ``datasets`` generates) is not known before a client
+generates it: the card leaves it out (and ``dataset_size``), and states ``download_size``, the
+real bytes of the declared config's files.
 """
 
 from __future__ import annotations
@@ -80,12 +81,13 @@ def card_yaml(
     """The card's YAML metadata as a plain dict.
 
     ``splits`` maps a split name to its number of examples, or to a dict with
-    ``num_examples`` (required), and optionally ``num_bytes``, ``parquet`` / ``webdataset``
-    (a glob or list of paths relative to the dataset root; default
-    ``parquet/<split>/*.parquet`` / ``webdataset/<split>/*.tar``) and ``parquet_bytes`` /
-    ``webdataset_bytes`` (size of that config's files, for ``download_size``).
-    ``formats``: the configs to declare, ``"default"`` (Parquet) and/or ``"webdataset"``;
-    the first one decides which builder ``load_dataset(OUT)`` uses, so Parquet comes first.
+    ``num_examples`` (required), and optionally ``parquet`` / ``webdataset`` (a glob or list of
+    paths relative to the dataset root; default ``parquet/<split>/*.parquet`` /
+    ``webdataset/<split>/*.tar``) and ``parquet_bytes`` / ``webdataset_bytes`` (size of that
+    format's files, for ``download_size``).
+    ``formats``: the formats the build wrote, ``"default"`` (Parquet) and/or ``"webdataset"``;
+    only the first is declared as a config (named ``default``; see the module docstring), so
+    Parquet comes first.
     ``extra``: more top-level keys (``task_categories``, ``language``, ...); they may not
     override ``configs`` / ``dataset_info``.
     """
@@ -101,35 +103,25 @@ def card_yaml(
             raise ValueError(f"split {name!r}: num_examples missing")
         norm[name] = spec
 
-    configs = []
+    folder, pattern = _FORMAT_DIRS[formats[0]]
+    data_files = [
+        {"split": name, "path": _as_list(spec.get(folder, f"{folder}/{name}/{pattern}"))}
+        for name, spec in norm.items()
+    ]
+    for df in data_files:
+        if len(df["path"]) == 1:
+            df["path"] = df["path"][0]
+    configs = [{"config_name": PARQUET_CONFIG, "data_files": data_files, "default": True}]
+    split_dict = SplitDict()
+    for name, spec in norm.items():
+        split_dict.add(SplitInfo(name=name, num_examples=int(spec["num_examples"])))
+    download = [spec.get(f"{folder}_bytes") for spec in norm.values()]
     infos = DatasetInfosDict()
-    for i, cfg in enumerate(formats):
-        folder, pattern = _FORMAT_DIRS[cfg]
-        data_files = [
-            {"split": name, "path": _as_list(spec.get(folder, f"{folder}/{name}/{pattern}"))}
-            for name, spec in norm.items()
-        ]
-        for df in data_files:
-            if len(df["path"]) == 1:
-                df["path"] = df["path"][0]
-        entry: dict[str, Any] = {"config_name": cfg, "data_files": data_files}
-        if i == 0:
-            entry["default"] = True
-        configs.append(entry)
-        split_dict = SplitDict()
-        for name, spec in norm.items():
-            split_dict.add(
-                SplitInfo(
-                    name=name, num_bytes=int(spec.get("num_bytes", 0)), num_examples=int(spec["num_examples"])
-                )
-            )
-        download = [spec.get(f"{folder}_bytes") for spec in norm.values()]
-        infos[cfg] = DatasetInfo(
-            features=Features(features),
-            splits=split_dict,
-            download_size=sum(download) if all(d is not None for d in download) else None,
-            dataset_size=sum(int(s.get("num_bytes", 0)) for s in norm.values()) or None,
-        )
+    infos[PARQUET_CONFIG] = DatasetInfo(
+        features=Features(features),
+        splits=split_dict,
+        download_size=sum(download) if all(d is not None for d in download) else None,
+    )
 
     card_data = DatasetCardData(
         pretty_name=pretty_name,
@@ -140,6 +132,10 @@ def card_yaml(
     card_data["configs"] = configs
     infos.to_dataset_card_data(card_data)
     out = card_data.to_dict()
+    for info in _as_info_list(out.get("dataset_info")):
+        info.pop("dataset_size", None)  # generated Arrow size: unknown until a client builds it
+        for split in info.get("splits") or []:
+            split.pop("num_bytes", None)
     for k, v in (extra or {}).items():
         if k in ("configs", "dataset_info"):
             raise ValueError(f"extra may not override {k!r}")
@@ -150,6 +146,12 @@ def card_yaml(
         for k in sorted(out, key=lambda k: (k in ("configs", "dataset_info"), k))
         if out[k] is not None
     }
+
+
+def _as_info_list(info: Any) -> list[dict]:
+    if isinstance(info, dict):
+        return [info]
+    return [i for i in info or [] if isinstance(i, dict)]
 
 
 def write_readme(out_dir: str | os.PathLike, yaml_dict: Mapping[str, Any], body_markdown: str) -> Path:
@@ -192,13 +194,16 @@ def declared_configs(card: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def load_config(out_dir: str | os.PathLike, name: str = PARQUET_CONFIG, **kwargs: Any):
-    """``load_dataset`` for one config declared in ``out_dir``'s card, with the builder that
-    matches its files and the declared features (works around huggingface/datasets#6447).
+    """Load one format of a build (a folder or a Hub dataset id ``ORG/NAME``) with the card's
+    declared features.
 
-    For the first (default) config this is just ``load_dataset(out_dir, name)``.  Extra
-    keyword arguments go to ``load_dataset`` (``split``, ``cache_dir``, ``streaming``, ...).
-    ``out_dir`` may also be a Hub dataset id (``ORG/NAME``, optionally ``revision=``): the files
-    are then read through ``hf://`` (the token stays inside the HTTP client).
+    ``name``: a config the card declares (``default``: this is then just
+    ``load_dataset(out_dir, name)``), or ``"webdataset"``: the tar shards
+    (``webdataset/<split>/*.tar``), which the card describes but does not declare (see the module
+    docstring), read with ``load_dataset("webdataset", data_files=...)`` and the declared features.
+    Extra keyword arguments go to ``load_dataset`` (``split``, ``cache_dir``, ``streaming``,
+    ``revision``, ...).  On the Hub the files are read through ``hf://`` (the token stays inside
+    the HTTP client).
     """
     from datasets import load_dataset
 
@@ -212,24 +217,20 @@ def load_config(out_dir: str | os.PathLike, name: str = PARQUET_CONFIG, **kwargs
     else:
         card = read_card_yaml(out_dir)
     configs = declared_configs(card)
-    if name not in configs:
-        raise ValueError(f"{out_dir}: no config {name!r} in README.md (declared: {sorted(configs)})")
-    if next(iter(configs)) == name:
+    if name in configs:
         return load_dataset(str(out_dir), name, revision=revision, **kwargs) if on_hub else \
             load_dataset(str(out_dir), name, **kwargs)
-    cfg = configs[name]
-    exts = {os.path.splitext(p)[1] for paths in cfg["data_files"].values() for p in paths}
-    modules = {_MODULE_FOR_EXT.get(e) for e in exts}
-    if len(modules) != 1 or None in modules:
-        raise ValueError(f"{out_dir}: config {name!r} mixes or has unknown file types {sorted(exts)}")
+    if name not in _FORMAT_DIRS or not configs:
+        raise ValueError(f"{out_dir}: no config {name!r} in README.md (declared: {sorted(configs)}; "
+                         f"the other format: {WEBDATASET_CONFIG!r})")
+    declared = next(iter(configs.values()))
+    folder, pattern = _FORMAT_DIRS[name]
     root = f"hf://datasets/{out_dir}@{revision or 'main'}" if on_hub else Path(out_dir).resolve().as_posix()
-    data_files = {split: [f"{root}/{p}" for p in paths] for split, paths in cfg["data_files"].items()}
-    kwargs.setdefault("features", cfg["features"])
-    ds = load_dataset(modules.pop(), data_files=data_files, **kwargs)
+    data_files = {split: f"{root}/{folder}/{split}/{pattern}" for split in declared["data_files"]}
+    kwargs.setdefault("features", declared["features"])
+    ds = load_dataset(_MODULE_FOR_EXT[pattern[1:]], data_files=data_files, **kwargs)
     if not kwargs.get("streaming") and hasattr(ds, "items"):  # check the declared split sizes
-        for split, n in cfg["splits"].items():
+        for split, n in declared["splits"].items():
             if split in ds and n is not None and len(ds[split]) != n:
-                raise ValueError(
-                    f"{out_dir}: config {name!r} split {split!r} has {len(ds[split])} rows, card says {n}"
-                )
+                raise ValueError(f"{out_dir}: {name!r} split {split!r} has {len(ds[split])} rows, card says {n}")
     return ds
