@@ -109,7 +109,16 @@ class DaskExecutor(Executor):
             self._cluster.close()
 
 
+def check_executor(name: str, scheduler: str | None = None) -> None:
+    """Refuse an unknown ``--executor`` (or a ``--scheduler`` without dask) before any work."""
+    if name not in ("local", "dask"):
+        raise InputError("--executor", f"unknown executor {name!r} (local or dask)")
+    if name == "local" and scheduler:
+        raise InputError("--scheduler", "needs --executor dask")
+
+
 def make_executor(name: str = "local", workers: int = 1, scheduler: str | None = None) -> Executor:
+    check_executor(name, scheduler)
     if name == "local":
         if scheduler:
             raise InputError(None, "--scheduler needs --executor dask")

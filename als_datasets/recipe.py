@@ -138,8 +138,16 @@ def read_recipe_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "recipe file not found")
+    raw = path.read_bytes()
+    if raw[:4] == b"LASF":
+        raise InputError(path, "this is a LAS/LAZ point cloud, not a recipe: write a recipe YAML that lists it under "
+                               "projects: [{name: ..., pointclouds: [...]}] (see builders/3dep-template.yaml)")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(path, "not a recipe: a binary file, where a YAML text file is expected") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

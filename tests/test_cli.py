@@ -69,3 +69,66 @@ def test_interrupted_build_exits_nonzero(tmp_path):
         pytest.skip("the build finished before SIGINT arrived")
     assert p.returncode == 130, err
     assert "re-run the same command to resume" in err
+
+
+def _main_err(capsys, *args) -> tuple[int, str]:
+    from als_datasets.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    return exc.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["build", "--strategy", "geospatal"], "error: --strategy: unknown strategy 'geospatal' (choose from geospatial, random)"),
+    (["build", "--workers", "0"], "'--workers'"),
+    (["build", "--seed", "-3"], "'--seed'"),
+    (["build", "--seed", "4294967296"], "'--seed'"),
+    (["build", "-n", "0"], "'--samples-per-project'"),
+    (["build", "--executor", "foo"], "error: --executor: unknown executor 'foo'"),
+    (["build", "--scheduler", "tcp://x:1"], "error: --scheduler: needs --executor dask"),
+    (["biuld"], "No such command 'biuld'"),
+    (["pretrain", "--data", "x"], "Missing option '--model'"),
+    (["report"], "Missing argument 'DIR...'"),
+])
+def test_bad_options_name_the_option_before_any_work(tmp_path, monkeypatch, capsys, args, expected):
+    """One line naming what the user typed (never a cache file, never an exception class), exit 2,
+    and nothing written (no demo generated, no output folder)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ALS_DATASETS_CACHE", str(tmp_path / "cache"))
+    code, err = _main_err(capsys, *args, "--out", str(tmp_path / "o")) if args[0] == "build" else \
+        _main_err(capsys, *args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+    for word in ("Error:", "BadParameter", "UsageError", "ValueError", "Traceback", ".cache"):
+        assert word not in lines[0].split(":", 1)[1], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no demo cache, no output folder
+
+
+def test_a_point_cloud_given_as_recipe(tmp_path, capsys):
+    code, err = _main_err(capsys, "build", str(DATA / "als" / "mvk-thin.las"), "--out", str(tmp_path / "o"))
+    assert code == 2 and "mvk-thin.las: this is a LAS/LAZ point cloud, not a recipe" in err
+    assert "UnicodeDecodeError" not in err and not (tmp_path / "o").exists()
+    binary = tmp_path / "r.yaml"
+    binary.write_bytes(b"\x00\x91\xff" * 10)
+    code, err = _main_err(capsys, "build", str(binary))
+    assert code == 2 and err.strip() == f"error: {binary}: not a recipe: a binary file, where a YAML text file is expected"
+
+
+def test_every_help_shows_debug():
+    from als_datasets.cli import _register
+
+    _register()
+    assert "--debug" in runner.invoke(app, ["--help"]).output
+    for cmd in ("build", "plan", "validate", "report", "push", "pretrain", "probe"):
+        r = runner.invoke(app, [cmd, "--help"])
+        assert r.exit_code == 0 and "--debug" in r.output, cmd
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from als_datasets.cli import main
+    from als_datasets.errors import InputError
+
+    with pytest.raises(InputError):
+        main(["build", "--strategy", "nope", "--debug", "--out", str(tmp_path / "o")])

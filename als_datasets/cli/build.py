@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from als_datasets.cli.options import (
+    DEBUG,
     EXECUTOR,
     OUT,
     OVERWRITE,
@@ -18,7 +19,6 @@ from als_datasets.cli.options import (
     STRATEGY,
     WORKERS,
     check_out_dir,
-    check_strategy,
     resolve_recipe,
 )
 from als_datasets.cli.root import app
@@ -35,19 +35,20 @@ def build(
     executor: str = EXECUTOR,
     scheduler: str = SCHEDULER,
     quiet: bool = QUIET,
+    debug: bool = DEBUG,
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Build a dataset: sampling frame → draw → streaming extraction → shards → card."""
     import time
 
     from als_datasets.build import run_build
-    from als_datasets.executors import make_executor
+    from als_datasets.executors import check_executor, make_executor
     from als_datasets.progress import Reporter
 
+    check_executor(executor, scheduler)  # options first, before the demo or the recipe is read
     t0 = time.perf_counter()
     with Reporter(enabled=not quiet) as rep:
         r = resolve_recipe(recipe, strategy, out, samples_per_project, seed, progress=None if quiet else rep.log)
-        check_strategy(r)
         check_out_dir(r, overwrite)
         with make_executor(executor, workers, scheduler) as ex:
             res = run_build(r, workers=workers, reporter=rep, executor=ex, overwrite=overwrite)

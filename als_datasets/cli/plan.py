@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from als_datasets.cli.options import (
+    DEBUG,
     OUT,
     OVERWRITE,
     QUIET,
@@ -15,7 +16,6 @@ from als_datasets.cli.options import (
     SEED,
     STRATEGY,
     check_out_dir,
-    check_strategy,
     resolve_recipe,
 )
 from als_datasets.cli.root import app
@@ -29,6 +29,7 @@ def plan(
     samples_per_project: int = SAMPLES,
     seed: int = SEED,
     quiet: bool = QUIET,
+    debug: bool = DEBUG,
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Write OUT/frame.parquet (every candidate sample: labels, eligibility, weight, draw rank)
@@ -43,7 +44,6 @@ def plan(
 
     with Reporter(enabled=not quiet) as rep:
         r = resolve_recipe(recipe, strategy, out, samples_per_project, seed, progress=None if quiet else rep.log)
-        check_strategy(r)
         mode = check_out_dir(r, overwrite)
         kind = get_kind(r.kind, r.path)
         with rep.step("sampling frame", kind.frame_units(r)) as adv:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from als_datasets.cli.options import DEBUG
 from als_datasets.cli.root import app
 
 
@@ -22,7 +23,7 @@ def pretrain(
     epochs: int = typer.Option(None, "--epochs", min=1, help="Length in epochs (default: the config's)."),
     stop_after: int = typer.Option(None, "--stop-after", min=1,
                                    help="Stop at this step, schedule unchanged (re-run to continue)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Run folder (default runs/<data>-<model>-<config>)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder (default runs/<data folder name>-<model>-<config>, under the current directory)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, shuffles, crops and masks."),
     batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Per process (default: the config's)."),
     lr: float = typer.Option(None, "--lr", help="Peak learning rate (default: the config's lr or blr)."),
@@ -33,6 +34,7 @@ def pretrain(
     keep_every: int = typer.Option(None, "--keep-every", min=1, help="Also keep step-N.pt every N steps."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start afresh even if OUT/last.pt exists."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    debug: bool = DEBUG,
 ) -> None:
     """Pretrain BEV-MAE, SatMAE or DEM MAE on a dataset folder; checkpoints and metrics go to --out."""
     from als_datasets.train.loop import train

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from als_datasets.cli.options import DEBUG
 from als_datasets.cli.root import app
 
 
@@ -28,6 +29,7 @@ def probe(
     batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Encoding batch size."),
     device: str = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the scratch encoder next to the checkpoint."),
+    debug: bool = DEBUG,
 ) -> None:
     """Freeze an encoder, pool its features per sample, fit a linear classifier, score the held-out split."""
     from als_datasets.errors import InputError

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from als_datasets.cli.options import DEBUG
 from als_datasets.cli.root import app
 
 
@@ -20,6 +21,7 @@ def push(
                                                      "or the huggingface_hub login (preferred: nothing on the command line)."),
     force: bool = typer.Option(False, "--force", help="Replace a repo that holds something else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    debug: bool = DEBUG,
 ) -> None:
     """Validate, upload the shards, then flip `main` to the new version in one commit. Re-running
     resumes an interrupted upload; re-running after success changes nothing."""

@@ -6,16 +6,18 @@ from pathlib import Path
 
 import typer
 
+from als_datasets.cli.options import DEBUG
 from als_datasets.cli.root import app
 
 
 @app.command()
 def report(
-    dirs: list[Path] = typer.Argument(..., help="One or more build folders."),
+    dirs: list[Path] = typer.Argument(..., metavar="DIR...", help="One or more build folders."),
     out: Path = typer.Option(None, "--out", "-o", help="Folder for the comparison of several builds "
                                                        "(default: report-comparison)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG plots."),
     repo_id: str = typer.Option(None, "--repo-id", help="ORG/NAME used in the card's loading examples."),
+    debug: bool = DEBUG,
 ) -> None:
     """(Re)write each build's report/diversity.json, plots, croissant.json and README.md card, and
     print the diversity; with several folders, a side-by-side comparison with the differences."""

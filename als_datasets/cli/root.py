@@ -25,5 +25,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    debug: bool = typer.Option(False, "--debug", help="On an error, show the full traceback instead of the one-line "
+                                                     "message (also accepted after the command)."),
 ) -> None:
     """als-datasets."""

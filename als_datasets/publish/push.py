@@ -115,6 +115,12 @@ def push(out_dir, repo_id: str, token: str | None = None, private: bool = False,
     if not token:
         raise InputError(repo_id, "no Hugging Face token: pass --token, set HF_TOKEN or log in with `hf auth login`")
     api = HfApi(token=token)
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    # our own bar reports the uploads: huggingface_hub's tqdm bars would interleave with it
+    quiet_hub = progress is not None and not are_progress_bars_disabled()
+    if quiet_hub:
+        disable_progress_bars()
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         head = api.dataset_info(repo_id).sha
@@ -151,6 +157,9 @@ def push(out_dir, repo_id: str, token: str | None = None, private: bool = False,
         )
     except (HfHubHTTPError, RuntimeError, OSError) as exc:  # RuntimeError: huggingface_hub's failed LFS upload
         raise _hub_error(repo_id, exc.__cause__ if isinstance(exc, RuntimeError) and exc.__cause__ else exc) from None
+    finally:
+        if quiet_hub:
+            enable_progress_bars()
     return PushResult(repo_id, len(adds), len(deletes), unchanged, info.oid)
 
 

@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="length in epochs (default: the config's)")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop at this step without changing the schedule (resume later with the same command)")
-    p.add_argument("--out", default=None, help="run folder (default runs/<data>-<model>-<config>)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<data folder name>-<model>-<config>, under the current directory)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="per process (default: the config's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the config's lr or blr)")

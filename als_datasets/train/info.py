@@ -45,6 +45,13 @@ class DatasetInfo:
                    bands=tuple(info.get("bands", ())), patch_size_px=info.get("patch_size_px"),
                    name=str(info.get("name", root.name)), band_stats=dict(info.get("band_stats") or {}))
 
+    def run_dir(self, what: str) -> Path:
+        """Default run folder, ``runs/<build folder>-<what>`` under the current directory: named
+        after the build's *folder* (as given to ``--data``), not the dataset's name, so that
+        builds of one recipe with other strategies or seeds (``out/demo-geospatial``,
+        ``out/demo-random``) never share a run."""
+        return Path("runs") / f"{Path(self.root).resolve().name}-{what}"
+
     def num_samples(self, split: str = "train") -> int:
         if split not in self.splits:
             raise InputError(Path(self.root) / "_info.json", f"no split {split!r} (has {sorted(self.splits)})")

@@ -291,7 +291,7 @@ def train(data, model: str, config: str | dict = "tiny", out=None, max_steps: in
                          f"model {model} trains on {module.KIND} data but this dataset is {info.kind}")
     config_name = config if isinstance(config, str) else "custom"
     cfg = plain(cfg)
-    out = Path(out) if out is not None else Path("runs") / f"{info.name}-{model}-{config_name}"
+    out = Path(out) if out is not None else info.run_dir(f"{model}-{config_name}")
 
     rank, world, local_rank = dist_env()
     dev = resolve_device(device, local_rank)

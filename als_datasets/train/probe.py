@@ -185,7 +185,7 @@ def probe(data, checkpoint=None, label: str = "stratum", *, model: str | None = 
 
     ``scratch=True`` (or no checkpoint): only the random-init encoder of ``model``/``config``
     (defaults: the kind's model, ``tiny``). Writes the result as JSON to ``out`` (default:
-    ``probe.json`` next to the checkpoint, or ``runs/scratch-<model>-<config>/probe.json``) and
+    ``probe.json`` next to the checkpoint, or ``runs/<build folder>-scratch-<model>-<config>/probe.json``) and
     returns it.
     """
     from .loop import load_checkpoint, resolve_device
@@ -260,7 +260,7 @@ def probe(data, checkpoint=None, label: str = "stratum", *, model: str | None = 
     }
     if out is None:
         out = Path(checkpoint).parent / "probe.json" if ckpt is not None else \
-            Path("runs") / f"scratch-{model}-{config}" / "probe.json"
+            info.run_dir(f"scratch-{model}-{config}") / "probe.json"
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=float) + "\n")
