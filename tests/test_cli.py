@@ -132,3 +132,33 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(InputError):
         main(["build", "--strategy", "nope", "--debug", "--out", str(tmp_path / "o")])
+
+
+_NO_TORCH = """\
+import sys
+for name in ("torch", "triton", "torchvision"):
+    sys.modules[name] = None  # as if not installed: find_spec() gives None, import raises ImportError
+from als_datasets.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_build_needs_no_torch(tmp_path):
+    """The README's `pip install -e .` (no torch: it is the `train` extra) is enough to build,
+    validate and report: run them with torch unimportable."""
+    import os
+    import subprocess
+    import sys
+
+    mvk = DATA / "als" / "mvk-thin.las"
+    landcover_around(tmp_path / "lc.tif", footprint_lonlat(inspect_pointcloud(mvk)).bounds)
+    rp = write_recipe(tmp_path / "r.yaml", name="nt", samples_per_project=2, landcover={"path": "lc.tif"},
+                      projects=[{"name": "nt", "pointclouds": [str(mvk)]}], output={"dir": "out"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(DATA.parent.parent), os.environ.get("PYTHONPATH", "")])}
+    for args in (["build", str(rp), "-q"], ["validate", str(tmp_path / "out")], ["report", str(tmp_path / "out")]):
+        r = subprocess.run([sys.executable, "-c", _NO_TORCH, *args], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=600)
+        assert r.returncode == 0, (args, r.stderr[-2000:])
+    r = subprocess.run([sys.executable, "-c", _NO_TORCH, "pretrain", "--data", str(tmp_path / "out"), "-m", "bev-mae"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert r.returncode == 2 and "als-datasets[train]" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]

@@ -88,3 +88,15 @@ def check_out_dir(recipe, overwrite: bool) -> str:
     from als_datasets.dataset.outdir import check_out_dir as check
 
     return check(recipe, overwrite)
+
+
+def need_torch(command: str) -> None:
+    """Pre-training needs torch, which the plain install leaves out (the ``train`` extra)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from als_datasets.errors import InputError
+
+        raise InputError(None, f"`als-datasets {command}` needs torch, which `pip install als-datasets` leaves out: "
+                               "pip install 'als-datasets[train]' (the README's set-up shows how to get the CPU-only "
+                               "wheel)") from None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from als_datasets.cli.options import DEBUG
+from als_datasets.cli.options import DEBUG, need_torch
 from als_datasets.cli.root import app
 
 
@@ -37,6 +37,7 @@ def pretrain(
     debug: bool = DEBUG,
 ) -> None:
     """Pretrain BEV-MAE, SatMAE or DEM MAE on a dataset folder; checkpoints and metrics go to --out."""
+    need_torch("pretrain")
     from als_datasets.train.loop import train
 
     s = train(data, model, config, out=out, max_steps=max_steps, epochs=epochs, stop_after=stop_after, seed=seed,

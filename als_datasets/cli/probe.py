@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from als_datasets.cli.options import DEBUG
+from als_datasets.cli.options import DEBUG, need_torch
 from als_datasets.cli.root import app
 
 
@@ -32,6 +32,7 @@ def probe(
     debug: bool = DEBUG,
 ) -> None:
     """Freeze an encoder, pool its features per sample, fit a linear classifier, score the held-out split."""
+    need_torch("probe")
     from als_datasets.errors import InputError
     from als_datasets.train.probe import format_table
     from als_datasets.train.probe import probe as run_probe
