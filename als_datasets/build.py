@@ -37,6 +37,7 @@ class BuildResult:
     shards_written: int
     shards_skipped: int
     files_read: int
+    shortfall: tuple[str, ...] = ()  # the kind's lines on requests the draw could not meet
 
 
 def _fingerprint(task) -> str:
@@ -173,5 +174,5 @@ def _build(recipe, workers: int, reporter: Reporter | None, plan: Plan | None, e
     for rel in kind.plan_files:  # `plan`'s listings describe the plan, not the dataset
         (out / rel).unlink(missing_ok=True)
     shutil.rmtree(work, ignore_errors=True)
-    return BuildResult(out, n, len(todo), len(tasks) - len(todo), files_read)
+    return BuildResult(out, n, len(todo), len(tasks) - len(todo), files_read, tuple(kind.shortfall(plan)))
 

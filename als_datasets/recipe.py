@@ -223,4 +223,26 @@ def load_recipe(
 
 
 def dump_recipe(recipe) -> str:
-    return yaml.safe_dump(recipe.raw, sort_keys=False)
+    """``recipe.yaml``: the resolved recipe as it is published, with no path of this machine in it:
+    local paths relative to the recipe's folder (a path outside it keeps only the ``..`` steps to
+    it), no output folder (``--out`` chooses it), URLs as given (their tokens already removed)."""
+    return yaml.safe_dump(portable_recipe(recipe.raw, recipe_base(getattr(recipe, "path", None))), sort_keys=False)
+
+
+def portable_recipe(raw: dict, base: Path) -> dict:
+    """``raw`` with absolute local paths made relative to ``base`` and ``output.dir`` left out."""
+    import os
+
+    def walk(v):
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, str) and "://" not in v and os.path.isabs(v):
+            return Path(os.path.relpath(v, base)).as_posix()
+        return v
+
+    out = walk(raw)
+    if isinstance(out.get("output"), dict):
+        out["output"] = {k: v for k, v in out["output"].items() if k != "dir"}
+    return out

@@ -89,6 +89,12 @@ class Kind:
         """Recipe → :class:`als_datasets.plan.Plan` (frame, draw, splits, shard specs)."""
         raise NotImplementedError
 
+    def shortfall(self, plan) -> list[str]:
+        """One line per part of the draw that holds fewer samples than the recipe asked for, with
+        why (too few eligible candidates, overlap...); empty when every request is met.  ``build``
+        and ``plan`` print them: a short draw is never silent."""
+        return []
+
     def plan_summary(self, plan, out_dir: Path) -> list[str]:
         """Lines ``als-datasets plan`` prints after writing the frame (may write listings into
         ``out_dir``, named in :attr:`plan_files`)."""

@@ -162,3 +162,36 @@ def test_build_needs_no_torch(tmp_path):
     r = subprocess.run([sys.executable, "-c", _NO_TORCH, "pretrain", "--data", str(tmp_path / "out"), "-m", "bev-mae"],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert r.returncode == 2 and "als-datasets[train]" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_a_short_draw_says_so_and_why(tmp_path, capsys):
+    """ALS: more tiles asked for than a project has eligible; raster: the frame's reasons."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from als_datasets.cli import main
+    from als_datasets.registry import get_kind
+
+    mvk = DATA / "als" / "mvk-thin.las"
+    landcover_around(tmp_path / "lc.tif", footprint_lonlat(inspect_pointcloud(mvk)).bounds)
+    rp = write_recipe(tmp_path / "r.yaml", name="short", samples_per_project=500, landcover={"path": "lc.tif"},
+                      projects=[{"name": "p1", "pointclouds": [str(mvk)]}])
+    main(["plan", str(rp), "--out", str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err
+    assert "note: project p1: " in err and "of 500 tiles requested: only" in err and "are eligible" in err
+
+    frame = pd.DataFrame({
+        "selected": [True, True, False, False, False, False],
+        "eligible": [True, True, False, False, False, True],
+        "reason": ["", "", "cloud", "nodata", "overlap", ""],
+        "draw_rank": pd.array([0, 1, None, None, None, None], dtype="Int64"),
+    })
+    recipe = SimpleNamespace(samples=5, strategy="continent:europe", max_nodata_fraction=0.05,
+                             max_cloud_fraction=0.1, max_overlap=0.1)
+    (line,) = get_kind("satellite").shortfall(SimpleNamespace(recipe=recipe, frame=frame))
+    assert line == ("2 of 5 samples requested: only 2 of the 6 candidate patches could be drawn; 2 fail the nodata / "
+                    "cloud thresholds (5% / 10%), 1 overlap a patch kept earlier by more than 10%, 1 are outside what "
+                    "strategy 'continent:europe' draws from")
+    recipe.samples = 2
+    assert get_kind("satellite").shortfall(SimpleNamespace(recipe=recipe, frame=frame)) == []

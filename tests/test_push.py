@@ -48,10 +48,14 @@ def hub(monkeypatch, tmp_path):
         yield server
 
 
-def _local_files(out):
+def _local_files(out, repo=REPO):
+    """What a push of ``out`` to ``repo`` publishes: the build's files, the card rendered for ``repo``."""
     from als_datasets.publish.push import local_files
+    from als_datasets.report.card import card_for_repo
 
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in local_files(out)}
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in local_files(out)}
+    files["README.md"] = card_for_repo(out, repo).encode()
+    return files
 
 
 def _main(hub):
@@ -203,3 +207,41 @@ def test_manifest_round_trip(hub, builds):
     push(v1, REPO)
     path = hf_hub_download(REPO, "manifest.json", repo_type="dataset")
     assert json.loads(open(path).read()) == json.loads((v1 / "manifest.json").read_text())
+
+
+def test_push_publishes_only_the_builds_files_without_local_paths(hub, builds, tmp_path):
+    """Only what manifest and layout name (a stray file refuses the push, or is left out and listed
+    with skip_unknown); no absolute path of this machine in any published file; the card's loading
+    examples name the target repo."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from als_datasets.publish.push import push
+
+    v1, _ = builds
+    out = tmp_path / "v1"
+    shutil.copytree(v1, out)
+    (out / "notes.txt").write_text("private notes\n")
+    (out / "sub").mkdir()
+    (out / "sub" / "x.csv").write_text("a\n")
+    hub.clear_log()
+    with pytest.raises(InputError, match="2 file.s. the build did not write: notes.txt, sub/x.csv"):
+        push(out, REPO)
+    assert hub.requests == []  # refused before any request
+    res = push(out, REPO, skip_unknown=True)
+    assert res.skipped == ("notes.txt", "sub/x.csv")
+    published = _main(hub)
+    assert "notes.txt" not in published and "sub/x.csv" not in published
+    assert set(published) == set(_local_files(v1))
+    card = published["README.md"].decode()
+    assert f'load_dataset("{REPO}"' in card and "ORG/" not in card
+    home = os.path.expanduser("~")
+    local = [str(Path(v1).resolve().parent), str(tmp_path), str(Path(__file__).resolve().parent.parent)]
+    if home not in ("/", ""):
+        local.append(home)
+    for rel, data in published.items():
+        for path in local:
+            assert path.encode() not in data, f"{rel} holds the local path {path}"
+    r = CliRunner().invoke(app, ["push", str(out), REPO, "-q", "--skip-unknown"])
+    assert r.exit_code == 0 and "already up to date" in r.output

@@ -54,5 +54,7 @@ def build(
             res = run_build(r, workers=workers, reporter=rep, executor=ex, overwrite=overwrite)
     what = "already complete, nothing rewritten" if res.shards_written == 0 and res.shards_skipped else \
         f"{res.shards_written} shard(s) written, {res.shards_skipped} reused"
+    for line in res.shortfall:  # a draw that fell short says so, and why
+        typer.echo(f"note: {line}", err=True)
     typer.echo(f"{res.out_dir}: {res.samples} samples ({r.strategy}, seed {r.seed}); {what}; "
                f"{time.perf_counter() - t0:.1f} s")

@@ -55,3 +55,5 @@ def plan(
     write_frame(p, Path(r.out_dir) / "frame.parquet")
     for line in kind.plan_summary(p, Path(r.out_dir)):
         typer.echo(line)
+    for line in kind.shortfall(p):  # a draw that falls short says so, and why
+        typer.echo(f"note: {line}", err=True)

@@ -38,6 +38,7 @@ class PushResult:
     deleted: int
     unchanged: int
     commit: str | None  # None: nothing to do
+    skipped: tuple[str, ...] = ()  # files in the folder the build did not write, left out (skip_unknown)
 
     @property
     def noop(self) -> bool:
@@ -49,21 +50,39 @@ def git_blob_sha1(data: bytes) -> str:
 
 
 def local_files(out: Path) -> list[Path]:
-    """Every file of the build folder that is part of the dataset (no hidden files/folders)."""
-    return sorted(p for p in out.rglob("*") if p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(out).parts))
+    """The files a push publishes: those the layout names (card, recipe, manifest, ``_info.json``,
+    index, frame, Croissant, report) that the folder has, and every shard of the manifest — never
+    a file the build did not write."""
+    from als_datasets.dataset.outdir import BUILD_FILES
+
+    out = Path(out)
+    try:
+        shards = [e["path"] for e in json.loads((out / "manifest.json").read_text())["shards"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        shards = []
+    named = sorted(set(shards) | {rel for rel in BUILD_FILES if (out / rel).is_file()})
+    return [out / rel for rel in named]
 
 
-def check_folder(out: Path) -> dict:
-    """Validate before upload; returns the manifest."""
+def check_folder(out: Path, skip_unknown: bool = False) -> tuple[dict, list[str]]:
+    """Validate before upload; returns the manifest and the files the build did not write (refused
+    unless ``skip_unknown``: then listed and left out)."""
     from als_datasets.dataset.card import declared_configs, read_card_yaml
     from als_datasets.dataset.layout import validate
+    from als_datasets.dataset.outdir import foreign_files
 
     out = Path(out)
     problems = validate(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    foreign = foreign_files(out, [e["path"] for e in manifest["shards"]])
+    if skip_unknown:
+        problems = [p for p in problems if p.split(": ", 1)[0] not in foreign]
+    elif foreign:
+        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise InputError(out, f"{len(foreign)} file(s) the build did not write: {listed}; remove them, or pass "
+                              "--skip-unknown to publish without them; nothing uploaded")
     if problems:
         raise InputError(out, f"{len(problems)} problem(s) against manifest.json ({problems[0]}); nothing uploaded")
-    manifest = json.loads((out / "manifest.json").read_text())
     if not (out / "README.md").is_file():
         raise InputError(out / "README.md", "missing: run `als-datasets report` first; nothing uploaded")
     try:
@@ -74,7 +93,7 @@ def check_folder(out: Path) -> dict:
         if cfg["splits"] and cfg["splits"] != manifest["splits"]:
             raise InputError(out / "README.md", f"config {name!r} declares splits {cfg['splits']} but manifest.json "
                                                 f"has {manifest['splits']}; nothing uploaded")
-    return manifest
+    return manifest, foreign
 
 
 def _sha256(path: Path) -> str:
@@ -85,12 +104,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _unchanged(local: Path, remote) -> bool:
-    if remote is None or remote.size != local.stat().st_size:
+def _unchanged(local: Path | bytes, remote) -> bool:
+    size = len(local) if isinstance(local, bytes) else local.stat().st_size
+    if remote is None or remote.size != size:
         return False
     if getattr(remote, "lfs", None):
-        return remote.lfs.sha256 == _sha256(local)
-    return remote.blob_id == git_blob_sha1(local.read_bytes())
+        return remote.lfs.sha256 == (hashlib.sha256(local).hexdigest() if isinstance(local, bytes) else _sha256(local))
+    return remote.blob_id == git_blob_sha1(local if isinstance(local, bytes) else local.read_bytes())
 
 
 def _hub_error(repo_id: str, exc: Exception) -> InputError:
@@ -102,15 +122,22 @@ def _hub_error(repo_id: str, exc: Exception) -> InputError:
 
 
 def push(out_dir, repo_id: str, token: str | None = None, private: bool = False, force: bool = False,
-         batch_size: int = 64, progress: Callable[[str, int, int], None] | None = None) -> PushResult:
-    """Publish ``out_dir`` to the dataset repo ``repo_id`` (see the module docstring)."""
+         batch_size: int = 64, progress: Callable[[str, int, int], None] | None = None,
+         skip_unknown: bool = False) -> PushResult:
+    """Publish ``out_dir`` to the dataset repo ``repo_id`` (see the module docstring): the files
+    of :func:`local_files`, with the card rendered for ``repo_id`` (its loading examples name it);
+    a file the build did not write is refused, or with ``skip_unknown`` left out and listed in
+    :attr:`PushResult.skipped`."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
     if not REPO_RE.match(repo_id or ""):
         raise InputError(repo_id, "not a Hub dataset name of the form ORG/NAME")
     out = Path(out_dir)
-    manifest = check_folder(out)
+    manifest, skipped = check_folder(out, skip_unknown)
+    from als_datasets.report.card import card_for_repo
+
+    card = card_for_repo(out, repo_id).encode("utf-8")
     token = token or get_token()
     if not token:
         raise InputError(repo_id, "no Hugging Face token: pass --token, set HF_TOKEN or log in with `hf auth login`")
@@ -131,16 +158,17 @@ def push(out_dir, repo_id: str, token: str | None = None, private: bool = False,
             raise InputError(repo_id, "the repo exists with unrelated content (no als-datasets manifest.json); "
                                       "choose another name or pass --force to replace it")
         files = local_files(out)
-        rels = {p.relative_to(out).as_posix(): p for p in files}
+        rels: dict[str, Path | bytes] = {p.relative_to(out).as_posix(): p for p in files}
+        rels["README.md"] = card
         adds, unchanged = [], 0
         for rel, p in rels.items():
             if _unchanged(p, remote.get(rel)):
                 unchanged += 1
             else:
-                adds.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)))
+                adds.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=p if isinstance(p, bytes) else str(p)))
         deletes = [CommitOperationDelete(path_in_repo=r) for r in sorted(content - set(rels))]
         if not adds and not deletes:
-            return PushResult(repo_id, 0, 0, unchanged, None)
+            return PushResult(repo_id, 0, 0, unchanged, None, tuple(skipped))
         # shards (and other large files) first: uploaded, not yet visible
         shards = [a for a in adds if a.path_in_repo.startswith(("webdataset/", "parquet/"))]
         others = [a for a in adds if a not in shards]
@@ -160,7 +188,7 @@ def push(out_dir, repo_id: str, token: str | None = None, private: bool = False,
     finally:
         if quiet_hub:
             enable_progress_bars()
-    return PushResult(repo_id, len(adds), len(deletes), unchanged, info.oid)
+    return PushResult(repo_id, len(adds), len(deletes), unchanged, info.oid, tuple(skipped))
 
 
 def iter_hub_samples(repo_id: str, split: str = "train", revision: str = "main", token: str | None = None

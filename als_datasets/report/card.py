@@ -94,6 +94,18 @@ def render_card(out_dir, div: dict, plots: list[Path], repo_id: str | None = Non
     return get_kind(manifest.get("kind"), out / "manifest.json").render_card(out, div, plots, repo_id)
 
 
+def card_for_repo(out_dir, repo_id: str) -> str:
+    """The card's text as published to ``repo_id``: rendered again from the folder's report
+    (``report/diversity.json`` and the plots it has) with that id in the loading examples."""
+    from als_datasets.report.plots import PLOT_FILES
+
+    out = Path(out_dir)
+    div = json.loads((out / "report" / "diversity.json").read_text())
+    plots = [out / "report" / name for name in PLOT_FILES if (out / "report" / name).is_file()]
+    _, text = render_card(out, div, plots, repo_id)
+    return text if text.endswith("\n") else text + "\n"
+
+
 def write_card(out_dir, div: dict, plots: list[Path], repo_id: str | None = None) -> Path:
     from als_datasets.shards.writer import atomic_write
 

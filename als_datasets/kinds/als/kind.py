@@ -99,6 +99,18 @@ class AlsKind(Kind):
 
         return make_als_plan(recipe, progress)
 
+    def shortfall(self, plan) -> list[str]:
+        r, f = plan.recipe, plan.frame
+        lines = []
+        for proj in r.projects:
+            rows = f[f["project"] == proj.name]
+            got, eligible = int(rows["selected"].sum()), int(rows["eligible"].sum())
+            if got < r.samples_per_project:
+                lines.append(f"project {proj.name}: {got} of {r.samples_per_project} tiles requested: only {eligible} "
+                             f"of its {len(rows)} candidate tiles are eligible (at least {r.min_class_fraction:.0%} "
+                             "of their pixels in the sampled land-cover classes)")
+        return lines
+
     def plan_summary(self, plan, out_dir: Path) -> list[str]:
         from als_datasets.kinds.als.build import route_tasks
 
@@ -111,7 +123,8 @@ class AlsKind(Kind):
             strata = grp.groupby(["landcover", "slope_class"]).size()
             lines.append(f"  {proj}: " + ", ".join(f"{a}/{b} {n}" for (a, b), n in strata.items()))
         if files:
-            listing = Path(out_dir) / self.plan_files[0]
+            # next to the dataset folder, not in it: a local listing (absolute paths), never published
+            listing = Path(out_dir).with_name(Path(out_dir).name + "." + self.plan_files[0])
             listing.write_text("".join(f"{f}\n" for f in files))
             lines.append(f"point-cloud files needed by the selected tiles: {len(files)} (listed in {listing})")
         return lines

@@ -109,6 +109,22 @@ class RasterKind(Kind):
 
         return make_raster_plan(recipe, self, progress, executor)
 
+    def shortfall(self, plan) -> list[str]:
+        r, f = plan.recipe, plan.frame
+        got = int(f["selected"].sum())
+        if got >= r.samples:
+            return []
+        reason = f["reason"].astype(str)
+        drawable = int(f["draw_rank"].notna().sum())
+        quality, overlap = int(reason.isin(["nodata", "cloud"]).sum()), int((reason == "overlap").sum())
+        other = int((f["eligible"].astype(bool) & f["draw_rank"].isna()).sum())
+        why = [f"{quality} fail the nodata / cloud thresholds ({r.max_nodata_fraction:.0%} / {r.max_cloud_fraction:.0%})",
+               f"{overlap} overlap a patch kept earlier by more than {r.max_overlap:.0%}"]
+        if other:
+            why.append(f"{other} are outside what strategy {r.strategy!r} draws from")
+        return [f"{got} of {r.samples} samples requested: only {drawable} of the {len(f)} candidate patches could be "
+                f"drawn; " + ", ".join(why)]
+
     def plan_summary(self, plan, out_dir: Path) -> list[str]:
         r, f, sel = plan.recipe, plan.frame, plan.selected
         reasons = f.loc[~f["eligible"], "reason"].value_counts().to_dict()
