@@ -95,6 +95,17 @@ def write_frame(plan: Plan, path) -> None:
     """``frame.parquet``: GeoParquet, every candidate tile (deterministic bytes)."""
     from als_datasets.shards.writer import atomic_write
 
-    df = plan.frame.copy()
+    df = typed_empty_columns(plan.frame.copy())
     df["draw_rank"] = df["draw_rank"].astype("Int64")
     atomic_write(path, lambda f: df.to_parquet(f, index=False, compression="zstd"))
+
+
+def typed_empty_columns(df):
+    """Label columns with no value at all (no biome or land-cover layer given) as strings of
+    nulls, never Arrow's ``null`` type, which readers type differently (DuckDB ``NULL`` or
+    ``INTEGER``, GDAL ``int32``).  Returns ``df`` (changed in place)."""
+    geometry = getattr(df, "_geometry_column_name", None)
+    for col in df.columns:
+        if col != geometry and df[col].dtype == object and df[col].isna().all():
+            df[col] = df[col].astype("string")
+    return df

@@ -96,12 +96,15 @@ def test_geocroissant_fields(built):
     box = [float(v) for v in doc["spatialCoverage"]["geo"]["box"].split()]
     assert doc["spatialCoverage"]["geo"]["@type"] == "GeoShape"
     assert box == pytest.approx([s, w, n, e], abs=1e-5)
-    res = doc["geocr:spatialResolution"]
-    assert res["unitText"] == "points/m^2" and res["value"] == pytest.approx(idx["density"].mean(), rel=1e-4)
-    assert {p["name"]: p["value"] for p in res["additionalProperty"]} == {"tile_size_m": 500, "grid_res_m": 25}
+    res = doc["geocr:spatialResolution"]  # a length (ground sampling distance): the mean point spacing
+    assert res["unitText"] == "m" and res["value"] == pytest.approx(idx["density"].mean() ** -0.5, rel=1e-4)
+    props = {p["name"]: p["value"] for p in res["additionalProperty"]}
+    assert props == {"point_density": pytest.approx(idx["density"].mean(), rel=1e-4), "tile_size_m": 500,
+                     "grid_res_m": 25}
     bands = doc["geocr:bandConfiguration"]
-    assert bands["geocr:bandNameList"][:4] == ["x", "y", "z", "intensity"]
-    assert bands["geocr:totalBands"] == len(bands["geocr:bandNameList"])
+    assert bands["geocr:bandNamesList"][:4] == ["x", "y", "z", "intensity"]
+    assert bands["geocr:totalBands"] == len(bands["geocr:bandNamesList"])
+    assert geocroissant_problems(doc) == []
     assert doc["geocr:samplingStrategy"].startswith("geospatial sampling, seed")
     assert "temporalCoverage" not in doc
 
@@ -209,7 +212,9 @@ def test_handmade_folder_two_zones_two_splits(tmp_path):
     assert doc["name"] == "Hand made" and doc["url"].endswith("org/hand") and doc["version"] == "9.9.9"
     assert doc["license"] == "cc-by-4.0"  # from the recipe
     assert doc["temporalCoverage"] == "2019-01-01/2020-12-31"
-    assert doc["geocr:coordinateReferenceSystem"] == ["EPSG:32610", "EPSG:32611"]
+    assert "geocr:coordinateReferenceSystem" not in doc  # ONE sc:Text: two zones are stated per sample
+    assert "2 coordinate reference systems (EPSG:32610, EPSG:32611)" in doc["description"]
+    assert geocroissant_problems(doc) == []
     s, w, n, e = (float(v) for v in doc["spatialCoverage"]["geo"]["box"].split())
     assert (s, n) == pytest.approx((44.998, 45.002)) and w == pytest.approx(-122.403) and e == pytest.approx(-116.487)
     fs = next(d for d in doc["distribution"] if d["@id"] == "parquet-files")
@@ -228,3 +233,71 @@ def test_handmade_folder_two_zones_two_splits(tmp_path):
 def test_not_a_build_folder(tmp_path):
     with pytest.raises(FileNotFoundError):
         croissant_metadata(tmp_path)
+
+
+# ---------------------------------------------------------------- the GeoCroissant vocabulary
+
+VOCAB = json.loads((DATA / "vocab" / "croissant_geo_terms.json").read_text())
+_TYPE_OF = {"schema:QuantitativeValue": ("QuantitativeValue", "sc:QuantitativeValue", "schema:QuantitativeValue"),
+            "geocr:BandConfiguration": ("geocr:BandConfiguration",)}
+
+
+def _fits(value, rng: list[str]) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        return "schema:Text" in rng
+    if isinstance(value, int):
+        return "schema:Integer" in rng
+    if isinstance(value, dict):
+        return any(value.get("@type") in _TYPE_OF.get(r, ()) for r in rng)
+    return False
+
+
+def geocroissant_problems(doc: dict, where: str = "schema:Dataset") -> list[str]:
+    """Every geocr: key of ``doc`` (a dataset, or a node of type ``where``) checked against the
+    vocabulary: a defined term, used in its domain, each value in its range, one value where the
+    cardinality is ONE."""
+    problems = []
+    for key, value in doc.items():
+        if not key.startswith("geocr:"):
+            continue
+        term = VOCAB["properties"].get(key)
+        if term is None:
+            problems.append(f"{key}: not a term of croissant_geo.ttl")
+            continue
+        if where not in term["domain"]:
+            problems.append(f"{key}: not a property of {where} (domain {term['domain']})")
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and term["cardinality"] == "ONE":
+            problems.append(f"{key}: {len(value)} values where the cardinality is ONE")
+        for v in values:
+            if not _fits(v, term["range"]):
+                problems.append(f"{key}: {v!r} is not in its range {term['range']}")
+            if isinstance(v, dict) and str(v.get("@type", "")).startswith("geocr:"):
+                problems += geocroissant_problems(v, v["@type"])
+    return problems
+
+
+def test_the_validator_catches_what_clients_found():
+    assert geocroissant_problems({"geocr:coordinateReferenceSystem": ["EPSG:32610", "EPSG:32611"]}) == [
+        "geocr:coordinateReferenceSystem: 2 values where the cardinality is ONE"]
+    bad = {"@type": "geocr:BandConfiguration", "geocr:totalBands": 13, "geocr:bandNameList": ["a"]}
+    assert geocroissant_problems({"geocr:bandConfiguration": bad}) == [
+        "geocr:bandNameList: not a term of croissant_geo.ttl"]
+    assert geocroissant_problems({"geocr:totalBands": 3}) == [
+        "geocr:totalBands: not a property of schema:Dataset (domain ['geocr:BandConfiguration'])"]
+
+
+def test_band_configuration_states_the_channel_contract():
+    from als_datasets.dataset.croissant import band_configuration
+
+    one = [{"sensor": "sentinel-2-l2a", "channels": 3, "bands": ["blue", "green", "red"]}]
+    cfg = band_configuration(one, ["blue", "green", "red", "nir"])
+    assert cfg == {"@type": "geocr:BandConfiguration", "geocr:totalBands": 3,
+                   "geocr:bandNamesList": ["blue", "green", "red"]}
+    two = one + [{"sensor": "landsat-8", "channels": 2, "bands": ["red", "nir"]}]
+    text = band_configuration(two, ["blue", "green", "red", "nir"])
+    assert isinstance(text, str) and "sentinel-2-l2a: 3 (blue, green, red)" in text and "landsat-8: 2 (red, nir)" in text
+    for cfg in (band_configuration(one, []), text, band_configuration(None, ["x", "y"])):
+        assert geocroissant_problems({"geocr:bandConfiguration": cfg}) == []

@@ -9,16 +9,19 @@ GeoCroissant property names follow the GeoCroissant 1.0 specification
 (``docs/croissant-geo-spec.md`` in mlcommons/croissant, namespace prefix ``geocr`` =
 ``http://mlcommons.org/croissant/geo/``):
 
-* ``geocr:coordinateReferenceSystem`` -- the CRS of the samples' coordinates (ALS: the UTM zone
-  each tile's ``xyz`` is expressed in).  The spec gives it cardinality ONE; when a build spans
-  several UTM zones the value is a list of EPSG codes (a documented deviation) and the
-  per-sample CRS is the record field ``json/crs``.
-* ``geocr:spatialResolution`` -- a ``QuantitativeValue``.  ALS has no pixel size: the value is
-  the mean point density of the samples (points / m²), and ``additionalProperty`` carries the
-  tile size and the sampling grid (``tile_size_m``, ``grid_res_m``).  Satellite builds give the
-  ground sampling distance in metres when the recipe states it.
+* ``geocr:coordinateReferenceSystem`` -- one ``sc:Text`` (cardinality ONE): the CRS of the
+  samples' coordinates when they share one (ALS: the UTM zone each tile's ``xyz`` is in); a build
+  spanning several leaves it out, lists them in the description, and each sample states its own
+  in the record field ``json/crs``.
+* ``geocr:spatialResolution`` -- a ``QuantitativeValue`` length (a ground sampling distance).
+  ALS has no pixel size: the value is the mean point spacing, 1 / sqrt(mean point density), in
+  metres; ``additionalProperty`` carries the density, the tile size and the sampling grid.
+  Satellite builds give the ground sampling distance in metres when the recipe states it.
 * ``geocr:bandConfiguration`` -- a ``geocr:BandConfiguration`` with ``geocr:totalBands`` and
-  ``geocr:bandNameList`` (ALS: the per-point attributes; satellite: the band names).
+  ``geocr:bandNamesList`` (the term of the vocabulary file ``croissant_geo.ttl``; the spec's prose
+  writes ``bandNameList``) (ALS: the per-point attributes; raster: the band names) when every
+  sample has the same channels, else a text stating each sensor's layout (see
+  :func:`band_configuration`).
 * ``geocr:samplingStrategy`` -- how the samples were drawn (strategy, seed, strata).
 * ``spatialCoverage`` (schema.org ``Place`` / ``GeoShape`` ``box`` = "south west north east" in
   WGS 84 degrees, from ``index.parquet``'s total bounds) and ``temporalCoverage`` (only when
@@ -121,7 +124,7 @@ PAPERS: list[dict[str, str]] = [
 
 #: field descriptions every kind shares; a kind adds its own (``Kind.croissant_facts`` ``field_docs``)
 FIELD_DOCS = {
-    "json": "Per-sample metadata (DESIGN.md section 5).",
+    "json": "Per-sample metadata (the dataset card's sample schema).",
     "lon": "Longitude of the sample centre (EPSG:4326, degrees).",
     "lat": "Latitude of the sample centre (EPSG:4326, degrees).",
     "split": "Dataset split.",
@@ -455,18 +458,20 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
 
     # ---- GeoCroissant
     crs = idx.get("crs") or []
-    if crs:
-        meta["geocr:coordinateReferenceSystem"] = crs[0] if len(crs) == 1 else crs
+    if len(crs) == 1:  # cardinality ONE (sc:Text): several CRSs are stated per sample, not here
+        meta["geocr:coordinateReferenceSystem"] = crs[0]
+    elif crs:
+        meta["description"] += (f" The samples are in {len(crs)} coordinate reference systems ({', '.join(crs)}), "
+                                "each sample's in its json.crs field.")
     if "bbox" in idx:
         s, w, n, e = (_clean_float(v) for v in idx["bbox"])
         meta["spatialCoverage"] = {"@type": "Place", "geo": {"@type": "GeoShape", "box": f"{s} {w} {n} {e}"}}
     res = facts["resolution"]
     if res:
         meta["geocr:spatialResolution"] = res
-    bands = list(manifest.get("bands") or []) or facts["bands"]  # raster builds: common band names
-    if bands:
-        meta["geocr:bandConfiguration"] = {"@type": "geocr:BandConfiguration", "geocr:totalBands": len(bands),
-                                           "geocr:bandNameList": bands}
+    band_config = band_configuration(manifest.get("band_layouts"), list(manifest.get("bands") or []) or facts["bands"])
+    if band_config:
+        meta["geocr:bandConfiguration"] = band_config
     if strategy:
         text = f"{strategy} sampling, seed {seed}" + facts["strategy_note"]
         if recipe.get("samples_per_project") is not None:
@@ -477,6 +482,23 @@ def croissant_metadata(out_dir, name: str | None = None, description: str | None
             text += f"; {recipe['tile_size_m']} m tiles"
         meta["geocr:samplingStrategy"] = text + "."
     return json.loads(json.dumps(meta))  # plain JSON types only
+
+
+def band_configuration(layouts: list[dict] | None, bands: list[str]) -> dict | str | None:
+    """``geocr:bandConfiguration`` (cardinality ONE): a ``geocr:BandConfiguration`` when every
+    sample has the same channels (``geocr:totalBands`` = their number, ``geocr:bandNamesList`` in
+    channel order — the vocabulary's term, croissant_geo.ttl; the spec's prose writes
+    ``bandNameList``); when the channels vary by sensor (``layouts`` of the manifest), the text
+    the vocabulary also allows, stating each layout, since no single band stack is true."""
+    if layouts and len(layouts) > 1:
+        parts = [f"{x['sensor']}: {x['channels']} ({', '.join(x['bands'])})" for x in layouts]
+        return ("Channels vary by sensor; a sample's pixels.npy holds its sensor's bands in the order of its "
+                "json.common_bands. Layouts: " + "; ".join(parts) + ".")
+    if layouts:
+        bands = list(layouts[0]["bands"])
+    if not bands:
+        return None
+    return {"@type": "geocr:BandConfiguration", "geocr:totalBands": len(bands), "geocr:bandNamesList": bands}
 
 
 def croissant_bytes(out_dir, **kw) -> bytes:

@@ -64,7 +64,7 @@ def build_index(out: Path, entries: list[dict], frame, columns: list[str]) -> tu
 
 def finalise(plan, out: Path, entries: list[dict]) -> int:
     """Write the folder's metadata files; returns the number of samples."""
-    from als_datasets.plan import write_frame
+    from als_datasets.plan import typed_empty_columns, write_frame
     from als_datasets.recipe import dump_recipe
     from als_datasets.registry import get_kind
 
@@ -72,6 +72,7 @@ def finalise(plan, out: Path, entries: list[dict]) -> int:
     kind = get_kind(r.kind, r.path)
     out = Path(out)
     index, skipped = build_index(out, entries, plan.frame, kind.index_columns(r))
+    typed_empty_columns(index)
     atomic_write(out / "index.parquet", lambda f: index.to_parquet(f, index=False, compression="zstd"))
     write_frame(plan, out / "frame.parquet")
     text = dump_recipe(r)

@@ -160,10 +160,12 @@ class AlsKind(Kind):
 
         extra = {k: recipe[k] for k in ("tile_size_m", "grid_res_m") if recipe.get(k) is not None}
         res = None
-        if "density_mean" in idx:
-            res = quantity(float(f"{idx['density_mean']:.6g}"), "points/m^2",
-                           "Mean ALS point density of the samples; tile size and sampling grid in additionalProperty.",
-                           extra)
+        if idx.get("density_mean"):
+            res = quantity(float(f"{idx['density_mean'] ** -0.5:.6g}"), "m",
+                           "Mean ALS point spacing, 1 / sqrt(mean point density); the density (points/m^2), tile size "
+                           "and sampling grid in additionalProperty.", extra)
+            res.setdefault("additionalProperty", []).insert(0, {"@type": "PropertyValue", "name": "point_density",
+                                                 "value": float(f"{idx['density_mean']:.6g}"), "unitText": "points/m^2"})
         elif extra:
             res = quantity(extra.get("grid_res_m", extra.get("tile_size_m")), "m",
                            "ALS tile sampling grid; tile size in additionalProperty.", extra)

@@ -50,10 +50,11 @@ STRATEGY_TEXT = {
 
 def _schema(kind, dtype: str) -> str:
     stats = ", ".join(kind.sample_stats)
+    pix_type, _, pix_meaning = kind.pixels_text(dtype).partition(": ")
     return (
         "Sample key: `<scene>_c<col>_r<row>` (letters, digits, `_` and `-` only).\n\n"
         "| member / column | type | meaning |\n|---|---|---|\n"
-        f"| `pixels.npy` | {kind.pixels_text(dtype)} | |\n"
+        f"| `pixels.npy` | {pix_type} | {pix_meaning or 'the patch, one channel per band'} |\n"
         "| `json` | struct | scene, sensor, date, tile_id, split, crs, bounds (scene CRS), col, row, patch_size_px, "
         "resolution, lon, lat (centre), bands (source names), common_bands (STAC common names), continent, "
         f"continent_rule, biome, biome_rule, landcover, cloud_fraction, nodata_fraction, {stats}, strategy, "

@@ -144,12 +144,13 @@ class RasterKind(Kind):
 
     def info_fields(self, plan, out, entries) -> dict:
         r = plan.recipe
-        return {"kind": r.kind, "bands": plan.meta["bands"], "patch_size_px": r.patch_px, "dtype": plan.meta["dtype"]}
+        return {"kind": r.kind, "bands": plan.meta["bands"], "band_layouts": band_layouts(plan),
+                "patch_size_px": r.patch_px, "dtype": plan.meta["dtype"]}
 
     def manifest_fields(self, plan) -> dict:
         r = plan.recipe
-        return {"samples": r.samples, "bands": plan.meta["bands"], "pixel_dtype": plan.meta["dtype"],
-                "patch_size_px": r.patch_px}
+        return {"samples": r.samples, "bands": plan.meta["bands"], "band_layouts": band_layouts(plan),
+                "pixel_dtype": plan.meta["dtype"], "patch_size_px": r.patch_px}
 
     def features(self, manifest: dict, recipe: dict):
         from als_datasets.kinds.raster.tasks import raster_features
@@ -180,3 +181,15 @@ class RasterKind(Kind):
             bands = []
         return {"what": f"{self.name} patches", "keywords": {"remote-sensing"}, "resolution": res, "bands": bands,
                 "strategy_note": ""}
+
+
+def band_layouts(plan) -> list[dict]:
+    """The channel contract of a raster set: a sample's ``pixels.npy`` holds its scene's bands, in
+    the order of its ``json.common_bands``, so C is fixed per sensor (layout), not per dataset.
+    One entry per layout of the selected samples: ``{"sensor", "channels", "bands"}`` (common band
+    names in channel order), sorted by sensor; ``bands`` of the dataset is their ordered union."""
+    f = plan.frame
+    sel = f[f["selected"].astype(bool)]
+    by_scene = plan.meta.get("common_bands") or {}
+    found = {(str(sensor), tuple(by_scene.get(scene, ()))) for scene, sensor in zip(sel["scene"], sel["sensor"])}
+    return [{"sensor": sensor, "channels": len(bands), "bands": list(bands)} for sensor, bands in sorted(found)]

@@ -61,7 +61,9 @@ class SatelliteKind(RasterKind):
         return {**super().info_fields(plan, out, entries), "band_stats": band_stats(out, entries)}
 
     def pixels_text(self, dtype: str) -> str:
-        return f"{dtype} (C, H, W): the scene's bands (C varies by sensor), 0 where a pixel has no valid data"
+        return (f"{dtype} (C, H, W): the scene's bands, in the order of the sample's json.common_bands; C is "
+                "fixed per sensor, not per dataset (each sensor's layout: `band_layouts` in _info.json and "
+                "manifest.json); 0 where a pixel has no valid data")
 
     def entropy_note(self, recipe: dict, div: dict) -> str:
         from als_datasets.report.card import fmt
