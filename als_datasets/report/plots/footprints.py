@@ -249,6 +249,11 @@ def plot_footprints(
         ax.yaxis.set_major_locator(MaxNLocator(6))
         ax.ticklabel_format(useOffset=False, style="plain")
         ax.tick_params(labelsize=8)
+        # a narrow panel (a scene a few km wide) has room for few horizontal labels: slant them
+        ax.tick_params(axis="x", labelrotation=35)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
         ax.set_xlabel("longitude (°)")
         ax.set_ylabel("latitude (°)")
         ax.grid(True, color="#eeeeee", linewidth=0.6, zorder=0)
