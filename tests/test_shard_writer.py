@@ -86,7 +86,8 @@ def built(tmp_path_factory):
             manifest.append(write_parquet_shard(pq, (s for s in SAMPLES[a:b]), features, row_group_size=3))
         yaml_dict = card_yaml(
             features,
-            {"train": len(SAMPLES)},
+            {"train": {"num_examples": len(SAMPLES),
+                       "num_bytes": sum(e.get("arrow_bytes", 0) for e in manifest)}},  # Parquet entries have it
             pretty_name="Synthetic ALS tiles",
             license="cc-by-4.0",
             tags=["lidar", "geospatial"],
@@ -222,7 +223,11 @@ def test_card_declares_one_loadable_config(built):
     assert cfgs["default"]["splits"] == {"train": len(SAMPLES)}
     assert card["license"] == "cc-by-4.0" and card["size_categories"] == ["n<1K"]
     assert card["task_categories"] == ["other"]
-    assert "num_bytes" not in built["readme"].read_text() and "dataset_size" not in built["readme"].read_text()
+    # num_bytes: what datasets generates from the Parquet shards (never a made-up 0); unknown: left out
+    info = card["dataset_info"]
+    assert info["splits"][0]["num_bytes"] == info["dataset_size"] > 0
+    bare = card_yaml(built["features"], {"train": len(SAMPLES)}, pretty_name="x", license="mit")
+    assert "num_bytes" not in str(bare) and "dataset_size" not in str(bare)
     assert built["readme"].read_text().startswith("---\n")
 
 
@@ -252,9 +257,11 @@ def test_every_declared_config_loads_plainly(built):
     import datasets
 
     out, cache = str(built["out"]), str(built["cache"])
-    for name in declared_configs(read_card_yaml(built["out"])):
+    card = read_card_yaml(built["out"])
+    for name in declared_configs(card):
         ds = datasets.load_dataset(out, name, split="train", cache_dir=cache)
         assert ds.features == built["features"]
+        assert ds.info.splits["train"].num_bytes == card["dataset_info"]["splits"][0]["num_bytes"]
         _check_rows(ds.to_list())
         _check_rows(list(datasets.load_dataset(out, name, split="train", streaming=True)))
     plain = datasets.load_dataset("webdataset", data_files={"train": f"{out}/webdataset/train/*.tar"},

@@ -12,9 +12,11 @@ are described in the card's text, with the plain calls that read them
 (``load_dataset("webdataset", data_files=...)``, ``webdataset.WebDataset``).
 :func:`load_config` loads either format with the declared features.
 
-``num_bytes`` (the size of the Arrow data ``datasets`` generates) is not known before a client
-generates it: the card leaves it out (and ``dataset_size``), and states ``download_size``, the
-real bytes of the declared config's files.
+``num_bytes`` is the size of the Arrow data ``datasets`` generates: for the Parquet shards the
+writer records it (the files' Arrow ``nbytes``, ``arrow_bytes`` in manifest.json) and the card
+states it with ``dataset_size``; where it is not known (tar-only builds, builds from before) the
+card leaves both out rather than write 0 (``datasets`` then ignores the split sizes, with a
+warning).  ``download_size`` is the real bytes of the declared config's files.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def card_yaml(
     """The card's YAML metadata as a plain dict.
 
     ``splits`` maps a split name to its number of examples, or to a dict with
-    ``num_examples`` (required), and optionally ``parquet`` / ``webdataset`` (a glob or list of
+    ``num_examples`` (required), and optionally ``num_bytes`` (the Arrow size of the split's
+    Parquet data), ``parquet`` / ``webdataset`` (a glob or list of
     paths relative to the dataset root; default ``parquet/<split>/*.parquet`` /
     ``webdataset/<split>/*.tar``) and ``parquet_bytes`` / ``webdataset_bytes`` (size of that
     format's files, for ``download_size``).
@@ -114,13 +117,18 @@ def card_yaml(
     configs = [{"config_name": PARQUET_CONFIG, "data_files": data_files, "default": True}]
     split_dict = SplitDict()
     for name, spec in norm.items():
-        split_dict.add(SplitInfo(name=name, num_examples=int(spec["num_examples"])))
+        split_dict.add(SplitInfo(name=name, num_bytes=int(spec.get("num_bytes") or 0),
+                                 num_examples=int(spec["num_examples"])))
+    # the Arrow size only when known for every split, and only for a Parquet config (what datasets
+    # generates from the tars is not measured): datasets reads `splits` only when each has num_bytes
+    known = folder == "parquet" and all(spec.get("num_bytes") for spec in norm.values())
     download = [spec.get(f"{folder}_bytes") for spec in norm.values()]
     infos = DatasetInfosDict()
     infos[PARQUET_CONFIG] = DatasetInfo(
         features=Features(features),
         splits=split_dict,
         download_size=sum(download) if all(d is not None for d in download) else None,
+        dataset_size=sum(int(spec["num_bytes"]) for spec in norm.values()) if known else None,
     )
 
     card_data = DatasetCardData(
@@ -132,10 +140,11 @@ def card_yaml(
     card_data["configs"] = configs
     infos.to_dataset_card_data(card_data)
     out = card_data.to_dict()
-    for info in _as_info_list(out.get("dataset_info")):
-        info.pop("dataset_size", None)  # generated Arrow size: unknown until a client builds it
-        for split in info.get("splits") or []:
-            split.pop("num_bytes", None)
+    if not known:
+        for info in _as_info_list(out.get("dataset_info")):
+            info.pop("dataset_size", None)  # the generated Arrow size is not known: no made-up figure
+            for split in info.get("splits") or []:
+                split.pop("num_bytes", None)
     for k, v in (extra or {}).items():
         if k in ("configs", "dataset_info"):
             raise ValueError(f"extra may not override {k!r}")

@@ -96,7 +96,8 @@ def finalise(plan, out: Path, entries: list[dict]) -> int:
         "kind": r.kind, "name": r.name, "strategy": r.strategy, "seed": r.seed,
         **kind.manifest_fields(plan),
         "splits": {k: v["num_samples"] for k, v in info["splits"].items()},
-        "shards": [{k: e[k] for k in ("path", "format", "split", "shard", "samples", "bytes", "sha256", "fingerprint")
+        "shards": [{k: e[k] for k in ("path", "format", "split", "shard", "samples", "bytes", "arrow_bytes", "sha256",
+                                      "fingerprint")
                     if k in e} for e in entries],
         "skipped_tiles": [{"tile_id": k, "reason": kind.skipped_reason} for k in skipped],
     }

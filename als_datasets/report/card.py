@@ -73,13 +73,20 @@ def sources_markdown(recipe: dict, fallback: list[str]) -> str:
 
 
 def card_splits(manifest: dict, recipe: dict) -> tuple[dict[str, dict], list[str]]:
-    """Per split: examples and bytes per format (for the card's ``dataset_info``); and the
+    """Per split: examples, bytes per format and the Arrow ``num_bytes`` of the Parquet shards
+    (for the card's ``dataset_info``); and the
     declared configs (``default`` = Parquet, ``webdataset``) of the formats the build wrote."""
     splits: dict[str, dict] = {}
     for e in manifest["shards"]:
         s = splits.setdefault(e["split"], {"num_examples": manifest["splits"].get(e["split"], 0),
-                                           "parquet_bytes": 0, "webdataset_bytes": 0})
+                                           "parquet_bytes": 0, "webdataset_bytes": 0, "num_bytes": 0})
         s[f"{e['format']}_bytes"] += e["bytes"]
+        if e["format"] == "parquet" and s.get("num_bytes") is not None:
+            # the Arrow bytes datasets generates (recorded by the writer); unknown for older builds
+            s["num_bytes"] = s["num_bytes"] + e["arrow_bytes"] if "arrow_bytes" in e else None
+    for s in splits.values():
+        if not s.get("num_bytes"):
+            s.pop("num_bytes", None)
     formats = [f for f, k in (("default", "parquet"), ("webdataset", "webdataset"))
                if k in (recipe.get("output") or {}).get("formats", ["webdataset", "parquet"])]
     return splits, formats

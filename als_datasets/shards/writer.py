@@ -265,4 +265,13 @@ def write_parquet_shard(
             writer.close()
 
     atomic_write(path, write)
-    return _entry(path, count[0])
+    return {**_entry(path, count[0]), "arrow_bytes": arrow_bytes(path)}
+
+
+def arrow_bytes(path: str | os.PathLike) -> int:
+    """Bytes of the Arrow data ``datasets`` generates from this Parquet file (its ``num_bytes``):
+    the ``nbytes`` of the file read back, one row group at a time (memory: one row group)."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as pf:
+        return sum(pf.read_row_group(i).nbytes for i in range(pf.num_row_groups))
