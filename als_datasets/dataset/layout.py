@@ -212,7 +212,7 @@ def _check_counts(out: Path, manifest: dict) -> list[str]:
         try:
             rows = pq.ParquetFile(index).metadata.num_rows
         except Exception as exc:  # noqa: BLE001 - any unreadable file is one problem line
-            problems.append(f"index.parquet: unreadable ({type(exc).__name__})")
+            problems.append(f"index.parquet: unreadable ({str(exc).splitlines()[0] if str(exc) else 'not a Parquet file'})")
         else:
             if rows != sum(splits.values()):
                 problems.append(f"index.parquet: {rows} rows, manifest.json splits say {sum(splits.values())} samples")

@@ -170,7 +170,7 @@ def iter_raw(shard: str | Path) -> Iterator[tuple[str, dict[str, bytearray]]]:
     except FileNotFoundError:
         raise InputError(shard, "shard missing") from None
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        raise InputError(shard, f"not a readable tar ({type(exc).__name__}: {exc})") from None
+        raise InputError(shard, f"not a readable tar ({exc or 'truncated'})") from None
     if key is not None:
         yield key, fields
 

@@ -192,7 +192,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated file, a pickle with code in it, not a torch file...
-        raise InputError(path, f"not a readable checkpoint: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise InputError(path, f"not a readable checkpoint: {str(exc)[:200] or 'truncated or not a torch file'}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise InputError(path, f"not an als-datasets pretraining checkpoint (format {CHECKPOINT_FORMAT})")
     return ckpt
