@@ -60,8 +60,9 @@ class Kind:
     json_fields: tuple[str, ...] = ()
     #: ``manifest.json`` ``skipped_tiles[].reason`` for a selected sample that was not written
     skipped_reason: str = "not written"
-    #: listings :meth:`plan_summary` writes into the output folder (relative paths): they
-    #: describe the plan, not the dataset, so a finished build removes them (never uploaded)
+    #: listings :meth:`plan_summary` writes: they describe the plan, not the dataset, so they go
+    #: next to the output folder (``<OUT>.<name>``, never published); a build still removes any
+    #: left inside the folder by an older version
     plan_files: tuple[str, ...] = ()
 
     # ---- recipe
@@ -96,8 +97,8 @@ class Kind:
         return []
 
     def plan_summary(self, plan, out_dir: Path) -> list[str]:
-        """Lines ``als-datasets plan`` prints after writing the frame (may write listings into
-        ``out_dir``, named in :attr:`plan_files`)."""
+        """Lines ``als-datasets plan`` prints after writing the frame (may write listings named in
+        :attr:`plan_files` next to ``out_dir``, never into it)."""
         f = plan.frame
         return [f"{out_dir}/frame.parquet: {len(f)} candidates, {int(f['eligible'].sum())} eligible, "
                 f"{len(plan.selected)} selected ({plan.recipe.strategy}, seed {plan.recipe.seed})"]
