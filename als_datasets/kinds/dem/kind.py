@@ -45,7 +45,7 @@ class DemKind(RasterKind):
                               - np.nanmin(np.where(has[:, None], z, 0.0), axis=1), np.nan)
         return {"elevation_mean": mean, "relief_m": relief}
 
-    def sample_pixels(self, pix, valid, task) -> tuple[np.ndarray, dict]:
+    def sample_pixels(self, pix, valid, task, norm=None) -> tuple[np.ndarray, dict]:
         v = valid[0]
         z = pix[0].astype(np.float32)
         z[:, ~v] = np.nan

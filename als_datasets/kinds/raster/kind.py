@@ -51,6 +51,8 @@ class RasterKind(Kind):
     default_dtype: str | None = None
     #: strategies this kind refuses, with the reason
     refused_strategies: dict[str, str] = {}
+    #: whether the plan runs the seeded first pass of dataset-wide per-sensor band statistics
+    entropy_pass = False
     #: per-patch statistics the frame pass computes (frame columns, in order)
     frame_stats: tuple[str, ...] = ()
     #: per-sample statistics in the json (index columns, in order, after the common ones)
@@ -68,13 +70,13 @@ class RasterKind(Kind):
 
     def patch_stats(self, pix: np.ndarray, valid: np.ndarray, recipe_like) -> dict[str, np.ndarray]:
         """Frame statistics of a strip of patches: ``pix`` (N, C, P, P), ``valid`` (N, P, P) →
-        {column: (N,) array} for :attr:`frame_stats`.  ``recipe_like`` has ``entropy_bins`` and
-        ``entropy_base``."""
+        {column: (N,) array} for :attr:`frame_stats`.  ``recipe_like`` has ``entropy_bins``,
+        ``entropy_base`` and ``entropy_norm`` (None, or the scene's dataset-wide (lo, hi) per band)."""
         raise NotImplementedError
 
-    def sample_pixels(self, pix: np.ndarray, valid: np.ndarray, task) -> tuple[np.ndarray, dict]:
+    def sample_pixels(self, pix: np.ndarray, valid: np.ndarray, task, norm=None) -> tuple[np.ndarray, dict]:
         """One patch read for a sample: ``pix`` (1, C, P, P), ``valid`` (1, P, P) → (the stored
-        array in ``task.dtype``, the json statistics)."""
+        array in ``task.dtype``, the json statistics); ``norm`` as in :meth:`patch_stats`."""
         raise NotImplementedError
 
     def pixels_text(self, dtype: str) -> str:

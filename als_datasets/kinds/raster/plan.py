@@ -17,7 +17,7 @@ import pandas as pd
 from als_datasets.errors import InputError
 from als_datasets.kinds.raster.frame import dataset_bands, landcover_labels, scan_scene, scene_patch_geometry
 from als_datasets.kinds.raster.sampling import drop_overlaps, ordered_draw, rebalance, spectral_weights
-from als_datasets.kinds.raster.scenes import Scene, open_scene
+from als_datasets.kinds.raster.scenes import Scene, open_scene, patch_grid, read_patches
 from als_datasets.plan import Plan, shard_specs, split_of
 from als_datasets.registry import get_kind
 from als_datasets.shards.writer import estimate_tar_sample_bytes
@@ -57,7 +57,7 @@ class ScanTask:
     kind: str
     bins: int
     base: float
-
+    norm: tuple[tuple[float, float], ...] | None = None  # dataset-wide (lo, hi) per band; None: per patch
 
     @property
     def entropy_bins(self) -> int:
@@ -66,6 +66,58 @@ class ScanTask:
     @property
     def entropy_base(self) -> float:
         return self.base
+
+    @property
+    def entropy_norm(self) -> np.ndarray | None:
+        return None if self.norm is None else np.asarray(self.norm, dtype=np.float64)
+
+
+def norm_sensor(scene: Scene) -> str:
+    """The key scenes share dataset-wide band statistics under: the sensor (product), else the scene."""
+    return str(scene.sensor) if scene.sensor else f"scene {scene.name}"
+
+
+def sample_cells(scene: Scene, patch_px: int, stride_px: int, seed: int, n: int) -> list[tuple[int, int]]:
+    """A seeded sample of up to ``n`` of the scene's patch cells (the first pass of the statistics)."""
+    import zlib
+
+    cells = patch_grid(scene, patch_px, stride_px)
+    if len(cells) <= n:
+        return cells
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(scene.name.encode())])
+    return [cells[i] for i in sorted(rng.choice(len(cells), n, replace=False).tolist())]
+
+
+def scene_moments(scene: Scene, patch_px: int, stride_px: int, seed: int, n: int) -> tuple[np.ndarray, int]:
+    """(C, 3) valid-pixel moments of a seeded sample of the scene's patches, and the patch count."""
+    from als_datasets.kinds.raster.entropy import band_moments
+
+    cells = sample_cells(scene, patch_px, stride_px, seed, n)
+    if not cells:
+        return np.zeros((len(scene.bands), 3)), 0
+    pix, valid = read_patches(scene, cells, patch_px, stride_px)
+    return band_moments(pix, valid), len(cells)
+
+
+def dataset_band_stats(recipe, scenes: list[Scene], commons: list[list[str]]) -> dict:
+    """Per-sensor, per-band mean and std over a seeded sample of every scene's patches (issue 14):
+    the dataset-wide SatMAE normalisation the spectral entropy is measured on."""
+    from als_datasets.kinds.raster.entropy import pool_moments
+
+    parts = []
+    for s, common in zip(scenes, commons):
+        m, k = scene_moments(s, recipe.patch_px, recipe.stride_px, recipe.seed, recipe.entropy_sample_patches)
+        parts += [(norm_sensor(s), b, m[j], k) for j, b in enumerate(common)]
+    return pool_moments(parts)
+
+
+def scene_norms(recipe, scenes: list[Scene], commons: list[list[str]], stats: dict | None) -> dict:
+    """Scene name → ((lo, hi) per band) for the entropy, or None per scene under ``normalise: patch``."""
+    from als_datasets.kinds.raster.entropy import norm_ranges
+
+    if stats is None:
+        return {s.name: None for s in scenes}
+    return {s.name: tuple(map(tuple, norm_ranges(stats, norm_sensor(s), c).tolist())) for s, c in zip(scenes, commons)}
 
 
 def run_scan_task(t: ScanTask) -> pd.DataFrame:
@@ -153,8 +205,14 @@ def make_raster_plan(recipe, kind, progress: Callable[[str, int, int], None] | N
 
     kind.check_strategy(recipe)
     scenes, commons = open_scenes(recipe, kind)
-    tasks = [ScanTask(s, recipe.patch_px, recipe.stride_px, recipe.kind, recipe.entropy_bins, recipe.entropy_base)
-             for s in scenes]
+    stats = None
+    if kind.entropy_pass and recipe.entropy_normalise == "dataset":
+        if progress:
+            progress("band statistics", 0, len(scenes))
+        stats = dataset_band_stats(recipe, scenes, commons)
+    norms = scene_norms(recipe, scenes, commons, stats)
+    tasks = [ScanTask(s, recipe.patch_px, recipe.stride_px, recipe.kind, recipe.entropy_bins, recipe.entropy_base,
+                      norms[s.name]) for s in scenes]
     if executor is not None and executor.workers > 1 and len(tasks) > 1:
         results = executor.map(run_scan_task, tasks)
     else:
@@ -202,6 +260,7 @@ def make_raster_plan(recipe, kind, progress: Callable[[str, int, int], None] | N
         "kind": recipe.kind, "dtype": output_dtype(recipe, scenes),
         "bands": dataset_bands([by_name[s] for s in used] or commons),
         "common_bands": by_name, "patch_size_px": recipe.patch_px,
+        "entropy_stats": stats, "entropy_norms": norms,
     })
     plan.shards = shard_specs(frame, recipe.shard_max_samples, kind.group_column, recipe.shard_max_bytes,
                               estimated_sample_bytes(frame, scenes, recipe.patch_px, plan.meta["dtype"]))

@@ -14,7 +14,9 @@ the outputs.  Keys (defaults in :data:`RASTER_DEFAULTS`)::
     max_nodata_fraction: 0.0       # a patch with more nodata (declared or zero fill) is dropped
     max_cloud_fraction: 0.1        # with a cloud mask (Sentinel-2 SCL 3/8/9/10 by default)
     max_overlap: 0.0               # share of a patch's area that may overlap an earlier sample
-    spectral_entropy: {bins: 256, base: e}
+    spectral_entropy: {bins: 256, base: e, normalise: dataset, sample_patches: 64}
+                                   # normalise: dataset (per-sensor, per-band mean ± 2σ from a seeded
+                                   # first pass over sample_patches patches per scene) | patch (own mean ± 2σ)
     spectral_beta: 2.0             # "spectral": weight ∝ exp(beta · z-scored entropy)
     continents: {path: null, field: CONTINENT, nearest_max_km: 500}   # default: shipped Natural Earth 110m
     biomes: {raster: ..., table: ...}                                 # optional (RESOLVE 2017)
@@ -63,7 +65,7 @@ RASTER_DEFAULTS: dict[str, Any] = {
     "max_nodata_fraction": 0.0,
     "max_cloud_fraction": 0.1,
     "max_overlap": 0.0,
-    "spectral_entropy": {"bins": 256, "base": "e"},
+    "spectral_entropy": {"bins": 256, "base": "e", "normalise": "dataset", "sample_patches": 64},
     "spectral_beta": 2.0,
     "continents": None,
     "biomes": None,
@@ -108,6 +110,8 @@ class RasterRecipe:
     shard_max_samples: int
     raw: dict = field(repr=False, compare=False, default_factory=dict)
     shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES
+    entropy_normalise: str = "dataset"  # dataset | patch
+    entropy_sample_patches: int = 64
 
     @property
     def samples_per_project(self) -> int:  # the CLI's -n flag and the ALS-shaped reports
@@ -154,6 +158,16 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         log_base = _base(ent.get("base", "e"))
     except ValueError:
         raise InputError(where, f"spectral_entropy.base must be 'e' or a number > 1, got {ent.get('base')!r}") from None
+    unknown = set(ent) - {"bins", "base", "normalise", "sample_patches"}
+    if unknown:
+        raise InputError(where, f"spectral_entropy: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+                                "(bins, base, normalise, sample_patches)")
+    norm_mode = str(ent.get("normalise", "dataset"))
+    if norm_mode not in ("dataset", "patch"):
+        raise InputError(where, f"spectral_entropy.normalise must be 'dataset' or 'patch', got {norm_mode!r}")
+    sample_patches = number(where, {"spectral_entropy.sample_patches": ent.get("sample_patches", 64)},
+                            "spectral_entropy.sample_patches", int, lo=1)
+    merged["spectral_entropy"] = {**ent, "normalise": norm_mode, "sample_patches": sample_patches}
 
     scenes, seen = [], set()
     for i, s in enumerate(merged.get("scenes") or []):
@@ -238,6 +252,7 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         scenes=tuple(scenes), continents=cont, biomes=biomes, landcover=lc, dtype=dtype,
         holdout_fraction=holdout_fraction(where, merged),
         out_dir=out, formats=formats, shard_max_samples=shard_max, raw=raw, shard_max_bytes=shard_bytes,
+        entropy_normalise=norm_mode, entropy_sample_patches=sample_patches,
     )
 
 

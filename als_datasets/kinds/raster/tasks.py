@@ -48,6 +48,8 @@ class RasterShardTask(ShardOutputs):
     strategy: str
     seed: int
     row_group_size: int = 16
+    #: per scene (same order as ``scenes``): dataset-wide (lo, hi) per band for the entropy, or None
+    entropy_norms: tuple = ()
 
     def features(self):
         return raster_features(get_kind(self.kind).json_schema(), self.dtype, self.patch_px)
@@ -72,7 +74,9 @@ class RasterShardTask(ShardOutputs):
             "strategy": self.strategy, "draw_rank": int(rec["draw_rank"]), "weight": float(rec["weight"]),
             "seed": self.seed,
         }
-        out, stats = get_kind(self.kind).sample_pixels(pix, valid, self)
+        norm = self.entropy_norms[i] if self.entropy_norms else None
+        out, stats = get_kind(self.kind).sample_pixels(pix, valid, self,
+                                                       norm=None if norm is None else np.asarray(norm))
         meta.update(stats)
         return {"__key__": rec["tile_id"], "pixels.npy": np.ascontiguousarray(out), "json": meta}
 
@@ -86,6 +90,7 @@ class RasterShardTask(ShardOutputs):
             "kind": self.kind, "scenes": [_scene_facts(s) for s in self.scenes],
             "common_bands": [list(c) for c in self.common_bands], "patch_px": self.patch_px,
             "stride_px": self.stride_px, "dtype": self.dtype, "entropy": [self.entropy_bins, self.entropy_base],
+            "entropy_norms": [None if n is None else [list(x) for x in n] for n in self.entropy_norms],
             "strategy": self.strategy, "seed": self.seed, "row_group_size": self.row_group_size,
         }
 
