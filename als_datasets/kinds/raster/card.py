@@ -104,7 +104,7 @@ def render_raster_card(kind, out_dir, div: dict, plots: list[Path], repo_id: str
         f"{recipe.get('stride_px') or patch} px). A patch is eligible when at most "
         f"{float(recipe.get('max_nodata_fraction', 0)):.0%} of its pixels are nodata (declared nodata, or zero fill "
         f"where a scene has no nodata tag) and at most {float(recipe.get('max_cloud_fraction', 0)):.0%} are cloud "
-        f"(mask band classes, Sentinel-2 SCL 3/8/9/10 by default). {st}. Walking that order, a patch is dropped when "
+        f"({kind.cloud_text}). {st}. Walking that order, a patch is dropped when "
         f"more than {float(recipe.get('max_overlap', 0)):.0%} of its area is covered by a patch kept earlier (any "
         f"scene; R-tree over equal-area footprints); the first {manifest.get('samples')} kept patches form the set."
     )
@@ -141,7 +141,7 @@ def render_raster_card(kind, out_dir, div: dict, plots: list[Path], repo_id: str
         samples=manifest.get("samples"), patch_size_px=patch, bands_text=", ".join(manifest.get("bands") or []),
         dtype=dtype, tool_version=manifest.get("tool_version", __version__),
         schema_version=manifest.get("schema_version", SCHEMA_VERSION), method=method,
-        sources=sources_markdown(recipe, raster_sources(recipe)),
+        sources=sources_markdown(recipe, raster_sources(recipe)) + kind.card_scenes(out),
         labels_note="\n".join(rules), diversity_table=diversity_markdown(div),
         distribution_table=distribution_markdown(div),
         entropy_note=kind.entropy_note(recipe, div),

@@ -23,7 +23,7 @@ from rasterio.windows import from_bounds
 
 from als_datasets.errors import InputError
 from als_datasets.kinds.raster.entropy import spectral_entropy
-from als_datasets.kinds.raster.scenes import Scene, _snap, _valid, patch_bounds, patch_lonlat
+from als_datasets.kinds.raster.scenes import Scene, _snap, _valid, cloud_pixels, patch_bounds, patch_lonlat
 
 #: STAC ``eo:common_name`` of each band per sensor family, so that scenes of different sensors
 #: share one band order (a Landsat-8 "B5" is near infrared, a Sentinel-2 "B5" is red edge).
@@ -133,7 +133,7 @@ def read_strip(scene: Scene, row: int, patch_px: int, stride_px: int, handles: d
                                                                       rasterio.open(scene.cloud_mask.path))
         a = _read_window(ds, [scene.cloud_mask.band_index], bounds, patch_px, width_px, scene.res, 0,
                          categorical=True)
-        cl = np.isin(np.ma.getdata(a)[0], np.asarray(scene.cloud_classes))
+        cl = cloud_pixels(np.ma.getdata(a)[0], scene)
     starts = np.arange(nc) * stride_px
     pix = np.stack([strip[:, :, s:s + patch_px] for s in starts]) if nc else strip[None, :, :, :0]
     val = np.stack([valid[:, s:s + patch_px] for s in starts]) if nc else valid[None, :, :0]

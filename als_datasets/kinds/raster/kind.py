@@ -51,6 +51,8 @@ class RasterKind(Kind):
     default_dtype: str | None = None
     #: strategies this kind refuses, with the reason
     refused_strategies: dict[str, str] = {}
+    #: json fields every sample carries about its scene (:meth:`scene_meta`), name → type
+    scene_fields: dict[str, object] = {}
     #: whether the plan runs the seeded first pass of dataset-wide per-sensor band statistics
     entropy_pass = False
     #: per-patch statistics the frame pass computes (frame columns, in order)
@@ -82,18 +84,40 @@ class RasterKind(Kind):
     def pixels_text(self, dtype: str) -> str:
         return f"{dtype} (C, H, W)"
 
+    #: how the card says cloud pixels were found
+    cloud_text = "mask band classes, Sentinel-2 SCL 3/8/9/10 by default"
+
+    def card_scenes(self, out) -> str:
+        """A markdown section about the build's scenes (after the sources), or ""."""
+        return ""
+
+    def open_scene(self, spec: dict):
+        """Open one recipe scene entry (:func:`~als_datasets.kinds.raster.scenes.open_scene`); a kind
+        may read more about the scene first (product metadata)."""
+        from als_datasets.kinds.raster.scenes import open_scene
+
+        return open_scene({k: v for k, v in spec.items() if k != "common_bands"}, base_dir="/")
+
+    def scene_meta(self, scene) -> dict:
+        """The :attr:`scene_fields` of a sample of ``scene``."""
+        return {}
+
+    def scene_notes(self, scene) -> list[str]:
+        """Warnings about a scene for the plan's output (e.g. its metadata says it is all cloud)."""
+        return []
+
     def entropy_note(self, recipe: dict, div: dict) -> str:
         return ""
 
     # ---- Kind
     def json_schema(self) -> dict:
-        return {**COMMON_JSON, **self.sample_stats}
+        return {**COMMON_JSON, **self.scene_fields, **self.sample_stats}
 
     def load_recipe(self, data, src, overrides, out_dir):
         from als_datasets.kinds.raster.recipe import load_raster_recipe
 
         return load_raster_recipe(data, src, overrides, out_dir, default_strategy=self.default_strategy,
-                                  default_dtype=self.default_dtype)
+                                  default_dtype=self.default_dtype, entropy_pass=self.entropy_pass)
 
     def check_strategy(self, recipe) -> None:
         from als_datasets.kinds.raster.sampling import check_strategy
@@ -118,6 +142,7 @@ class RasterKind(Kind):
                  + (f" (dropped: {', '.join(f'{k} {v}' for k, v in reasons.items())})" if reasons else "")
                  + f", {len(sel)} selected ({r.strategy}, seed {r.seed}) in {len(r.scenes)} scene(s)"]
         lines += [f"  {cont}: {n}" for cont, n in sel["continent"].fillna("none").value_counts().items()]
+        lines += [f"  warning: scene {s.name}: {note}" for s in plan.frames for note in self.scene_notes(s)]
         return lines
 
     def shard_tasks(self, plan, out, staging, workers=1):

@@ -17,7 +17,7 @@ import pandas as pd
 from als_datasets.errors import InputError
 from als_datasets.kinds.raster.frame import dataset_bands, landcover_labels, scan_scene, scene_patch_geometry
 from als_datasets.kinds.raster.sampling import drop_overlaps, ordered_draw, rebalance, spectral_weights
-from als_datasets.kinds.raster.scenes import Scene, open_scene, patch_grid, read_patches
+from als_datasets.kinds.raster.scenes import Scene, patch_grid, read_patches
 from als_datasets.plan import Plan, shard_specs, split_of
 from als_datasets.registry import get_kind
 from als_datasets.shards.writer import estimate_tar_sample_bytes
@@ -33,7 +33,7 @@ def open_scenes(recipe, kind) -> tuple[list[Scene], list[list[str]]]:
     """Open every scene of the recipe; returns the scenes and each scene's common band names."""
     scenes, commons = [], []
     for spec in recipe.scenes:
-        s = open_scene({k: v for k, v in spec.items() if k != "common_bands"}, base_dir="/")
+        s = kind.open_scene(spec)
         commons.append(kind.band_names(s, spec))
         if s.crs is None:
             raise InputError(s.bands[0].path, "raster has no CRS")
@@ -207,8 +207,6 @@ def make_raster_plan(recipe, kind, progress: Callable[[str, int, int], None] | N
     scenes, commons = open_scenes(recipe, kind)
     stats = None
     if kind.entropy_pass and recipe.entropy_normalise == "dataset":
-        if progress:
-            progress("band statistics", 0, len(scenes))
         stats = dataset_band_stats(recipe, scenes, commons)
     norms = scene_norms(recipe, scenes, commons, stats)
     tasks = [ScanTask(s, recipe.patch_px, recipe.stride_px, recipe.kind, recipe.entropy_bins, recipe.entropy_base,

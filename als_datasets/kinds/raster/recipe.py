@@ -65,7 +65,7 @@ RASTER_DEFAULTS: dict[str, Any] = {
     "max_nodata_fraction": 0.0,
     "max_cloud_fraction": 0.1,
     "max_overlap": 0.0,
-    "spectral_entropy": {"bins": 256, "base": "e", "normalise": "dataset", "sample_patches": 64},
+    "spectral_entropy": {"bins": 256, "base": "e"},
     "spectral_beta": 2.0,
     "continents": None,
     "biomes": None,
@@ -137,7 +137,7 @@ def _base(value) -> float:
 
 def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = None,
                        out_dir: str | Path | None = None, default_strategy: str = "random",
-                       default_dtype: str | None = None) -> RasterRecipe:
+                       default_dtype: str | None = None, entropy_pass: bool = False) -> RasterRecipe:
     """Validate a raster recipe dict (already demo-merged) read from ``src``; the kind passes its
     default strategy and pixel dtype."""
     where = src if src is not None else "<recipe>"
@@ -167,7 +167,8 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         raise InputError(where, f"spectral_entropy.normalise must be 'dataset' or 'patch', got {norm_mode!r}")
     sample_patches = number(where, {"spectral_entropy.sample_patches": ent.get("sample_patches", 64)},
                             "spectral_entropy.sample_patches", int, lo=1)
-    merged["spectral_entropy"] = {**ent, "normalise": norm_mode, "sample_patches": sample_patches}
+    if entropy_pass:  # the kind measures spectral entropy: record how it is normalised
+        merged["spectral_entropy"] = {**ent, "normalise": norm_mode, "sample_patches": sample_patches}
 
     scenes, seen = [], set()
     for i, s in enumerate(merged.get("scenes") or []):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,8 @@ from als_datasets.errors import InputError
 #: Sentinel-2 scene-classification (SCL) classes counted as cloud by default:
 #: 3 cloud shadow, 8 cloud medium probability, 9 cloud high probability, 10 thin cirrus.
 DEFAULT_CLOUD_CLASSES = (3, 8, 9, 10)
+#: Landsat Collection-2 ``QA_PIXEL`` bits counted as cloud: dilated cloud 1, cirrus 2, cloud 3, cloud shadow 4
+DEFAULT_QA_BITS = (1, 2, 3, 4)
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 _BAND_RE = re.compile(r"(?:^|[_\-.])(B\d{1,2}A?|SCL|BQA|QA_?PIXEL)$", re.IGNORECASE)
 _DECIMATED_PX = 256  # long side of the cheap validity / zero-fill reads
@@ -63,6 +65,10 @@ class Scene:
     cloud_classes: tuple[int, ...] = DEFAULT_CLOUD_CLASSES
     sensor: str | None = None
     date: str | None = None
+    #: with bits, a mask pixel is cloud when any of these bits is set (Landsat ``QA_PIXEL``); else by class
+    cloud_bits: tuple[int, ...] = ()
+    #: product metadata (the kind's reader: dates, cloud cover, scale / offset …); not part of equality
+    product: dict | None = field(default=None, compare=False)
 
     @property
     def band_names(self) -> list[str]:
@@ -174,15 +180,41 @@ def _file_bands(path: Path, wanted) -> list[BandSource]:
     raise InputError(path, f"unknown band name(s) {bad} (file bands: {known})")
 
 
+def cloud_pixels(a: np.ndarray, scene: Scene) -> np.ndarray:
+    """Boolean cloud pixels of mask values ``a``: any of ``scene.cloud_bits`` set, else a class in
+    ``scene.cloud_classes``."""
+    if scene.cloud_bits:
+        bits = sum(1 << int(b) for b in scene.cloud_bits)
+        return (np.asarray(a).astype(np.int64) & bits) != 0
+    return np.isin(a, np.asarray(scene.cloud_classes))
+
+
+def mask_rule(spec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(classes, bits) of a scene spec's ``cloud_mask`` (a ``QA_PIXEL`` band: bits 1-4 by default)."""
+    cm = spec.get("cloud_mask")
+    if isinstance(cm, str):
+        cm = {"band": cm}
+    if not isinstance(cm, dict):
+        return DEFAULT_CLOUD_CLASSES, ()
+    if cm.get("bits") is not None:
+        return DEFAULT_CLOUD_CLASSES, tuple(int(b) for b in cm["bits"])
+    if cm.get("classes") is None and normalise_band_name(cm.get("band", "")).replace("_", "") == "QAPIXEL":
+        return DEFAULT_CLOUD_CLASSES, DEFAULT_QA_BITS
+    return tuple(int(c) for c in cm.get("classes", DEFAULT_CLOUD_CLASSES)), ()
+
+
 def _cloud_source(root: Path, is_dir: bool, files, spec) -> tuple[BandSource | None, tuple[int, ...]]:
     cm = spec.get("cloud_mask")
-    if cm is None:  # a Sentinel-2 SCL file next to the bands is the cloud mask by default
+    if cm is None:  # a Sentinel-2 SCL or Landsat QA_PIXEL file next to the bands is the cloud mask by default
         if is_dir and "SCL" in files:
             return BandSource("SCL", str(files["SCL"]), 1), DEFAULT_CLOUD_CLASSES
+        qa = next((k for k in files if k.replace("_", "") == "QAPIXEL"), None)
+        if is_dir and qa:
+            return BandSource(qa, str(files[qa]), 1), DEFAULT_CLOUD_CLASSES
         return None, DEFAULT_CLOUD_CLASSES
     if isinstance(cm, str):
         cm = {"band": cm}
-    classes = tuple(int(c) for c in cm.get("classes", DEFAULT_CLOUD_CLASSES))
+    classes = mask_rule(spec)[0]
     name = str(cm.get("band", "SCL"))
     if cm.get("path"):
         return BandSource(name, str(_resolve(root if is_dir else root.parent, cm["path"])), 1), classes
@@ -315,10 +347,14 @@ def open_scene(spec: dict, base_dir=".") -> Scene:
                 raise InputError(b.path, f"band {b.name} is entirely nodata ({nodata if nodata is not None else 0})")
 
     crs = pyproj.CRS.from_user_input(ref["crs"].to_wkt())
+    bits = mask_rule(spec)[1]
+    if not bits and cloud is not None and spec.get("cloud_mask") is None and cloud.name.replace("_", "") == "QAPIXEL":
+        bits = DEFAULT_QA_BITS
     return Scene(name=str(spec.get("name") or root.stem), bands=tuple(bands), crs=crs, transform=transform,
                  width=int(width), height=int(height), res=res, dtype=dtype, nodata=nodata,
                  zero_is_nodata=zero_is_nodata, cloud_mask=cloud, cloud_classes=classes,
-                 sensor=spec.get("sensor"), date=None if spec.get("date") is None else str(spec["date"]))
+                 sensor=spec.get("sensor"), date=None if spec.get("date") is None else str(spec["date"]),
+                 cloud_bits=bits if cloud is not None else ())
 
 
 def _valid(a: np.ndarray, nodata, zero_is_nodata: bool) -> np.ndarray:
@@ -408,7 +444,6 @@ def read_cloud(scene: Scene, cells: list[tuple[int, int]], patch_px: int = 96,
     if scene.cloud_mask is None:
         return None
     stride = int(stride_px or patch_px)
-    classes = np.asarray(scene.cloud_classes)
     out = np.zeros((len(cells), patch_px, patch_px), dtype=bool)
     with rasterio.open(scene.cloud_mask.path) as ds:
         for i, cell in enumerate(cells):
@@ -416,7 +451,7 @@ def read_cloud(scene: Scene, cells: list[tuple[int, int]], patch_px: int = 96,
             w = _snap(from_bounds(*bounds, transform=ds.transform))
             a = ds.read(scene.cloud_mask.band_index, window=w, out_shape=(patch_px, patch_px),
                         resampling=Resampling.nearest, boundless=True, fill_value=0)  # categorical
-            out[i] = np.isin(a, classes)
+            out[i] = cloud_pixels(a, scene)
     return out
 
 

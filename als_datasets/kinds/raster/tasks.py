@@ -75,6 +75,7 @@ class RasterShardTask(ShardOutputs):
             "seed": self.seed,
         }
         norm = self.entropy_norms[i] if self.entropy_norms else None
+        meta.update(get_kind(self.kind).scene_meta(scene))
         out, stats = get_kind(self.kind).sample_pixels(pix, valid, self,
                                                        norm=None if norm is None else np.asarray(norm))
         meta.update(stats)
@@ -112,6 +113,8 @@ def _scene_facts(s) -> dict:
         "transform": list(s.transform)[:6], "size": [s.width, s.height], "res": s.res, "dtype": s.dtype,
         "nodata": None if s.nodata is None or s.nodata != s.nodata else s.nodata, "zero": s.zero_is_nodata,
         "cloud": None if s.cloud_mask is None else [s.cloud_mask.path, s.cloud_mask.band_index,
-                                                    list(s.cloud_classes), _file_stamp(s.cloud_mask.path)],
+                                                    list(s.cloud_classes), _file_stamp(s.cloud_mask.path),
+                                                    list(s.cloud_bits)],
+        "product": s.product,
         "sensor": s.sensor, "date": s.date,
     }

@@ -14,6 +14,8 @@ class SatelliteKind(RasterKind):
     name = "satellite"
     default_strategy = "global"
     entropy_pass = True
+    scene_fields = {"dates": [str], "product_id": str, "processing_level": str, "metadata_source": str,
+                    "scene_cloud_cover": float, "band_scale": [float], "band_offset": [float], "cloud_method": str}
     frame_stats = ("spectral_entropy",)
     sample_stats = {"spectral_entropy": float, "band_mean": [float], "band_std": [float]}
     index_stats = ("spectral_entropy", "cloud_fraction")
@@ -44,6 +46,40 @@ class SatelliteKind(RasterKind):
 
         return common_band_names(scene, spec.get("common_bands"))
 
+    def open_scene(self, spec: dict):
+        """Read the scene's product metadata (:mod:`.metadata`) first: it fills the sensor and date
+        the recipe leaves out, and gives per-band scale / offset, cloud cover and dates."""
+        import dataclasses
+        import logging
+
+        from als_datasets.kinds.satellite.metadata import read_product, scene_product, sensor_label
+
+        spec = dict(spec)
+        product = spec.pop("product", None) or read_product(spec["path"])
+        if not spec.get("sensor") and sensor_label(product):
+            spec["sensor"] = sensor_label(product)
+        if not spec.get("date") and product.get("dates"):
+            spec["date"] = product["dates"][0]
+        if spec.get("cloud_mask") is None and product.get("mask") and product["mask"].get("path"):
+            spec["cloud_mask"] = {k: v for k, v in product["mask"].items() if k != "href"}
+        scene = super().open_scene(spec)
+        product = scene_product(product, scene, spec)
+        for note in product["warnings"]:
+            logging.getLogger("als_datasets").warning("scene %s (%s): %s", scene.name, spec["path"], note)
+        return dataclasses.replace(scene, product=product)
+
+    def scene_meta(self, scene) -> dict:
+        p = scene.product or {}
+        return {"dates": list(p.get("dates") or ([scene.date] if scene.date else [])),
+                "product_id": p.get("product_id"), "processing_level": p.get("processing_level"),
+                "metadata_source": p.get("source"), "scene_cloud_cover": p.get("cloud_cover"),
+                "band_scale": list(p.get("band_scale") or [None] * len(scene.bands)),
+                "band_offset": list(p.get("band_offset") or [None] * len(scene.bands)),
+                "cloud_method": cloud_method(scene)}
+
+    def scene_notes(self, scene) -> list[str]:
+        return list((scene.product or {}).get("warnings") or [])
+
     def patch_stats(self, pix, valid, recipe_like) -> dict[str, np.ndarray]:
         return {"spectral_entropy": spectral_entropy(pix, valid, bins=recipe_like.entropy_bins,
                                                      base=recipe_like.entropy_base, norm=recipe_like.entropy_norm)}
@@ -60,8 +96,15 @@ class SatelliteKind(RasterKind):
     def info_fields(self, plan, out, entries) -> dict:
         from als_datasets.kinds.raster.build import band_stats
 
+        used = set(plan.selected["scene"]) if len(plan.selected) else set()
         return {**super().info_fields(plan, out, entries), "band_stats": band_stats(out, entries),
-                "entropy_band_stats": plan.meta.get("entropy_stats")}
+                "entropy_band_stats": plan.meta.get("entropy_stats"),
+                "scenes": {s.name: scene_record(s) for s in plan.frames if s.name in used}}
+
+    def card_scenes(self, out) -> str:
+        from als_datasets.kinds.satellite.card import scenes_markdown
+
+        return scenes_markdown(out)
 
     def pixels_text(self, dtype: str) -> str:
         return f"{dtype} (C, H, W): the scene's bands (C varies by sensor), 0 where a pixel has no valid data"
@@ -81,3 +124,24 @@ class SatelliteKind(RasterKind):
                 f"{ent.get('base', 'e')}; the sample's value is the mean over bands. The paper's exact binning "
                 f"is not published. Mean over samples: "
                 f"{fmt((div.get('distributions') or {}).get('spectral_entropy', {}).get('mean'))}.")
+
+
+def scene_record(scene) -> dict:
+    """What ``_info.json`` ``scenes`` and the card say about one scene."""
+    p = scene.product or {}
+    return {"sensor": scene.sensor, "dates": list(p.get("dates") or ([scene.date] if scene.date else [])),
+            "product_id": p.get("product_id"), "processing_level": p.get("processing_level"),
+            "metadata_source": p.get("source"), "metadata_file": p.get("source_file"),
+            "scene_cloud_cover": p.get("cloud_cover"), "cloud_method": cloud_method(scene),
+            "bands": list(scene.band_names), "band_scale": p.get("band_scale"), "band_offset": p.get("band_offset"),
+            "scale_meaning": p.get("scale_meaning"), "nodata": scene.nodata, "warnings": list(p.get("warnings") or [])}
+
+
+def cloud_method(scene) -> str:
+    """How a scene's ``cloud_fraction`` figures were made."""
+    m = scene.cloud_mask
+    if m is None:
+        return "none"
+    if scene.cloud_bits:
+        return f"mask {m.name} bits {','.join(map(str, scene.cloud_bits))}"
+    return f"mask {m.name} classes {','.join(map(str, scene.cloud_classes))}"
