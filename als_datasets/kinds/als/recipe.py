@@ -83,10 +83,10 @@ class Recipe:
     draws: int
     tile_size_m: float
     grid_res_m: float
-    landcover_path: Path
+    landcover_path: Path | str  # a URL (https://, s3://) as str
     landcover_classes: dict[str, tuple[int, ...]]
     min_class_fraction: float
-    dem_path: Path | None
+    dem_path: Path | str | None
     slope_mask_other: bool
     slope_classes: dict[str, tuple[float, float]]
     projects: tuple[Project, ...]
@@ -214,8 +214,9 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
 
     raw = copy.deepcopy(merged)
     raw["name"] = name
-    raw["landcover"] = {"path": str(resolve_path(base, lc["path"])), "classes": {k: list(v) for k, v in lc_classes.items()}}
-    raw["dem"] = ({"path": str(dem_path), **({"z_unit": dem_z_unit} if dem_z_unit is not None else {})}
+    lc_path = _raster_path(base, lc["path"])
+    raw["landcover"] = {"path": _redact(str(lc_path)), "classes": {k: list(v) for k, v in lc_classes.items()}}
+    raw["dem"] = ({"path": _redact(str(dem_path)), **({"z_unit": dem_z_unit} if dem_z_unit is not None else {})}
                   if dem_path else None)
     raw["projects"] = [  # recipe.yaml is published: no URL tokens
         {"name": p.name, "boundary": str(p.boundary) if p.boundary else None,
@@ -233,7 +234,7 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
         draws=max(draws, n),
         tile_size_m=tile,
         grid_res_m=res,
-        landcover_path=resolve_path(base, lc["path"]),
+        landcover_path=lc_path,
         landcover_classes=lc_classes,
         min_class_fraction=min_fraction,
         dem_path=dem_path,
@@ -259,17 +260,26 @@ def _dem(where, base: Path, dem) -> tuple[Path | None, str | float | None, float
     from als_datasets.kinds.als.sources.geo import z_unit_factor
 
     if not isinstance(dem, dict):
-        return resolve_path(base, dem), None, None
+        return _raster_path(base, dem), None, None
     extra = set(dem) - DEM_KEYS
     if extra:
         raise InputError(where, f"dem: unknown key(s): {', '.join(sorted(extra))} (expected path, z_unit)")
     unit = dem.get("z_unit")
     if unit is None:
-        return resolve_path(base, dem.get("path")), None, None
+        return _raster_path(base, dem.get("path")), None, None
     factor = z_unit_factor(unit)
     if factor is None:
         raise InputError(where, f"dem.z_unit must be m, ft, us-ft or metres per DEM unit (a number > 0), got {unit!r}")
-    return resolve_path(base, dem.get("path")), unit, factor
+    return _raster_path(base, dem.get("path")), unit, factor
+
+
+def _raster_path(base: Path, value) -> Path | str | None:
+    """A raster's path relative to the recipe's folder, or a URL kept as given (read by ranges)."""
+    from als_datasets.remote import is_remote
+
+    if value is not None and is_remote(str(value)):
+        return str(value)
+    return resolve_path(base, value)
 
 
 def _slope_classes(where, slope) -> dict[str, tuple[float, float]]:
