@@ -178,7 +178,7 @@ class _HttpFetcher:
     parallel = True
 
     def __init__(self, url: str, first: int, timeout: float = 60.0, retries: int = 3):
-        self.url, self.name = url, redact(url)
+        self.url, self.name = signed(url), redact(url)
         self.timeout, self.retries = timeout, retries
         self.size = -1
         self.first_block, total, headers = self._get(0, first)
@@ -383,7 +383,8 @@ def read_whole(path, stats: FetchStats | None = None, timeout: float = 60.0, ret
     scheme = _scheme(text)
     if scheme in ("http", "https"):
         name = redact(text)
-        req = urllib.request.Request(text, headers={"Accept-Encoding": "identity", "User-Agent": "als-datasets"})
+        req = urllib.request.Request(signed(text), headers={"Accept-Encoding": "identity",
+                                                            "User-Agent": "als-datasets"})
 
         def body(resp) -> bytes:
             length = resp.headers.get("Content-Length")
@@ -408,3 +409,78 @@ def read_whole(path, stats: FetchStats | None = None, timeout: float = 60.0, ret
     if stats is not None:
         stats.add(len(data))
     return data
+
+
+# --------------------------------------------------------------------------- URL signing
+
+#: URL prefix -> dotted name of a signing hook; mirrored in the environment so that worker
+#: processes started after the recipe was read sign the same URLs
+ENV_SIGNERS = "ALS_DATASETS_URL_SIGNERS"
+_SIGNERS: dict[str, str] = {}
+
+
+def load_callable(dotted: str):
+    """The callable named ``package.module:attr`` or ``package.module.attr``."""
+    import importlib
+
+    mod_name, sep, attr = dotted.partition(":")
+    if not sep:
+        mod_name, _, attr = dotted.rpartition(".")
+    if not mod_name or not attr:
+        raise InputError(None, f"signing hook {dotted!r} is not a dotted name such as 'package.module:function'")
+    try:
+        obj = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise InputError(None, f"signing hook {dotted!r}: cannot import {mod_name} ({e.name or e})") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise InputError(None, f"signing hook {dotted!r}: {mod_name} has no {attr}")
+    if not callable(obj):
+        raise InputError(None, f"signing hook {dotted!r} is not callable")
+    return obj
+
+
+def register_signer(prefix: str, hook: str) -> None:
+    """Sign every URL starting with ``prefix`` with ``hook`` (a dotted callable: href -> signed
+    href) when it is fetched.  URLs are named, stored and printed unsigned; only the request
+    carries the token."""
+    import json
+
+    load_callable(hook)  # fail now, at recipe time, on a hook that does not import
+    _SIGNERS[prefix] = hook
+    os.environ[ENV_SIGNERS] = json.dumps(_signers())
+
+
+def _signers() -> dict[str, str]:
+    import json
+
+    out = {}
+    try:
+        out.update(json.loads(os.environ.get(ENV_SIGNERS) or "{}"))
+    except ValueError:
+        pass
+    out.update(_SIGNERS)
+    return out
+
+
+def signed(url: str) -> str:
+    """``url`` signed by the hook registered for its longest matching prefix (else unchanged)."""
+    if not is_remote(url):
+        return url
+    signers = _signers()
+    if not signers:
+        return url
+    match = max((p for p in signers if url.startswith(p)), key=len, default=None)
+    if match is None:
+        return url
+    hook = signers[match]
+    try:
+        out = load_callable(hook)(url)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the hook is the user's code
+        raise InputError(redact(url), f"signing hook {hook} failed ({type(e).__name__})") from None
+    if not isinstance(out, str) or not out:
+        raise InputError(redact(url), f"signing hook {hook} returned {type(out).__name__}, not a URL")
+    return out

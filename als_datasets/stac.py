@@ -19,13 +19,11 @@ reproducible whatever order the API pages in.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from als_datasets.errors import InputError
-from als_datasets.remote import redact
+from als_datasets.remote import load_callable, redact
 
 __all__ = ["StacItem", "search", "asset_hrefs", "load_signer", "sign", "COPC_MEDIA_TYPES"]
 
@@ -144,34 +142,20 @@ def asset_hrefs(item: StacItem, keys: Iterable[str] | None = None, media_types: 
     return out
 
 
-@lru_cache(maxsize=16)
 def load_signer(dotted: str) -> Callable[[str], str]:
     """The callable a recipe names (``pkg.mod:func`` or ``pkg.mod.func``): href -> signed href."""
-    mod_name, sep, attr = dotted.partition(":")
-    if not sep:
-        mod_name, _, attr = dotted.rpartition(".")
-    if not mod_name or not attr:
-        raise InputError(None, f"signing hook {dotted!r} is not a dotted name such as 'package.module:function'")
-    try:
-        obj = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise InputError(None, f"signing hook {dotted!r}: cannot import {mod_name} ({e.name or e})") from None
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise InputError(None, f"signing hook {dotted!r}: {mod_name} has no {attr}")
-    if not callable(obj):
-        raise InputError(None, f"signing hook {dotted!r} is not callable")
-    return obj
+    return load_callable(dotted)
 
 
 def sign(href: str, hook: str | None) -> str:
     """``href`` signed by the recipe's hook (unchanged without one).  The result may carry a
-    token: open it, never print or store it (messages use :func:`als_datasets.remote.redact`)."""
+    token: open it, never print or store it (messages use :func:`als_datasets.remote.redact`).
+    Builds do not call this: they register the hook with :func:`als_datasets.remote.register_signer`
+    and the ranged reads sign each URL when they open it."""
     if not hook:
         return href
     try:
-        signed = load_signer(hook)(href)
+        signed = load_callable(hook)(href)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - the hook is the user's code

@@ -293,7 +293,11 @@ def make_item(item_id: str, collection: str, bounds: tuple[float, float, float, 
     }
 
 
+SIGNED: list[str] = []  # the hrefs sign_for_tests signed (in this process)
+
+
 def sign_for_tests(href: str) -> str:
     """A signing hook for the tests (``stac_server:sign_for_tests``): appends a fake token."""
+    SIGNED.append(href)
     sep = "&" if "?" in href else "?"
     return f"{href}{sep}st=2020&sig=SECRET-TOKEN"
