@@ -61,8 +61,9 @@ def gdal_env(path: str | Path):
         return contextlib.nullcontext()
     opts = dict(GDAL_HTTP_OPTIONS)
     suffix = Path(redact(str(path))).suffix
-    if suffix:
-        opts["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = ",".join(sorted({suffix, suffix.lower(), suffix.upper()}))
+    if suffix:  # the file's own extension, and GeoTIFF (the tiles a remote VRT names)
+        opts["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = ",".join(sorted({suffix, suffix.lower(), suffix.upper(), ".tif",
+                                                                    ".tiff", ".TIF", ".TIFF"}))
     if str(path).lower().startswith("s3://") and not os.environ.get("AWS_ACCESS_KEY_ID") \
             and not os.environ.get("AWS_PROFILE"):
         opts["AWS_NO_SIGN_REQUEST"] = "YES"  # public buckets (3DEP, NLCD) without credentials
