@@ -15,6 +15,7 @@ from pathlib import Path
 import laspy
 import numpy as np
 import pytest
+from ept_writer import nodes_as_laz
 from range_server import RangeServer
 from synth_inputs import SHARED, landcover_around, write_recipe
 
@@ -204,24 +205,6 @@ def _dem_around(path: Path, lonlat_bounds, margin_m=30.0, res=1.0) -> Path:
     return path
 
 
-def write_nodes_as_laz(ept_json: Path, dst: Path) -> Path:
-    """Every node of a local EPT dataset, in the reader's node order, as one LAZ file (same point
-    format, scales, offsets and CRS keys as the nodes): the same points as a plain file."""
-    meta = ept.read_ept_meta(ept_json)
-    nodes = [laspy.read(ept_json.parent / "ept-data" / f"{ept.key_name(k)}.laz") for k, _ in ept.query_nodes(meta, None)]
-    first = nodes[0].header
-    assert all(np.array_equal(n.header.scales, first.scales) and np.array_equal(n.header.offsets, first.offsets)
-               for n in nodes)
-    hdr = laspy.LasHeader(point_format=first.point_format, version=first.version)
-    hdr.scales, hdr.offsets = first.scales, first.offsets
-    hdr.vlrs.extend(first.vlrs)
-    out = laspy.LasData(hdr)
-    out.points = laspy.ScaleAwarePointRecord(np.concatenate([n.points.array for n in nodes]), first.point_format,
-                                             first.scales, first.offsets)
-    out.write(dst, do_compress=True)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def build_inputs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ept-build")
@@ -233,7 +216,7 @@ def build_inputs(tmp_path_factory):
     _dem_around(tmp / "dem.tif", fp)
     (tmp / "ref").mkdir()
     # named like the dataset (its label in the samples' source_files): the shards must not differ by name
-    write_nodes_as_laz(LONE / "ept.json", tmp / "ref" / "lone-star-laszip")
+    nodes_as_laz(LONE / "ept.json", tmp / "ref" / "lone-star-laszip")
     return tmp
 
 
