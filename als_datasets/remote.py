@@ -52,6 +52,10 @@ HTTP_THREADS = 4
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 #: seconds before the first retry of a failed request; doubled for each further one
 RETRY_BASE_S = 0.5
+#: retries of a failed request (429/5xx, network error, timeout, truncated body) before giving up
+RETRIES = 3
+#: seconds a request may wait for the server (connect, or between bytes of the answer)
+TIMEOUT_S = 60.0
 #: fsspec protocol -> the package that implements it (for the "pip install" hint)
 _FSSPEC_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
                     "abfss": "adlfs"}
@@ -177,9 +181,10 @@ class _HttpFetcher:
 
     parallel = True
 
-    def __init__(self, url: str, first: int, timeout: float = 60.0, retries: int = 3):
+    def __init__(self, url: str, first: int, timeout: float | None = None, retries: int | None = None):
         self.url, self.name = signed(url), redact(url)
-        self.timeout, self.retries = timeout, retries
+        self.timeout = TIMEOUT_S if timeout is None else timeout
+        self.retries = RETRIES if retries is None else retries
         self.size = -1
         self.first_block, total, headers = self._get(0, first)
         self.size = total
@@ -372,15 +377,18 @@ def open_source(path, stats: FetchStats | None = None, block_size: int = BLOCK_S
     return RangeFile(fetcher, stats, block_size)
 
 
-def read_whole(path, stats: FetchStats | None = None, timeout: float = 60.0, retries: int = 3) -> bytes:
+def read_whole(path, stats: FetchStats | None = None, timeout: float | None = None, retries: int | None = None) -> bytes:
     """The whole content of a small file (a JSON document, an EPT node) in one request.
 
     ``http(s)://``: one ``GET`` (no ``Range``), retried like ranged reads (429/5xx, network errors,
     timeouts, a body shorter than its ``Content-Length``), then a one-line :class:`InputError`
     naming the redacted URL; 404 says "file not found".  fsspec URLs: ``cat_file``; local paths
-    and ``file://``: read.  ``stats`` counts the bytes and the request."""
+    and ``file://``: read.  ``stats`` counts the bytes and the request.  ``timeout`` and
+    ``retries`` default to :data:`TIMEOUT_S` and :data:`RETRIES`."""
     text = os.fspath(path) if not isinstance(path, str) else path
     scheme = _scheme(text)
+    timeout = TIMEOUT_S if timeout is None else timeout
+    retries = RETRIES if retries is None else retries
     if scheme in ("http", "https"):
         name = redact(text)
         req = urllib.request.Request(signed(text), headers={"Accept-Encoding": "identity",
