@@ -287,3 +287,46 @@ def stac_item_landsat_c2l2(item_id: str, base_href: str, shape: tuple[int, int],
                        "landsat:wrs_path": "232", "landsat:wrs_row": "066", "landsat:collection_number": "02"},
         "assets": assets, "links": [],
     }
+
+
+def _cog(path: Path, arr, res, x0, y0, crs, nodata=0, block=64):
+    from cog_fixtures import write_cog
+    from rasterio.transform import from_origin
+
+    return write_cog(path, np.asarray(arr), f"EPSG:{crs}", from_origin(x0, y0, res, res), nodata=nodata, block=block)
+
+
+def s2_l2a_cogs(folder: Path, seed: int, shape10: tuple[int, int], x0: float, y0: float, crs: int,
+                cloud_share: float = 0.1) -> Path:
+    """A Sentinel-2 L2A scene as the archive serves it: one COG per band at 10 / 20 / 60 m
+    (``B02.tif`` …, DN = (ρ + 0.1) × 10000, nodata 0) and ``SCL.tif`` at 20 m (4 vegetation,
+    5 bare, 6 water, 8/9 cloud, 3 shadow)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = shape10
+    refl, cloud, shadow = scene_reflectance(seed, (h, w), cloud_share, bands=7)
+    # 7 reflectance layers → the 12 L2A bands (coastal … swir22), nearest by wavelength
+    pick = {"B01": 0, "B02": 1, "B03": 2, "B04": 3, "B05": 3, "B06": 4, "B07": 4, "B08": 4, "B8A": 4, "B09": 4,
+            "B11": 5, "B12": 6}
+    for band, _, res in S2_BANDS:
+        f = res // 10
+        a = refl[pick[band]].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+        dn = np.clip(np.round((a + 0.1) * 10000), 1, 65535).astype(np.uint16)
+        _cog(folder / f"{band}.tif", dn, float(res), x0, y0, crs)
+    scl = np.where(cloud, 9, np.where(shadow, 3, 4)).astype(np.uint8)[::2, ::2]
+    _cog(folder / "SCL.tif", scl, 20.0, x0, y0, crs)
+    return folder
+
+
+def landsat_c2l2_cogs(folder: Path, seed: int, shape: tuple[int, int], x0: float, y0: float, crs: int,
+                      cloud_share: float = 0.97) -> Path:
+    """Landsat C2 L2 ``<ID>_SR_B1.TIF`` … and ``<ID>_QA_PIXEL.TIF`` as COGs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    refl, cloud, shadow = scene_reflectance(seed, shape, cloud_share)
+    dn = np.clip(np.round((refl + 0.2) / 2.75e-5), 1, 65535).astype(np.uint16)
+    for b in range(1, 8):
+        _cog(folder / f"{L8_ID}_SR_B{b}.TIF", dn[b - 1], 30.0, x0, y0, crs)
+    q = np.full(shape, QA_CLEAR, dtype=np.uint16)
+    q[cloud] = QA_CLOUD
+    q[shadow] = QA_SHADOW
+    _cog(folder / f"{L8_ID}_QA_PIXEL.TIF", q, 30.0, x0, y0, crs, nodata=1)
+    return folder

@@ -91,6 +91,10 @@ class RasterKind(Kind):
         """A markdown section about the build's scenes (after the sources), or ""."""
         return ""
 
+    def scene_specs(self, recipe) -> list[dict]:
+        """The recipe's scene entries (a kind may add an archive's scenes)."""
+        return list(recipe.scenes)
+
     def open_scene(self, spec: dict):
         """Open one recipe scene entry (:func:`~als_datasets.kinds.raster.scenes.open_scene`); a kind
         may read more about the scene first (product metadata)."""
@@ -101,6 +105,10 @@ class RasterKind(Kind):
     def scene_meta(self, scene) -> dict:
         """The :attr:`scene_fields` of a sample of ``scene``."""
         return {}
+
+    def pixel_cloud(self, scene, pix: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+        """(N, P, P) cloud pixels of a scene without a mask band from its pixels, or None."""
+        return None
 
     def scene_notes(self, scene) -> list[str]:
         """Warnings about a scene for the plan's output (e.g. its metadata says it is all cloud)."""
@@ -128,7 +136,7 @@ class RasterKind(Kind):
             raise InputError(recipe.path, f"strategy {recipe.strategy!r} {why}")
 
     def frame_units(self, recipe) -> int:
-        return len(recipe.scenes)
+        return max(len(recipe.scenes), 1)
 
     def make_plan(self, recipe, progress=None, executor=None):
         from als_datasets.kinds.raster.plan import make_raster_plan

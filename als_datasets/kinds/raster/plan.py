@@ -15,9 +15,15 @@ import numpy as np
 import pandas as pd
 
 from als_datasets.errors import InputError
-from als_datasets.kinds.raster.frame import dataset_bands, landcover_labels, scan_scene, scene_patch_geometry
+from als_datasets.kinds.raster.frame import (
+    dataset_bands,
+    landcover_labels,
+    scan_cells,
+    scan_scene,
+    scene_patch_geometry,
+)
 from als_datasets.kinds.raster.sampling import drop_overlaps, ordered_draw, rebalance, spectral_weights
-from als_datasets.kinds.raster.scenes import Scene, patch_grid, read_patches
+from als_datasets.kinds.raster.scenes import Scene, patch_grid, read_patches, scene_env
 from als_datasets.plan import Plan, shard_specs, split_of
 from als_datasets.registry import get_kind
 from als_datasets.shards.writer import estimate_tar_sample_bytes
@@ -29,10 +35,11 @@ FRAME_COLUMNS = [
 TAIL_COLUMNS = ["eligible", "reason", "weight", "draw_rank", "selected", "split"]
 
 
-def open_scenes(recipe, kind) -> tuple[list[Scene], list[list[str]]]:
-    """Open every scene of the recipe; returns the scenes and each scene's common band names."""
+def open_scenes(recipe, kind, specs=None) -> tuple[list[Scene], list[list[str]]]:
+    """Open every scene of the recipe (or ``specs``: the kind's scene list, an archive's included);
+    returns the scenes and each scene's common band names."""
     scenes, commons = [], []
-    for spec in recipe.scenes:
+    for spec in (recipe.scenes if specs is None else specs):
         s = kind.open_scene(spec)
         commons.append(kind.band_names(s, spec))
         if s.crs is None:
@@ -58,6 +65,7 @@ class ScanTask:
     bins: int
     base: float
     norm: tuple[tuple[float, float], ...] | None = None  # dataset-wide (lo, hi) per band; None: per patch
+    cells: tuple[tuple[int, int], ...] | None = None  # only these candidates (an archive's scene); None: all
 
     @property
     def entropy_bins(self) -> int:
@@ -95,18 +103,22 @@ def scene_moments(scene: Scene, patch_px: int, stride_px: int, seed: int, n: int
     cells = sample_cells(scene, patch_px, stride_px, seed, n)
     if not cells:
         return np.zeros((len(scene.bands), 3)), 0
-    pix, valid = read_patches(scene, cells, patch_px, stride_px)
+    with scene_env(scene):
+        pix, valid = read_patches(scene, cells, patch_px, stride_px)
     return band_moments(pix, valid), len(cells)
 
 
-def dataset_band_stats(recipe, scenes: list[Scene], commons: list[list[str]]) -> dict:
+def dataset_band_stats(recipe, scenes: list[Scene], commons: list[list[str]], limits: dict | None = None) -> dict:
     """Per-sensor, per-band mean and std over a seeded sample of every scene's patches (issue 14):
-    the dataset-wide SatMAE normalisation the spectral entropy is measured on."""
+    the dataset-wide SatMAE normalisation the spectral entropy is measured on.  ``limits``: scene
+    name → its number of candidate patches (an archive's scene), so the sample stays inside them."""
     from als_datasets.kinds.raster.entropy import pool_moments
 
     parts = []
+    limits = limits or {}
     for s, common in zip(scenes, commons):
-        m, k = scene_moments(s, recipe.patch_px, recipe.stride_px, recipe.seed, recipe.entropy_sample_patches)
+        n = min(recipe.entropy_sample_patches, int(limits.get(s.name) or recipe.entropy_sample_patches))
+        m, k = scene_moments(s, recipe.patch_px, recipe.stride_px, recipe.seed, n)
         parts += [(norm_sensor(s), b, m[j], k) for j, b in enumerate(common)]
     return pool_moments(parts)
 
@@ -124,8 +136,14 @@ def run_scan_task(t: ScanTask) -> pd.DataFrame:
     """Every candidate patch of one scene: quality, statistics, geometry (labels come later)."""
     scene = t.scene
     kind = get_kind(t.kind)
-    df = scan_scene(scene, t.patch_px, t.stride_px, stats=lambda pix, val: kind.patch_stats(pix, val, t),
-                    stat_columns=kind.frame_stats)
+    stats = lambda pix, val: kind.patch_stats(pix, val, t)  # noqa: E731
+    clouds = lambda pix, val: kind.pixel_cloud(scene, pix, val)  # noqa: E731
+    with scene_env(scene):
+        if t.cells is not None:
+            df = scan_cells(scene, list(t.cells), t.patch_px, t.stride_px, stats, kind.frame_stats, clouds)
+        else:
+            df = scan_scene(scene, t.patch_px, t.stride_px, stats=stats, stat_columns=kind.frame_stats,
+                            cloud_fn=clouds)
     cells = list(zip(df["col"].tolist(), df["row"].tolist()))
     b, ll, foot = scene_patch_geometry(scene, cells, t.patch_px, t.stride_px)
     df.insert(0, "tile_id", [f"{scene.name}_c{c}_r{r}" for c, r in cells])
@@ -204,13 +222,17 @@ def make_raster_plan(recipe, kind, progress: Callable[[str, int, int], None] | N
     import geopandas as gpd
 
     kind.check_strategy(recipe)
-    scenes, commons = open_scenes(recipe, kind)
+    specs = kind.scene_specs(recipe)
+    scenes, commons = open_scenes(recipe, kind, specs)
+    cand = {spec["name"]: spec.get("candidate_patches") for spec in specs}
     stats = None
     if kind.entropy_pass and recipe.entropy_normalise == "dataset":
-        stats = dataset_band_stats(recipe, scenes, commons)
+        stats = dataset_band_stats(recipe, scenes, commons, cand)
     norms = scene_norms(recipe, scenes, commons, stats)
     tasks = [ScanTask(s, recipe.patch_px, recipe.stride_px, recipe.kind, recipe.entropy_bins, recipe.entropy_base,
-                      norms[s.name]) for s in scenes]
+                      norms[s.name], None if not cand.get(s.name) else
+                      tuple(sample_cells(s, recipe.patch_px, recipe.stride_px, recipe.seed, int(cand[s.name]))))
+             for s in scenes]
     if executor is not None and executor.workers > 1 and len(tasks) > 1:
         results = executor.map(run_scan_task, tasks)
     else:

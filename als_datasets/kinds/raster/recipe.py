@@ -23,6 +23,8 @@ the outputs.  Keys (defaults in :data:`RASTER_DEFAULTS`)::
     landcover: {path: ..., classes: {name: [codes]}}                  # optional
     dtype: null                    # pixels dtype (default: the scenes' common dtype; dem: float32)
     scenes: [{path, name, bands, common_bands, sensor, date, cloud_mask, nodata, zero_is_nodata, resolution}]
+    stac: {api, collections, datetime, max_cloud_cover, bbox | continents, scenes_per_continent, ...}
+                                   # satellite: scenes found in a STAC archive (kinds/satellite/stac_source.py)
     output: {dir: null, formats: [webdataset, parquet], shard_max_samples: 64, shard_max_bytes: 1GB}
                                    # a shard ends before the sample that would pass either bound (bytes:
                                    # the plan's estimate of the tar, C × P × P × itemsize + json per patch)
@@ -76,7 +78,7 @@ RASTER_DEFAULTS: dict[str, Any] = {
     "output": {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64,
                "shard_max_bytes": DEFAULT_SHARD_MAX_BYTES},
 }
-RASTER_KEYS = set(RASTER_DEFAULTS) | {"description", "license", "sources", "demo"}
+RASTER_KEYS = set(RASTER_DEFAULTS) | {"description", "license", "sources", "demo", "stac"}
 SCENE_KEYS = {"path", "name", "bands", "common_bands", "sensor", "date", "cloud_mask", "nodata", "zero_is_nodata",
               "resolution"}
 
@@ -109,6 +111,7 @@ class RasterRecipe:
     formats: tuple[str, ...]
     shard_max_samples: int
     raw: dict = field(repr=False, compare=False, default_factory=dict)
+    stac: dict | None = None  # an archive to search for scenes (the satellite kind's STAC source)
     shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES
     entropy_normalise: str = "dataset"  # dataset | patch
     entropy_sample_patches: int = 64
@@ -193,8 +196,13 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         if isinstance(cm, dict) and cm.get("path"):
             cm["path"] = _resolve(base, cm["path"])
         scenes.append(spec)
-    if not scenes:
-        raise InputError(where, "the recipe lists no scenes")
+    stac = merged.get("stac")
+    if stac is not None:
+        if not isinstance(stac, dict) or not stac.get("api") or not stac.get("collections"):
+            raise InputError(where, "stac needs 'api' (a STAC API URL) and 'collections'")
+        stac = copy.deepcopy(stac)
+    if not scenes and not stac:
+        raise InputError(where, "the recipe lists no scenes (give 'scenes', or 'stac' to search an archive)")
 
     cont = merged.get("continents") or {}
     if isinstance(cont, str):
@@ -253,7 +261,7 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         scenes=tuple(scenes), continents=cont, biomes=biomes, landcover=lc, dtype=dtype,
         holdout_fraction=holdout_fraction(where, merged),
         out_dir=out, formats=formats, shard_max_samples=shard_max, raw=raw, shard_max_bytes=shard_bytes,
-        entropy_normalise=norm_mode, entropy_sample_patches=sample_patches,
+        entropy_normalise=norm_mode, entropy_sample_patches=sample_patches, stac=stac,
     )
 
 

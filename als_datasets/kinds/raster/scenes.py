@@ -75,6 +75,42 @@ class Scene:
         return [b.name for b in self.bands]
 
 
+def ropen(path):
+    """``rasterio.open`` of a band file: a local path as is; a URL (a STAC asset) through GDAL's
+    ranged reads (``/vsicurl/``…), signed at open time when a signer is registered, so that only the
+    windows read are fetched.  Run the reads inside :func:`scene_env`."""
+    from als_datasets.remote import is_remote
+
+    if not is_remote(str(path)):
+        return rasterio.open(path)
+    from als_datasets.kinds.als.sources.geo import raster_path
+    from als_datasets.remote import signed
+
+    try:
+        return rasterio.open(raster_path(signed(str(path))))
+    except rasterio.errors.RasterioIOError as e:
+        from als_datasets.kinds.als.sources.geo import _gdal_reason
+        from als_datasets.remote import redact
+
+        raise InputError(redact(str(path)), f"cannot read remote raster ({_gdal_reason(e)})") from None
+
+
+def scene_env(scene_or_paths):
+    """GDAL's HTTP settings (no directory listing, merged ranges, block cache, retries) while a
+    scene with remote band files is read; nothing for local files."""
+    import contextlib
+
+    from als_datasets.remote import is_remote
+
+    paths = ([b.path for b in scene_or_paths.bands] if hasattr(scene_or_paths, "bands") else list(scene_or_paths))
+    remote = [p for p in paths if is_remote(str(p))]
+    if not remote:
+        return contextlib.nullcontext()
+    from als_datasets.kinds.als.sources.geo import gdal_env
+
+    return gdal_env(remote[0])
+
+
 def normalise_band_name(name: str) -> str:
     """``B02`` -> ``B2``, ``b8a`` -> ``B8A``, ``SCL`` -> ``SCL`` (exact-match key, ``B1`` != ``B10``)."""
     s = str(name).strip().upper()
@@ -120,7 +156,7 @@ def _decimated_read(ds, index) -> np.ndarray:
 def detect_zero_fill(path) -> bool:
     """Undeclared nodata: no nodata tag AND > 1 % exact zeros in a decimated read of band 1."""
     try:
-        with rasterio.open(path) as ds:
+        with ropen(path) as ds:
             if ds.nodata is not None:
                 return False
             a = _decimated_read(ds, 1)
@@ -157,7 +193,7 @@ def _match_file(folder: Path, files: dict[str, Path], name: str, ref) -> Path:
 
 def _file_bands(path: Path, wanted) -> list[BandSource]:
     """Bands of one multiband file: recipe names (list or {name: index}), descriptions, or B1..Bn."""
-    with rasterio.open(path) as ds:
+    with ropen(path) as ds:
         count, desc = ds.count, list(ds.descriptions)
     known = [d for d in desc] if all(desc) else [f"B{i}" for i in range(1, count + 1)]
     index = {normalise_band_name(n): i for i, n in enumerate(known, start=1)}
@@ -229,7 +265,7 @@ def _band_sources(root: Path, spec) -> tuple[list[BandSource], BandSource | None
         files = _folder_files(root)
         if len(files) == 1 and not isinstance(wanted, dict):  # a folder holding one multiband file
             only = next(iter(files.values()))
-            with rasterio.open(only) as ds:
+            with ropen(only) as ds:
                 if ds.count > 1:
                     root = only
     if root.is_dir():
@@ -291,15 +327,22 @@ def open_scene(spec: dict, base_dir=".") -> Scene:
     """
     if not isinstance(spec, dict) or not spec.get("path"):
         raise InputError(base_dir, f"scene entry needs a 'path': {spec!r}")
-    root = _resolve(base_dir, spec["path"])
-    if not root.exists():
-        raise InputError(root, "scene file or folder not found")
-    bands, cloud, classes = _band_sources(root, spec)
+    if spec.get("band_urls"):  # an archive's scene (STAC assets): one file per band, by URL
+        root = Path(str(spec["name"]))
+        bands = [BandSource(str(k), str(v), 1) for k, v in spec["band_urls"].items()]
+        cm = spec.get("cloud_mask") or {}
+        cloud = BandSource(str(cm.get("band", "SCL")), str(cm["path"]), 1) if cm.get("path") else None
+        classes = mask_rule(spec)[0]
+    else:
+        root = _resolve(base_dir, spec["path"])
+        if not root.exists():
+            raise InputError(root, "scene file or folder not found")
+        bands, cloud, classes = _band_sources(root, spec)
     infos: dict[str, dict] = {}
     for s in bands + ([cloud] if cloud else []):
         if s.path not in infos:
             try:
-                with rasterio.open(s.path) as ds:
+                with ropen(s.path) as ds:
                     infos[s.path] = dict(crs=ds.crs, transform=ds.transform, bounds=tuple(ds.bounds),
                                          width=ds.width, height=ds.height, nodata=ds.nodata,
                                          dtypes=ds.dtypes, count=ds.count)
@@ -339,8 +382,10 @@ def open_scene(spec: dict, base_dir=".") -> Scene:
     by_file: dict[str, list[BandSource]] = {}
     for b in bands:
         by_file.setdefault(b.path, []).append(b)
-    for path, bs in by_file.items():  # refuse a scene whose band has no valid pixel (cheap, sampled read)
-        with rasterio.open(path) as ds:
+    for path, bs in ({} if spec.get("band_urls") else by_file).items():
+        # refuse a scene whose band has no valid pixel (cheap, sampled read; not for an archive's
+        # scene, whose item lists its assets: its candidate patches' windows are all that is read)
+        with ropen(path) as ds:
             sample = _decimated_read(ds, [b.band_index for b in bs])
         for b, a in zip(bs, sample):
             if not _valid(a, nodata, zero_is_nodata).any():
@@ -408,14 +453,27 @@ def _read_band_patch(ds, indexes: list[int], bounds, patch_px: int, target_res: 
                    masked=True, fill_value=fill)
 
 
+def _held(path, handles: dict | None):
+    """A dataset for ``path``: a fresh one to close, or one kept open in ``handles`` (remote band
+    files are then opened once per task, not once per patch)."""
+    import contextlib
+
+    if handles is None:
+        return ropen(path)
+    if path not in handles:
+        handles[path] = ropen(path)
+    return contextlib.nullcontext(handles[path])
+
+
 def read_patches(scene: Scene, cells: list[tuple[int, int]], patch_px: int = 96,
-                 stride_px: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 stride_px: int | None = None, handles: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pixels ``(N, C, P, P)`` in ``scene.dtype`` and a valid mask ``(N, P, P)`` for ``cells``.
 
     Only the windows covering the patches are read, per file and at each band's native resolution
     (nearest when upsampling a coarser band, average when downsampling to a coarser declared
     grid). A pixel is invalid where any band equals ``scene.nodata``, is 0 with
-    ``zero_is_nodata``, is not finite, or falls outside a band file.
+    ``zero_is_nodata``, is not finite, or falls outside a band file.  ``handles``: a dict that keeps
+    the files open between calls (the caller closes them).
     """
     stride = int(stride_px or patch_px)
     n, nb = len(cells), len(scene.bands)
@@ -426,7 +484,7 @@ def read_patches(scene: Scene, cells: list[tuple[int, int]], patch_px: int = 96,
         by_file.setdefault(b.path, []).append(j)
     fill = scene.nodata if scene.nodata is not None else 0
     for path, js in by_file.items():
-        with rasterio.open(path) as ds:
+        with _held(path, handles) as ds:
             idx = [scene.bands[j].band_index for j in js]
             for i, cell in enumerate(cells):
                 a = _read_band_patch(ds, idx, _cell_bounds(scene, cell, patch_px, stride), patch_px,
@@ -439,13 +497,13 @@ def read_patches(scene: Scene, cells: list[tuple[int, int]], patch_px: int = 96,
 
 
 def read_cloud(scene: Scene, cells: list[tuple[int, int]], patch_px: int = 96,
-               stride_px: int | None = None) -> np.ndarray | None:
+               stride_px: int | None = None, handles: dict | None = None) -> np.ndarray | None:
     """Boolean cloud pixels ``(N, P, P)`` from the mask band (classes in ``scene.cloud_classes``)."""
     if scene.cloud_mask is None:
         return None
     stride = int(stride_px or patch_px)
     out = np.zeros((len(cells), patch_px, patch_px), dtype=bool)
-    with rasterio.open(scene.cloud_mask.path) as ds:
+    with _held(scene.cloud_mask.path, handles) as ds:
         for i, cell in enumerate(cells):
             bounds = _cell_bounds(scene, cell, patch_px, stride)
             w = _snap(from_bounds(*bounds, transform=ds.transform))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from als_datasets.kinds.raster.scenes import Scene, read_cloud, read_patches
+from als_datasets.kinds.raster.scenes import Scene, read_cloud, read_patches, scene_env
 from als_datasets.registry import get_kind
 from als_datasets.shards.tasks import ShardOutputs
 
@@ -54,12 +54,15 @@ class RasterShardTask(ShardOutputs):
     def features(self):
         return raster_features(get_kind(self.kind).json_schema(), self.dtype, self.patch_px)
 
-    def make_sample(self, rec: dict) -> dict:
+    def make_sample(self, rec: dict, handles: dict | None = None) -> dict:
         i = [s.name for s in self.scenes].index(rec["scene"])
         scene, common = self.scenes[i], list(self.common_bands[i])
         cell = [(int(rec["col"]), int(rec["row"]))]
-        pix, valid = read_patches(scene, cell, self.patch_px, self.stride_px)
-        cloud = read_cloud(scene, cell, self.patch_px, self.stride_px)
+        with scene_env(scene):
+            pix, valid = read_patches(scene, cell, self.patch_px, self.stride_px, handles)
+            cloud = read_cloud(scene, cell, self.patch_px, self.stride_px, handles)
+        if cloud is None:
+            cloud = get_kind(self.kind).pixel_cloud(scene, pix, valid)
         v = valid[0]
         meta = {
             "scene": scene.name, "sensor": scene.sensor, "date": scene.date, "tile_id": rec["tile_id"],
@@ -82,7 +85,13 @@ class RasterShardTask(ShardOutputs):
         return {"__key__": rec["tile_id"], "pixels.npy": np.ascontiguousarray(out), "json": meta}
 
     def iter_samples(self) -> Iterator[dict]:
-        return (self.make_sample(rec) for rec in self.records)
+        handles: dict = {}  # band files stay open for the shard (one header fetch per remote file)
+        try:
+            for rec in self.records:
+                yield self.make_sample(rec, handles)
+        finally:
+            for ds in handles.values():
+                ds.close()
 
     def fingerprint_data(self) -> dict:
         """What this shard's bytes depend on (the build's resume check compares it)."""

@@ -33,6 +33,8 @@ class SatelliteKind(RasterKind):
     compare_columns = RasterKind.compare_columns[:-1] + ("spectral_entropy_mean", "cloud_fraction_mean",
                                                           "nodata_fraction_mean")
     what = "multispectral satellite patches"
+    cloud_text = ("the scene's mask band: Sentinel-2 SCL classes 3/8/9/10, Landsat QA_PIXEL bits 1-4; without a "
+                  "mask a pixel test on the visible, NIR and SWIR bands — see the scenes table")
     tags = ("satellite-imagery", "multispectral")
     model_text = "e.g. SatMAE"
 
@@ -46,6 +48,14 @@ class SatelliteKind(RasterKind):
 
         return common_band_names(scene, spec.get("common_bands"))
 
+    def scene_specs(self, recipe) -> list[dict]:
+        """The recipe's scenes, then those its ``stac:`` section finds in an archive."""
+        if not recipe.stac:
+            return list(recipe.scenes)
+        from als_datasets.kinds.satellite.stac_source import stac_specs
+
+        return list(recipe.scenes) + stac_specs(recipe)
+
     def open_scene(self, spec: dict):
         """Read the scene's product metadata (:mod:`.metadata`) first: it fills the sensor and date
         the recipe leaves out, and gives per-band scale / offset, cloud cover and dates."""
@@ -56,14 +66,25 @@ class SatelliteKind(RasterKind):
 
         spec = dict(spec)
         product = spec.pop("product", None) or read_product(spec["path"])
+        product = {**product, "warnings": list(product.get("warnings") or [])}
         if not spec.get("sensor") and sensor_label(product):
             spec["sensor"] = sensor_label(product)
         if not spec.get("date") and product.get("dates"):
             spec["date"] = product["dates"][0]
         if spec.get("cloud_mask") is None and product.get("mask") and product["mask"].get("path"):
             spec["cloud_mask"] = {k: v for k, v in product["mask"].items() if k != "href"}
-        scene = super().open_scene(spec)
-        product = scene_product(product, scene, spec)
+        from als_datasets.kinds.raster.scenes import scene_env
+
+        urls = list((spec.get("band_urls") or {}).values())
+        with scene_env(urls):
+            scene = super().open_scene(spec)
+            product = scene_product(product, scene, spec)
+        if scene.cloud_mask is None:  # screened by the pixel test (.clouds)
+            from als_datasets.kinds.satellite.clouds import screen_setup
+
+            product["screen"] = screen_setup(self.band_names(scene, spec), product["band_scale"],
+                                             product["band_offset"], scene.sensor, scene.dtype,
+                                             product.get("processing_level"))
         for note in product["warnings"]:
             logging.getLogger("als_datasets").warning("scene %s (%s): %s", scene.name, spec["path"], note)
         return dataclasses.replace(scene, product=product)
@@ -76,6 +97,12 @@ class SatelliteKind(RasterKind):
                 "band_scale": list(p.get("band_scale") or [None] * len(scene.bands)),
                 "band_offset": list(p.get("band_offset") or [None] * len(scene.bands)),
                 "cloud_method": cloud_method(scene)}
+
+    def pixel_cloud(self, scene, pix, valid):
+        from als_datasets.kinds.satellite.clouds import pixel_cloud
+
+        screen = (scene.product or {}).get("screen")
+        return None if scene.cloud_mask is not None or not screen else pixel_cloud(pix, valid, screen)
 
     def scene_notes(self, scene) -> list[str]:
         return list((scene.product or {}).get("warnings") or [])
@@ -141,7 +168,10 @@ def cloud_method(scene) -> str:
     """How a scene's ``cloud_fraction`` figures were made."""
     m = scene.cloud_mask
     if m is None:
-        return "none"
+        screen = (scene.product or {}).get("screen")
+        if not screen:
+            return "none"
+        return f"pixel test (brightness, whiteness, HOT, NDVI/NDSI, SWIR; {screen['scaling']})"
     if scene.cloud_bits:
         return f"mask {m.name} bits {','.join(map(str, scene.cloud_bits))}"
     return f"mask {m.name} classes {','.join(map(str, scene.cloud_classes))}"

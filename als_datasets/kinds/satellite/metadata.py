@@ -404,13 +404,15 @@ def _band_file_dates(scene) -> tuple[list[str], list[str]]:
     """(dates written in the bands' descriptions / tags, warnings about the stack) of a scene's files."""
     import rasterio
 
+    from als_datasets.kinds.raster.scenes import ropen
+
     dates, notes = [], []
     by_file: dict[str, list[int]] = {}
     for b in scene.bands:
         by_file.setdefault(b.path, []).append(b.band_index)
     for path, idx in by_file.items():
         try:
-            with rasterio.open(path) as ds:
+            with ropen(path) as ds:
                 desc = list(ds.descriptions)
                 for i in idx:
                     d = desc[i - 1] or ""
@@ -441,7 +443,11 @@ def scene_product(product: dict, scene, spec: dict) -> dict:
     p["band_offset"] = [o if o is not None or s is None else 0.0 for s, o in zip(p["band_scale"], p["band_offset"])]
     p["nodata"] = scene.nodata if scene.nodata is not None else (0.0 if scene.zero_is_nodata else p.get("nodata"))
     notes = list(p.get("warnings") or [])
-    stack_dates, stack_notes = _band_file_dates(scene)
+    from als_datasets.remote import is_remote
+
+    # an archive's item states its date; a local file may say more in its band descriptions / tags
+    remote = any(is_remote(b.path) for b in scene.bands)
+    stack_dates, stack_notes = ([], []) if remote else _band_file_dates(scene)
     notes += stack_notes
     names = [Path(b.path).name for b in scene.bands]
     name_dates = [] if p["source"] != "none" or from_filename(Path(spec["path"]).name) else \
