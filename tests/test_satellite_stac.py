@@ -159,3 +159,30 @@ def test_stac_search_failure_is_one_line(tmp_path):
         with pytest.raises(InputError) as e:
             make_plan(r)
     assert "\n" not in str(e.value) and "SECRET" not in str(e.value) and "127.0.0.1" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["sentinel2-global.yaml", "sentinel2-continent.yaml"])
+def test_shipped_stac_recipes_resolve(name):
+    from pathlib import Path
+
+    from als_datasets.recipe import load_recipe
+
+    r = load_recipe(Path(__file__).resolve().parents[1] / "builders" / name, out_dir="/tmp/unused-s2-recipe")
+    assert r.kind == "satellite" and not r.scenes and r.stac["api"].startswith("https://earth-search")
+    assert r.stac["collections"] == ["sentinel-2-l2a"] and len(r.stac["bands"]) == 10
+    assert r.entropy_normalise == "dataset"
+
+
+def test_stac_recipe_against_the_stub_picks_per_continent(archive, tmp_path):
+    """The shipped global recipe's search shape (continents: all, scenes_per_continent) against the stub."""
+    from als_datasets.kinds.satellite.stac_source import stac_specs
+    from als_datasets.recipe import load_recipe
+
+    root, files = archive
+    with RangeServer(files) as srv:
+        with StacServer(_items(srv)) as api:
+            r = load_recipe(_recipe(tmp_path, api.url, max_cloud_cover=50, bands=["blue", "red", "nir"]),
+                            out_dir=tmp_path / "o")
+            specs = stac_specs(r)
+    assert [s["name"] for s in specs] == [AF[0], EU[0]]  # the Landsat item is over the cloud limit
+    assert all(list(s["band_urls"]) == ["B2", "B4", "B8"] for s in specs)

@@ -22,6 +22,7 @@ class DemKind(RasterKind):
     compare_columns = RasterKind.compare_columns + ("relief_m_mean",)
     what = "elevation (DEM) patches"
     tags = ("dem", "elevation")
+    citation_keys = ("pretrain-where", "dem-mae")
     model_text = "a DEM MAE, arXiv 2309.03367"
 
     def demo_recipe(self, seed: int):

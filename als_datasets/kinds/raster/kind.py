@@ -64,6 +64,8 @@ class RasterKind(Kind):
     what = "raster patches"
     tags: tuple[str, ...] = ()
     model_text = "a masked autoencoder"
+    #: works the card cites (keys of ``raster.card.BIBTEX``)
+    citation_keys: tuple[str, ...] = ("pretrain-where",)
 
     # ---- per kind (override)
     def band_names(self, scene, spec: dict) -> list[str]:

@@ -36,6 +36,7 @@ class SatelliteKind(RasterKind):
     cloud_text = ("the scene's mask band: Sentinel-2 SCL classes 3/8/9/10, Landsat QA_PIXEL bits 1-4; without a "
                   "mask a pixel test on the visible, NIR and SWIR bands — see the scenes table")
     tags = ("satellite-imagery", "multispectral")
+    citation_keys = ("pretrain-where", "satmae")
     model_text = "e.g. SatMAE"
 
     def demo_recipe(self, seed: int):
