@@ -150,7 +150,7 @@ class RasterKind(Kind):
         reasons = f.loc[~f["eligible"], "reason"].value_counts().to_dict()
         lines = [f"{out_dir}/frame.parquet: {len(f)} candidate patches, {int(f['eligible'].sum())} eligible"
                  + (f" (dropped: {', '.join(f'{k} {v}' for k, v in reasons.items())})" if reasons else "")
-                 + f", {len(sel)} selected ({r.strategy}, seed {r.seed}) in {len(r.scenes)} scene(s)"]
+                 + f", {len(sel)} selected ({r.strategy}, seed {r.seed}) in {len(plan.frames)} scene(s)"]
         lines += [f"  {cont}: {n}" for cont, n in sel["continent"].fillna("none").value_counts().items()]
         lines += [f"  warning: scene {s.name}: {note}" for s in plan.frames for note in self.scene_notes(s)]
         return lines

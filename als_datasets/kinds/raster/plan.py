@@ -85,22 +85,41 @@ def norm_sensor(scene: Scene) -> str:
     return str(scene.sensor) if scene.sensor else f"scene {scene.name}"
 
 
-def sample_cells(scene: Scene, patch_px: int, stride_px: int, seed: int, n: int) -> list[tuple[int, int]]:
-    """A seeded sample of up to ``n`` of the scene's patch cells (the first pass of the statistics)."""
+def sample_cells(scene: Scene, patch_px: int, stride_px: int, seed: int, n: int,
+                 by_block: bool = False) -> list[tuple[int, int]]:
+    """A seeded sample of up to ``n`` of the scene's patch cells (the first pass of the statistics;
+    an archive's candidate patches).  ``by_block``: whole internal tiles of the band files are
+    drawn (in a seeded order) and every cell lying in one taken, so that the tiles a remote read
+    fetches are used in full instead of one 96 px window per 1024 px tile."""
     import zlib
 
     cells = patch_grid(scene, patch_px, stride_px)
     if len(cells) <= n:
         return cells
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(scene.name.encode())])
-    return [cells[i] for i in sorted(rng.choice(len(cells), n, replace=False).tolist())]
+    block = int(scene.block_px or 0)
+    if not by_block or block < 2 * patch_px:
+        return [cells[i] for i in sorted(rng.choice(len(cells), n, replace=False).tolist())]
+    groups: dict[tuple[int, int], list] = {}
+    for c, r in cells:
+        x0, y0 = c * stride_px, r * stride_px
+        inside = x0 // block == (x0 + patch_px - 1) // block and y0 // block == (y0 + patch_px - 1) // block
+        groups.setdefault((x0 // block, y0 // block) if inside else (-1, -1), []).append((c, r))
+    keys = sorted(k for k in groups if k != (-1, -1))
+    chosen: list[tuple[int, int]] = []
+    for i in rng.permutation(len(keys)).tolist():
+        chosen += groups[keys[i]][: n - len(chosen)]
+        if len(chosen) >= n:
+            break
+    return sorted(chosen, key=lambda cr: (cr[1], cr[0]))
 
 
-def scene_moments(scene: Scene, patch_px: int, stride_px: int, seed: int, n: int) -> tuple[np.ndarray, int]:
+def scene_moments(scene: Scene, patch_px: int, stride_px: int, seed: int, n: int,
+                  by_block: bool = False) -> tuple[np.ndarray, int]:
     """(C, 3) valid-pixel moments of a seeded sample of the scene's patches, and the patch count."""
     from als_datasets.kinds.raster.entropy import band_moments
 
-    cells = sample_cells(scene, patch_px, stride_px, seed, n)
+    cells = sample_cells(scene, patch_px, stride_px, seed, n, by_block)
     if not cells:
         return np.zeros((len(scene.bands), 3)), 0
     with scene_env(scene):
@@ -118,7 +137,7 @@ def dataset_band_stats(recipe, scenes: list[Scene], commons: list[list[str]], li
     limits = limits or {}
     for s, common in zip(scenes, commons):
         n = min(recipe.entropy_sample_patches, int(limits.get(s.name) or recipe.entropy_sample_patches))
-        m, k = scene_moments(s, recipe.patch_px, recipe.stride_px, recipe.seed, n)
+        m, k = scene_moments(s, recipe.patch_px, recipe.stride_px, recipe.seed, n, by_block=bool(limits.get(s.name)))
         parts += [(norm_sensor(s), b, m[j], k) for j, b in enumerate(common)]
     return pool_moments(parts)
 
@@ -231,7 +250,8 @@ def make_raster_plan(recipe, kind, progress: Callable[[str, int, int], None] | N
     norms = scene_norms(recipe, scenes, commons, stats)
     tasks = [ScanTask(s, recipe.patch_px, recipe.stride_px, recipe.kind, recipe.entropy_bins, recipe.entropy_base,
                       norms[s.name], None if not cand.get(s.name) else
-                      tuple(sample_cells(s, recipe.patch_px, recipe.stride_px, recipe.seed, int(cand[s.name]))))
+                      tuple(sample_cells(s, recipe.patch_px, recipe.stride_px, recipe.seed, int(cand[s.name]),
+                                         by_block=True)))
              for s in scenes]
     if executor is not None and executor.workers > 1 and len(tasks) > 1:
         results = executor.map(run_scan_task, tasks)

@@ -67,6 +67,8 @@ class Scene:
     date: str | None = None
     #: with bits, a mask pixel is cloud when any of these bits is set (Landsat ``QA_PIXEL``); else by class
     cloud_bits: tuple[int, ...] = ()
+    #: internal tile width (px) of the finest band file (0: striped); an archive's candidates follow it
+    block_px: int = 0
     #: product metadata (the kind's reader: dates, cloud cover, scale / offset …); not part of equality
     product: dict | None = field(default=None, compare=False)
 
@@ -345,7 +347,8 @@ def open_scene(spec: dict, base_dir=".") -> Scene:
                 with ropen(s.path) as ds:
                     infos[s.path] = dict(crs=ds.crs, transform=ds.transform, bounds=tuple(ds.bounds),
                                          width=ds.width, height=ds.height, nodata=ds.nodata,
-                                         dtypes=ds.dtypes, count=ds.count)
+                                         dtypes=ds.dtypes, count=ds.count,
+                                         block=int(ds.block_shapes[0][1]) if ds.is_tiled else 0)
             except rasterio.errors.RasterioIOError as e:
                 raise InputError(s.path, f"cannot read raster: {e}") from None
         if s.band_index > infos[s.path]["count"]:
@@ -399,7 +402,7 @@ def open_scene(spec: dict, base_dir=".") -> Scene:
                  width=int(width), height=int(height), res=res, dtype=dtype, nodata=nodata,
                  zero_is_nodata=zero_is_nodata, cloud_mask=cloud, cloud_classes=classes,
                  sensor=spec.get("sensor"), date=None if spec.get("date") is None else str(spec["date"]),
-                 cloud_bits=bits if cloud is not None else ())
+                 cloud_bits=bits if cloud is not None else (), block_px=int(ref.get("block") or 0))
 
 
 def _valid(a: np.ndarray, nodata, zero_is_nodata: bool) -> np.ndarray:
