@@ -4,7 +4,7 @@ A route task reads one point-cloud file chunk by chunk (laspy ``chunk_iterator``
 points into the project's UTM CRS, and appends every point that falls in a *selected* tile to
 that tile's staging buffer.  Buffers are flushed to small ``.npy`` parts when they grow past
 a fixed number of points, so memory stays flat however large the file.  A COPC file (local
-or a URL) is read by bounds instead: only the octree nodes over the task's tiles.  A task ends by
+or a URL) and an EPT dataset are read by bounds instead: only the octree nodes over the task's tiles.  A task ends by
 writing a ``done`` marker; parts of a task without its marker are leftovers of an interrupted
 run and are removed before the task runs again.
 """
@@ -231,11 +231,13 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
 
     A COPC file (local or remote) is read by bounds: only the octree nodes overlapping the
     task's tiles are fetched and decoded, in file order, so the staged points are the same as
-    a full read's.  Other files are read whole, chunk by chunk."""
+    a full read's.  An EPT dataset likewise (its nodes in a fixed order; a Web Mercator one is
+    queried with the 3857 boxes covering the UTM tiles, its points then reprojected and routed in
+    UTM).  Other files are read whole, chunk by chunk."""
     from pyproj import CRS, Transformer
 
     from als_datasets.kinds.als.sources.copc import iter_copc_boxes
-    from als_datasets.kinds.als.sources.pointcloud import iter_point_chunks
+    from als_datasets.kinds.als.sources.pointcloud import iter_ept_boxes, iter_point_chunks
     from als_datasets.kinds.als.sources.remote import FetchStats, redact
 
     clear_task(task)
@@ -249,8 +251,11 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
     bufs = _Buffers(root, task.file_index, [t[2] for t in task.tiles], task.flush_points)
     read = routed = 0
     fetched = FetchStats()
+    by_bounds = task.info.is_copc or getattr(task.info, "is_ept", False)
     if task.info.is_copc:
         chunks = iter_copc_boxes(task.info, file_boxes(task), task.chunk_size, stats=fetched)
+    elif by_bounds:
+        chunks = iter_ept_boxes(task.info, file_boxes(task), task.chunk_size, stats=fetched)
     else:
         chunks = iter_point_chunks(task.info, task.chunk_size)
     for chunk in chunks:
@@ -262,7 +267,7 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
         if progress:
             progress(n)
     bufs.flush()
-    if progress and task.info.is_copc and task.info.point_count > read:
+    if progress and by_bounds and task.info.point_count > read:
         progress(task.info.point_count - read)  # the points a bounds query did not need to read
     stats = {"file": redact(task.info.path), "points_read": read, "points_routed": routed,
              "bytes_fetched": fetched.bytes_fetched, "requests": fetched.requests,

@@ -1,4 +1,11 @@
-"""Boundaries, project grids and rasters reprojected onto them (the I/O edge of the frame)."""
+"""Boundaries, project grids and rasters reprojected onto them (the I/O edge of the frame).
+
+Rasters (land cover, DEM) may be local files or URLs (``https://``, ``s3://``, ``gs://``): a URL
+is opened through GDAL's ranged reads (``/vsicurl/``, ``/vsis3/``, ``/vsigs/``) under
+:data:`GDAL_HTTP_OPTIONS`, so a project's window of a cloud-optimised GeoTIFF fetches about the
+bytes of the internal tiles it overlaps (plus the header), never the national file, and never
+lists the bucket's folder.  Messages name the URL without its query string (signed URLs).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,79 @@ import numpy as np
 from pyproj import CRS, Transformer
 
 from als_datasets.errors import InputError
+from als_datasets.remote import is_remote, redact
+
+#: GDAL settings for remote rasters: no directory listing on open (sidecar files are not looked
+#: for), adjacent tile ranges merged into one request, a block cache so a tile read twice (two
+#: reprojections, the unit probe) is fetched once, retries with backoff on 429/5xx
+GDAL_HTTP_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_MULTIPLEX": "YES",
+    "VSI_CACHE": "TRUE",
+    "VSI_CACHE_SIZE": str(64 * 1024 * 1024),
+    "GDAL_HTTP_MAX_RETRY": "4",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "GDAL_HTTP_TIMEOUT": "60",
+    "GDAL_HTTP_CONNECTTIMEOUT": "20",
+}
+_VSI = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/"}
+
+
+def raster_path(path: str | Path) -> str:
+    """The path GDAL opens: a local path as is, a URL through its ``/vsi*`` ranged-read handler."""
+    text = str(path)
+    if not is_remote(text):
+        return text
+    scheme, rest = text.split("://", 1)
+    prefix = _VSI.get(scheme.lower())
+    if prefix is None:
+        raise InputError(redact(text), f"rasters cannot be read from {scheme}:// URLs (use https://, s3:// or gs://)")
+    return prefix + (text if prefix == "/vsicurl/" else rest)
+
+
+def gdal_env(path: str | Path):
+    """A ``rasterio.Env`` with :data:`GDAL_HTTP_OPTIONS` for a URL (and only the URL's own file
+    extension allowed, so GDAL never probes ``.aux.xml``/``.ovr`` sidecars); plain for a file."""
+    import contextlib
+    import os
+
+    import rasterio
+
+    if not is_remote(str(path)):
+        return contextlib.nullcontext()
+    opts = dict(GDAL_HTTP_OPTIONS)
+    suffix = Path(redact(str(path))).suffix
+    if suffix:  # the file's own extension, and GeoTIFF (the tiles a remote VRT names)
+        opts["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = ",".join(sorted({suffix, suffix.lower(), suffix.upper(), ".tif",
+                                                                    ".tiff", ".TIF", ".TIFF"}))
+    if str(path).lower().startswith("s3://") and not os.environ.get("AWS_ACCESS_KEY_ID") \
+            and not os.environ.get("AWS_PROFILE"):
+        opts["AWS_NO_SIGN_REQUEST"] = "YES"  # public buckets (3DEP, NLCD) without credentials
+    return rasterio.Env(**opts)
+
+
+def _gdal_reason(exc: BaseException) -> str:
+    """GDAL's message, one line, without any URL (a signed URL's token must not show)."""
+    import re
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return re.sub(r"(/vsi\w+/)?[a-z0-9+.-]+://\S+|/vsi\w+/\S+", "<url>", text)[:200]
+
+
+def open_raster(path: str | Path, what: str):
+    """A rasterio dataset over a local file or URL (call inside :func:`gdal_env`); one-line errors."""
+    import rasterio
+
+    name = redact(str(path))
+    if not is_remote(str(path)) and not Path(path).is_file():
+        raise InputError(name, f"{what} raster not found")
+    try:
+        return rasterio.open(raster_path(path))
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(name, f"cannot read {what} raster: {_gdal_reason(exc)}") from None
 
 
 @dataclass(frozen=True)
@@ -94,16 +174,10 @@ def reproject_to_grid(path: str | Path, grid: Grid, what: str) -> tuple[np.ndarr
     from rasterio.warp import Resampling, reproject, transform_bounds
     from rasterio.windows import from_bounds
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, f"{what} raster not found")
-    try:
-        src = rasterio.open(path)
-    except Exception as exc:
-        raise InputError(path, f"cannot read {what} raster: {str(exc).splitlines()[0]}") from None
-    with src:
+    name = redact(str(path))
+    with gdal_env(path), open_raster(path, what) as src:
         if src.crs is None:
-            raise InputError(path, f"{what} raster has no CRS")
+            raise InputError(name, f"{what} raster has no CRS")
         left, bottom, right, top = grid.x0, grid.y1 - grid.height * grid.res, grid.x0 + grid.width * grid.res, grid.y1
         b = transform_bounds(grid.crs, src.crs, left, bottom, right, top, densify_pts=21)
         w = from_bounds(*b, transform=src.transform)
@@ -112,15 +186,18 @@ def reproject_to_grid(path: str | Path, grid: Grid, what: str) -> tuple[np.ndarr
         c1 = min(math.ceil(w.col_off + w.width) + 1, src.width)
         r1 = min(math.ceil(w.row_off + w.height) + 1, src.height)
         if c1 <= c0 or r1 <= r0:
-            raise InputError(path, f"{what} raster does not overlap the project boundary")
+            raise InputError(name, f"{what} raster does not overlap the project boundary")
         win = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
-        data = src.read(1, window=win, masked=True)
+        try:
+            data = src.read(1, window=win, masked=True)
+        except Exception as exc:  # a remote tile that failed after GDAL's retries, a corrupt block
+            raise InputError(name, f"cannot read {what} raster window: {_gdal_reason(exc)}") from None
         src_valid = ~np.ma.getmaskarray(data)
         src_transform = src.window_transform(win)
         src_crs = src.crs
         is_float = np.issubdtype(data.dtype, np.floating)
     if not src_valid.any():
-        raise InputError(path, f"{what} raster holds only nodata over the project boundary")
+        raise InputError(name, f"{what} raster holds only nodata over the project boundary")
     values = np.asarray(data.filled(0), dtype=np.float64 if is_float else np.int32)
     if is_float:
         src_valid &= np.isfinite(values)
@@ -169,21 +246,17 @@ def dem_vertical_unit(path: str | Path, override: float | None = None) -> tuple[
     """(metres per DEM unit, where that came from) of a DEM: the recipe's ``dem.z_unit``
     (``override``) if given; else the unit the raster declares — its band unit (GDAL fills it from
     the GeoTIFF ``VerticalUnitsGeoKey``), then the vertical axis of a compound CRS; else metres."""
-    import rasterio
 
     if override is not None:
         return override, f"dem.z_unit in the recipe ({_unit_label(override)})"
-    path = Path(path)
-    try:
-        with rasterio.open(path) as src:
-            band_unit = (src.units or ("",))[0] or ""
-            wkt = src.crs.to_wkt() if src.crs is not None else None
-    except Exception as exc:
-        raise InputError(path, f"cannot read DEM raster: {str(exc).splitlines()[0]}") from None
+    name = redact(str(path))
+    with gdal_env(path), open_raster(path, "DEM") as src:
+        band_unit = (src.units or ("",))[0] or ""
+        wkt = src.crs.to_wkt() if src.crs is not None else None
     if band_unit.strip():
         f = z_unit_factor(band_unit)
         if f is None:
-            raise InputError(path, f"DEM declares elevation unit {band_unit!r}, which is not metres or feet; "
+            raise InputError(name, f"DEM declares elevation unit {band_unit!r}, which is not metres or feet; "
                                    "set dem.z_unit in the recipe (m, ft, us-ft or metres per unit)")
         return f, f"the raster's band unit {band_unit!r}"
     if wkt:
