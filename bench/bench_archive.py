@@ -135,7 +135,7 @@ def bench_build(tmp: Path, size: float, density: float, n_projects: int, samples
 
     writer = None
     if pointclouds == "ept":
-        from archive_ept import write_project_ept as writer
+        from archive_fixtures import write_project_ept as writer
     t0 = time.perf_counter()
     arch = make_archive(tmp / "archive", n_projects=n_projects, size_m=(size, size), density=density, seed=11,
                         ept_writer=writer, paged=("*",))

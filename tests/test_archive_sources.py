@@ -91,7 +91,7 @@ def test_recipe_source_names_the_archive(servers, archive, tmp_path):
     r = load_recipe(recipe)
     assert [p.name for p in r.projects] == [p.name for p in archive.projects]
     p0 = r.projects[0]
-    assert p0.pointclouds == (f"{base}/{p0.name}/ept/ept.json",)
+    assert p0.pointclouds == (f"{base}/{p0.name}/ept.json",)
     assert p0.boundary == f"{base}/resources.geojson#{p0.name}" and json.loads(p0.boundary_geojson)["type"]
     assert r.landcover_path == f"{base}/landcover.tif"
     assert r.raw["source"]["index"] == f"{base}/resources.geojson" and r.raw["projects"] == []
