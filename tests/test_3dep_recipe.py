@@ -102,30 +102,44 @@ def test_shipped_recipe_builds_from_loopback_archive(served, archive, tmp_path):
           f"(EPT nodes {ept_bytes} bytes)")
 
 
-def _log_paths(srv: RangeServer) -> list[str]:
-    """Record the path of every request the server answers from now on."""
-    paths: list[str] = []
+def _log_requests(srv: RangeServer) -> list[tuple[str, str | None]]:
+    """Record (path, Range header) of every request the server answers from now on."""
+    log: list[tuple[str, str | None]] = []
     base = srv._srv.RequestHandlerClass
 
     class Logged(base):
         def do_GET(self):  # noqa: N802 - http.server's naming
-            paths.append(self.path)
+            log.append((self.path, self.headers.get("Range")))
             super().do_GET()
 
     srv._srv.RequestHandlerClass = Logged
-    return paths
+    return log
 
 
-def test_interrupted_build_resumes_without_refetching_staged(served, tmp_path, monkeypatch):
+@pytest.mark.parametrize("pointclouds", ["ept", "stac"])
+def test_interrupted_build_resumes_without_refetching_staged(served, tmp_path, monkeypatch, pointclouds):
     """A build interrupted once its points are staged (at its first shard) resumes from the
-    staging: the rerun plans again (index, raster windows, ept.json headers) but fetches no EPT
-    node and no hierarchy page, and ends with the same shards as an uninterrupted build."""
+    staging: the rerun plans again (index, raster windows, point-cloud headers) but fetches no
+    EPT node or hierarchy page and no COPC chunk, and ends with the same shards as an
+    uninterrupted build."""
     import als_datasets.build as core_build
+    from als_datasets.remote import FIRST_BLOCK
 
-    srv, _, base = served
-    clean = load_recipe(_shipped_as_loopback(tmp_path, base, "out-clean"))
+    srv, api, base = served
+    extra = {}
+    if pointclouds == "stac":
+        extra["stac"] = {"api": api.url, "collection": "3dep-lidar-copc"}
+    def recipe_path(out):
+        p = _shipped_as_loopback(tmp_path, base, out, **extra)
+        if pointclouds == "stac":
+            data = yaml.safe_load(p.read_text())
+            data["source"]["pointclouds"] = "stac"
+            p.write_text(yaml.safe_dump(data, sort_keys=False))
+        return p
+
+    clean = load_recipe(recipe_path("out-clean"))
     run_build(clean)
-    path = _shipped_as_loopback(tmp_path, base, "out-resume")
+    path = recipe_path("out-resume")
 
     def interrupted(task):
         raise KeyboardInterrupt
@@ -137,11 +151,14 @@ def test_interrupted_build_resumes_without_refetching_staged(served, tmp_path, m
     assert (tmp_path / "out-resume" / ".build" / "staging").is_dir()
     handler = srv._srv.RequestHandlerClass
     try:
-        paths = _log_paths(srv)
+        log = _log_requests(srv)
         result = run_build(load_recipe(path))
     finally:
         srv._srv.RequestHandlerClass = handler
     assert _shards(tmp_path / "out-resume") == _shards(clean.out_dir)
     assert result.files_read == 0
-    assert not [p for p in paths if "/ept-data/" in p or "/ept-hierarchy/" in p], paths
+    assert not [p for p, _ in log if "/ept-data/" in p or "/ept-hierarchy/" in p], log
+    copc = [(p, r) for p, r in log if p.endswith(".copc.laz")]
+    assert pointclouds == "ept" or copc  # the plan read the COPC headers again...
+    assert all(r == f"bytes=0-{FIRST_BLOCK - 1}" for _, r in copc), copc  # ...and nothing else
     shutil.rmtree(tmp_path / "out-resume", ignore_errors=True)
