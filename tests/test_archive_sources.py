@@ -26,6 +26,19 @@ from als_datasets.recipe import load_recipe
 SIGN = "stac_server:sign_for_tests"
 
 
+@pytest.fixture(autouse=True)
+def _no_signers_left():
+    """A recipe's signing hook is registered process-wide (and in the environment, for workers):
+    drop it after each test."""
+    import os
+
+    from als_datasets import remote
+
+    yield
+    remote._SIGNERS.clear()
+    os.environ.pop(remote.ENV_SIGNERS, None)
+
+
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     return make_archive(tmp_path_factory.mktemp("archive"), n_projects=2, seed=5)
