@@ -55,13 +55,14 @@ class Archive:
                 if role == "ept":
                     for g in sorted(f.parent.rglob("*")):
                         if g.is_file():
-                            out[f"{p.name}/ept/{g.relative_to(f.parent).as_posix()}"] = g
+                            out[f"{p.name}/{g.relative_to(f.parent).as_posix()}"] = g
                 else:
                     out[f"{p.name}/{f.name}"] = f
         return out
 
     def index_for(self, base_url: str, name: str = "resources.geojson") -> Path:
-        """The resources GeoJSON with each project's url under ``base_url`` (its EPT's ept.json)."""
+        """The resources GeoJSON with each project's url under ``base_url`` (its EPT's ept.json,
+        served as ``<base>/<project>/ept.json`` like the 3DEP bucket)."""
         from pyproj import Transformer
         from shapely.geometry import box, mapping
         from shapely.ops import transform
@@ -73,7 +74,7 @@ class Archive:
             poly = transform(tr.transform, box(x0 + 10, y0 + 10, x1 - 10, y1 - 10).segmentize(50.0))
             feats.append({"type": "Feature", "geometry": mapping(poly),
                           "properties": {"name": p.name, "id": p.name, "count": p.points,
-                                         "url": f"{base_url.rstrip('/')}/{p.name}/ept/ept.json"}})
+                                         "url": f"{base_url.rstrip('/')}/{p.name}/ept.json"}})
         path = self.root / name
         path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
         return path
@@ -162,9 +163,10 @@ def _rasters(root: Path, projects: list[Project], seed: int) -> tuple[Path, Path
 
 
 def make_archive(root: Path, n_projects: int = 2, size_m: tuple[float, float] = (1200.0, 1000.0),
-                 density: float = 0.15, seed: int = 0, ept_writer=None, paged: tuple[str, ...] = ()) -> Archive:
+                 density: float = 0.15, seed: int = 0, ept_writer=None, paged: tuple = ()) -> Archive:
     """Write the archive under ``root`` (see the module docstring).  ``ept_writer(path, points,
-    crs, paged)`` writes an EPT dataset of UTM ``points`` reprojected to Web Mercator."""
+    crs, paged)`` writes an EPT dataset of UTM ``points`` (e.g. :func:`write_project_ept`);
+    ``paged``: the indexes of the projects whose EPT hierarchy is paged (``("*",)``: all)."""
     from copc_writer import write_copc
     from pyproj import CRS
 
@@ -188,7 +190,19 @@ def make_archive(root: Path, n_projects: int = 2, size_m: tuple[float, float] = 
             write_copc(p.files[half], {k: v[m] for k, v in pts.items()}, CRS(UTM), (0.01, 0.01, 0.01),
                        max_points=20_000, seed=seed + i)
         if ept_writer is not None:
-            p.files["ept"] = ept_writer(d / "ept", pts, UTM, p.name in paged or (paged == ("*",)))
+            p.files["ept"] = ept_writer(d / "ept", pts, UTM, i in paged or paged == ("*",))
         projects.append(p)
     lc, dem = _rasters(root, projects, seed)
     return Archive(root, projects, lc, dem)
+
+
+def write_project_ept(root: Path, pts: dict, epsg: int, paged: bool) -> Path:
+    """An EPT dataset of ``pts`` (in ``epsg``) reprojected to Web Mercator, as the 3DEP archive
+    stores projects (``tests/ept_writer.py``); ``paged``: a hierarchy page at every level."""
+    from ept_writer import srs_for, write_ept
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs(epsg, 3857, always_xy=True).transform(pts["x"], pts["y"])
+    write_ept(root, {**pts, "x": x, "y": y}, srs=srs_for(3857), scales=(0.01, 0.01, 0.01), max_points=20_000,
+              span=64, step=1 if paged else 30, seed=1)
+    return Path(root) / "ept.json"

@@ -26,6 +26,19 @@ from als_datasets.recipe import load_recipe
 SIGN = "stac_server:sign_for_tests"
 
 
+@pytest.fixture(autouse=True)
+def _no_signers_left():
+    """A recipe's signing hook is registered process-wide (and in the environment, for workers):
+    drop it after each test."""
+    import os
+
+    from als_datasets import remote
+
+    yield
+    remote._SIGNERS.clear()
+    os.environ.pop(remote.ENV_SIGNERS, None)
+
+
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     return make_archive(tmp_path_factory.mktemp("archive"), n_projects=2, seed=5)
@@ -91,7 +104,7 @@ def test_recipe_source_names_the_archive(servers, archive, tmp_path):
     r = load_recipe(recipe)
     assert [p.name for p in r.projects] == [p.name for p in archive.projects]
     p0 = r.projects[0]
-    assert p0.pointclouds == (f"{base}/{p0.name}/ept/ept.json",)
+    assert p0.pointclouds == (f"{base}/{p0.name}/ept.json",)
     assert p0.boundary == f"{base}/resources.geojson#{p0.name}" and json.loads(p0.boundary_geojson)["type"]
     assert r.landcover_path == f"{base}/landcover.tif"
     assert r.raw["source"]["index"] == f"{base}/resources.geojson" and r.raw["projects"] == []

@@ -105,3 +105,17 @@ def test_signing_hook_signs_late_and_errors_stay_clean():
         stac.sign(href, "stac_server:nope")
     with pytest.raises(InputError, match="not a dotted name"):
         stac.load_signer("justaname")
+
+
+def test_registered_signer_signs_only_its_prefix_when_fetched(monkeypatch):
+    from als_datasets import remote
+
+    monkeypatch.setattr(remote, "_SIGNERS", {})
+    monkeypatch.setenv(remote.ENV_SIGNERS, "{}")  # restored (removed) after the test
+    remote.register_signer("https://blob.example.test/", "stac_server:sign_for_tests")
+    url = "https://blob.example.test/copc/a.copc.laz"
+    assert "SECRET-TOKEN" in remote.signed(url) and remote.redact(remote.signed(url)) == url
+    assert remote.signed("https://other.example.test/a.laz") == "https://other.example.test/a.laz"
+    assert remote.ENV_SIGNERS in __import__("os").environ  # worker processes inherit it
+    with pytest.raises(InputError, match="cannot import"):
+        remote.register_signer("https://x.test/", "no_such_module_x:sign")
