@@ -85,16 +85,16 @@ def ropen(path):
 
     if not is_remote(str(path)):
         return rasterio.open(path)
-    from als_datasets.kinds.als.sources.geo import raster_path
+    from als_datasets.cog import raster_path
     from als_datasets.remote import signed
 
     try:
         return rasterio.open(raster_path(signed(str(path))))
     except rasterio.errors.RasterioIOError as e:
-        from als_datasets.kinds.als.sources.geo import _gdal_reason
+        from als_datasets.cog import gdal_reason
         from als_datasets.remote import redact
 
-        raise InputError(redact(str(path)), f"cannot read remote raster ({_gdal_reason(e)})") from None
+        raise InputError(redact(str(path)), f"cannot read remote raster ({gdal_reason(e)})") from None
 
 
 def scene_env(scene_or_paths):
@@ -108,7 +108,7 @@ def scene_env(scene_or_paths):
     remote = [p for p in paths if is_remote(str(p))]
     if not remote:
         return contextlib.nullcontext()
-    from als_datasets.kinds.als.sources.geo import gdal_env
+    from als_datasets.cog import gdal_env
 
     return gdal_env(remote[0])
 

@@ -1,10 +1,8 @@
 """Boundaries, project grids and rasters reprojected onto them (the I/O edge of the frame).
 
-Rasters (land cover, DEM) may be local files or URLs (``https://``, ``s3://``, ``gs://``): a URL
-is opened through GDAL's ranged reads (``/vsicurl/``, ``/vsis3/``, ``/vsigs/``) under
-:data:`GDAL_HTTP_OPTIONS`, so a project's window of a cloud-optimised GeoTIFF fetches about the
-bytes of the internal tiles it overlaps (plus the header), never the national file, and never
-lists the bucket's folder.  Messages name the URL without its query string (signed URLs).
+Rasters (land cover, DEM) may be local files or URLs (``https://``, ``s3://``, ``gs://``), opened
+by the core's :mod:`als_datasets.cog` (GDAL ranged reads: a project's window of a cloud-optimised
+GeoTIFF, never the national file).
 """
 
 from __future__ import annotations
@@ -17,80 +15,9 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS, Transformer
 
+from als_datasets.cog import GDAL_HTTP_OPTIONS, gdal_env, gdal_reason, open_raster, raster_path  # noqa: F401
 from als_datasets.errors import InputError
-from als_datasets.remote import is_remote, redact
-
-#: GDAL settings for remote rasters: no directory listing on open (sidecar files are not looked
-#: for), adjacent tile ranges merged into one request, a block cache so a tile read twice (two
-#: reprojections, the unit probe) is fetched once, retries with backoff on 429/5xx
-GDAL_HTTP_OPTIONS = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "GDAL_HTTP_MULTIPLEX": "YES",
-    "VSI_CACHE": "TRUE",
-    "VSI_CACHE_SIZE": str(64 * 1024 * 1024),
-    "GDAL_HTTP_MAX_RETRY": "4",
-    "GDAL_HTTP_RETRY_DELAY": "0.5",
-    "GDAL_HTTP_TIMEOUT": "60",
-    "GDAL_HTTP_CONNECTTIMEOUT": "20",
-}
-_VSI = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/"}
-
-
-def raster_path(path: str | Path) -> str:
-    """The path GDAL opens: a local path as is, a URL through its ``/vsi*`` ranged-read handler."""
-    text = str(path)
-    if not is_remote(text):
-        return text
-    scheme, rest = text.split("://", 1)
-    prefix = _VSI.get(scheme.lower())
-    if prefix is None:
-        raise InputError(redact(text), f"rasters cannot be read from {scheme}:// URLs (use https://, s3:// or gs://)")
-    return prefix + (text if prefix == "/vsicurl/" else rest)
-
-
-def gdal_env(path: str | Path):
-    """A ``rasterio.Env`` with :data:`GDAL_HTTP_OPTIONS` for a URL (and only the URL's own file
-    extension allowed, so GDAL never probes ``.aux.xml``/``.ovr`` sidecars); plain for a file."""
-    import contextlib
-    import os
-
-    import rasterio
-
-    if not is_remote(str(path)):
-        return contextlib.nullcontext()
-    opts = dict(GDAL_HTTP_OPTIONS)
-    suffix = Path(redact(str(path))).suffix
-    if suffix:  # the file's own extension, and GeoTIFF (the tiles a remote VRT names)
-        opts["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = ",".join(sorted({suffix, suffix.lower(), suffix.upper(), ".tif",
-                                                                    ".tiff", ".TIF", ".TIFF"}))
-    if str(path).lower().startswith("s3://") and not os.environ.get("AWS_ACCESS_KEY_ID") \
-            and not os.environ.get("AWS_PROFILE"):
-        opts["AWS_NO_SIGN_REQUEST"] = "YES"  # public buckets (3DEP, NLCD) without credentials
-    return rasterio.Env(**opts)
-
-
-def _gdal_reason(exc: BaseException) -> str:
-    """GDAL's message, one line, without any URL (a signed URL's token must not show)."""
-    import re
-
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return re.sub(r"(/vsi\w+/)?[a-z0-9+.-]+://\S+|/vsi\w+/\S+", "<url>", text)[:200]
-
-
-def open_raster(path: str | Path, what: str):
-    """A rasterio dataset over a local file or URL (call inside :func:`gdal_env`); one-line errors."""
-    import rasterio
-
-    name = redact(str(path))
-    if not is_remote(str(path)) and not Path(path).is_file():
-        raise InputError(name, f"{what} raster not found")
-    try:
-        return rasterio.open(raster_path(path))
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(name, f"cannot read {what} raster: {_gdal_reason(exc)}") from None
+from als_datasets.remote import redact
 
 
 @dataclass(frozen=True)
@@ -191,7 +118,7 @@ def reproject_to_grid(path: str | Path, grid: Grid, what: str) -> tuple[np.ndarr
         try:
             data = src.read(1, window=win, masked=True)
         except Exception as exc:  # a remote tile that failed after GDAL's retries, a corrupt block
-            raise InputError(name, f"cannot read {what} raster window: {_gdal_reason(exc)}") from None
+            raise InputError(name, f"cannot read {what} raster window: {gdal_reason(exc)}") from None
         src_valid = ~np.ma.getmaskarray(data)
         src_transform = src.window_transform(win)
         src_crs = src.crs
