@@ -5,6 +5,8 @@
                                                       # cached in /tmp/als-bench-ept)
     python bench/bench_ept_remote.py --points 5e6     # a quicker look at the same extent
     python bench/bench_ept_remote.py --keep /tmp/x    # another cache folder
+    python bench/bench_ept_remote.py --build 4        # also: a 4-tile build from the URL, the local folder
+                                                      # and a local LAZ of the same points (seconds, ratios)
 
 No 3DEP EPT dataset can be downloaded here, and the shared Entwine-written ones (``als/ept/``)
 hold at most 0.5 M points.  This script generates the same ALS-like point cloud as
@@ -18,7 +20,9 @@ the octree) queries the dataset the way a build does (each UTM tile grown by 1 m
 covering box, :func:`iter_ept_boxes`), recording the bytes and requests fetched (client and
 server counts), the points inside the UTM tiles, and the tiles' share of the dataset: the bytes
 of the dataset times the share of its points inside the tiles.  The target: a one-tile query
-fetches under 2x its share.  The same queries on the local folder are timed too.
+fetches under 2x its share.  The same queries on the local folder are timed too.  With
+``--build N``: the seconds of an N-tile build from the URL, from the local folder and from one
+local LAZ file of the same points, whose shards must be byte-identical.
 
 Writes ``bench/results/ept_remote.json`` (one entry per run label, other runs kept).
 """
@@ -114,6 +118,72 @@ def run_query(info, utm_boxes) -> dict:
             "bytes": stats.bytes_fetched, "requests": stats.requests}
 
 
+def _dem(path: Path, bounds_utm, res: float = 25.0) -> None:
+    """A rolling DEM (UTM) over ``bounds_utm`` with a 500 m margin."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    x0, y0, x1, y1 = (bounds_utm[0] - 500, bounds_utm[1] - 500, bounds_utm[2] + 500, bounds_utm[3] + 500)
+    w, h = int((x1 - x0) / res), int((y1 - y0) / res)
+    yy, xx = np.mgrid[0:h, 0:w] * res
+    z = (150 + 40 * np.sin(xx / 700.0) + 30 * np.cos(yy / 500.0)).astype(np.float32)
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype="float32", crs=f"EPSG:{EPSG}",
+                       transform=from_origin(x0, y1, res, res), nodata=-9999) as d:
+        d.write(z, 1)
+
+
+def build_compare(folder: Path, url: str, side: float, samples: int) -> dict:
+    """Build throughput: the same recipe from the EPT URL (loopback), the local EPT folder and a
+    local LAZ file of the same points (``tests/ept_writer.nodes_as_laz``); the shards must be
+    byte-identical.  Seconds per build and the ratios."""
+    import shutil
+
+    from bench_copc_remote import X0, Y0
+    from ept_writer import nodes_as_laz
+    from pyproj import Transformer
+    from synth_inputs import landcover_around, write_recipe
+
+    from als_datasets.build import run_build
+    from als_datasets.recipe import load_recipe
+
+    work = folder.parent / f"{folder.name}-build"
+    work.mkdir(exist_ok=True)
+    laz = work / "ref" / folder.name  # named like the dataset: its label in the samples
+    if not laz.is_file():
+        laz.parent.mkdir(exist_ok=True)
+        t = time.perf_counter()
+        nodes_as_laz(folder / "ept.json", laz)
+        print(f"wrote the same points as one LAZ file in {time.perf_counter() - t:.1f} s", flush=True)
+    tr = Transformer.from_crs(EPSG, 4326, always_xy=True)
+    b = (X0 + 10, Y0 + 10, X0 + side - 10, Y0 + side - 10)
+    lon0, lat0, lon1, lat1 = tr.transform_bounds(*b)
+    ring = [list(tr.transform(x, y)) for x, y in ((b[0], b[1]), (b[2], b[1]), (b[2], b[3]), (b[0], b[3]), (b[0], b[1]))]
+    (work / "b.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
+    landcover_around(work / "lc.tif", (lon0, lat0, lon1, lat1), res=25.0)
+    _dem(work / "dem.tif", b)
+    out: dict = {"samples": samples}
+    shards = {}
+    for name, source, crs in (("laz", str(laz), "EPSG:3857+5703"), ("ept_local", str(folder / "ept.json"), None),
+                              ("ept_url", url, None)):
+        project = {"name": "bench", "boundary": "b.geojson", "pointclouds": [source]}
+        if crs:
+            project["pointcloud_crs"] = crs
+        r = load_recipe(write_recipe(work / f"{name}.yaml", name="bench-ept", samples_per_project=samples,
+                                     landcover={"path": "lc.tif"}, dem={"path": "dem.tif"}, projects=[project],
+                                     output={"dir": f"out-{name}"}))
+        shutil.rmtree(r.out_dir, ignore_errors=True)
+        t = time.perf_counter()
+        run_build(r)
+        out[f"{name}_s"] = round(time.perf_counter() - t, 2)
+        files = sorted(p for fmt in ("webdataset", "parquet") for p in (r.out_dir / fmt).rglob("*") if p.is_file())
+        shards[name] = {p.relative_to(r.out_dir).as_posix(): p.read_bytes() for p in files}
+        print(f"build from {name}: {out[f'{name}_s']:.1f} s", flush=True)
+    out["shards_identical"] = shards["laz"] == shards["ept_local"] == shards["ept_url"] and bool(shards["laz"])
+    out["url_over_laz"] = round(out["ept_url_s"] / out["laz_s"], 2)
+    out["url_over_local_ept"] = round(out["ept_url_s"] / out["ept_local_s"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=float, default=50e6, help="about this many points (default 50e6)")
@@ -124,6 +194,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=Path("/tmp/als-bench-ept"), help="cache folder of generated datasets")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "ept_remote.json")
     ap.add_argument("--label", default=None, help="run label (default '<points>M-<side>m')")
+    ap.add_argument("--build", type=int, default=0, metavar="N",
+                    help="also time a build of N tiles from the URL, the local folder and a LAZ of the same points")
     args = ap.parse_args()
 
     import range_server
@@ -143,10 +215,12 @@ def main() -> None:
         gen = generate(folder, args.points, args.side, args.max_points, args.span, args.step)
     res["dataset"] = gen
     total = gen["dataset_bytes"]
-    files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file() and p.name != "bench-meta.json"}
+    # served under the dataset's folder name (a build names an EPT source by that folder)
+    files = {f"{folder.name}/{p.relative_to(folder).as_posix()}": p for p in folder.rglob("*")
+             if p.is_file() and p.name != "bench-meta.json"}
     rows = []
     with range_server.RangeServer(files) as srv:
-        url = srv.url("ept.json")
+        url = srv.url(f"{folder.name}/ept.json")
         srv.reset()
         info_url = inspect_pointcloud(url)
         res["inspect_url"] = {"bytes": srv.bytes_sent, "requests": srv.requests}
@@ -168,6 +242,12 @@ def main() -> None:
             print(f"{label}: {row['points_in_tiles']:,} points in the tiles ({share:.2%} of the dataset), "
                   f"{far['bytes']:,} bytes in {far['requests']} requests = {row['bytes_over_share']:.2f}x their share; "
                   f"{far['seconds']:.2f} s over HTTP, {near['seconds']:.2f} s local", flush=True)
+        if args.build:
+            res["build"] = build_compare(folder, url, args.side, args.build)
+            bc = res["build"]
+            print(f"build of {args.build} tiles: URL {bc['ept_url_s']} s, local EPT {bc['ept_local_s']} s, local LAZ "
+                  f"{bc['laz_s']} s: URL / LAZ = {bc['url_over_laz']}, URL / local EPT = {bc['url_over_local_ept']}; "
+                  f"shards identical: {bc['shards_identical']}", flush=True)
     res["queries"] = rows
     res["machine"]["loadavg_at_end"] = os.getloadavg()
     print(f"\ndataset {total:,} bytes ({total / 2**20:.1f} MiB), {gen['points']:,} points, {gen['nodes']} nodes, "

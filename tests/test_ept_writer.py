@@ -296,3 +296,18 @@ def test_info_survives_replace(synth):
     _, _, layout = synth
     info = inspect_pointcloud(layout.root)
     assert dataclasses.replace(info, path="http://127.0.0.1:9/proj/ept.json").is_ept
+
+
+def test_srs_without_wkt_uses_the_epsg_codes(synth, tmp_path):
+    """3DEP-style srs objects may carry only the codes: EPSG:3857 horizontal + 5703 vertical."""
+    import shutil
+
+    _, _, layout = synth
+    root = tmp_path / "proj"
+    shutil.copytree(layout.root, root)
+    doc = json.loads((root / "ept.json").read_text())
+    doc["srs"] = {"authority": "EPSG", "horizontal": "3857", "vertical": "5703"}
+    (root / "ept.json").write_text(json.dumps(doc))
+    info = inspect_pointcloud(root / "ept.json")
+    assert info.crs.to_epsg() == 3857 and info.crs_source == "ept-srs-epsg" and info.z_to_m == 1.0
+    assert info.bounds == inspect_pointcloud(layout.root).bounds

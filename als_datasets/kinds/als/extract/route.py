@@ -4,9 +4,9 @@ A route task reads one point-cloud file chunk by chunk (laspy ``chunk_iterator``
 points into the project's UTM CRS, and appends every point that falls in a *selected* tile to
 that tile's staging buffer.  Buffers are flushed to small ``.npy`` parts when they grow past
 a fixed number of points, so memory stays flat however large the file.  A COPC file (local
-or a URL) and an EPT dataset are read by bounds instead: only the octree nodes over the task's tiles.  A task ends by
-writing a ``done`` marker; parts of a task without its marker are leftovers of an interrupted
-run and are removed before the task runs again.
+or a URL) and an EPT dataset are read by bounds instead: only the octree nodes over the task's
+tiles.  A task ends by writing a ``done`` marker; parts of a task without its marker are
+leftovers of an interrupted run and are removed before the task runs again.
 """
 
 from __future__ import annotations
