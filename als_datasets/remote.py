@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from als_datasets.errors import InputError
+from als_datasets.errors import InputError, redact_url
 
 __all__ = [
     "FetchStats",
@@ -81,13 +81,7 @@ def redact(path) -> str:
     """The path or URL for messages and names: no query string, fragment or user:password
     (a signed URL's token must not land in error messages, logs or a published dataset)."""
     text = os.fspath(path) if not isinstance(path, str) else path
-    if not is_remote(text):
-        return text
-    u = urllib.parse.urlsplit(text)
-    host = u.hostname or ""
-    if u.port:
-        host = f"{host}:{u.port}"
-    return urllib.parse.urlunsplit((u.scheme, host, u.path, "", ""))
+    return redact_url(text) if is_remote(text) else text
 
 
 def source_name(path) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from als_datasets.errors import InputError, _redact
+from als_datasets.errors import InputError, redact_url
 from als_datasets.recipe import (
     DEFAULT_SHARD_MAX_BYTES,
     KEY_RE,
@@ -238,21 +238,21 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
     raw = copy.deepcopy(merged)
     raw["name"] = name
     lc_path = _raster_path(base, lc["path"])
-    raw["landcover"] = {"path": _redact(str(lc_path)), "classes": {k: list(v) for k, v in lc_classes.items()}}
-    raw["dem"] = ({"path": _redact(str(dem_path)), **({"z_unit": dem_z_unit} if dem_z_unit is not None else {})}
+    raw["landcover"] = {"path": redact_url(str(lc_path)), "classes": {k: list(v) for k, v in lc_classes.items()}}
+    raw["dem"] = ({"path": redact_url(str(dem_path)), **({"z_unit": dem_z_unit} if dem_z_unit is not None else {})}
                   if dem_path else None)
     raw["projects"] = [  # recipe.yaml is published: no URL tokens
         {"name": p.name, "boundary": str(p.boundary) if p.boundary else None,
-         "pointclouds": [_redact(str(f)) for f in p.pointclouds], **({"pointcloud_crs": p.pointcloud_crs} if p.pointcloud_crs else {})}
+         "pointclouds": [redact_url(str(f)) for f in p.pointclouds], **({"pointcloud_crs": p.pointcloud_crs} if p.pointcloud_crs else {})}
         for p in projects[:explicit]  # an archive's projects are the source: section's
     ]
     for p, given in zip(raw["projects"], merged.get("projects") or []):
         if given.get("pointclouds") == "stac":
             p["pointclouds"] = "stac"
     if raw.get("source"):
-        raw["source"] = {**raw["source"], "index": _redact(str(raw["source"].get("index")))}
+        raw["source"] = {**raw["source"], "index": redact_url(str(raw["source"].get("index")))}
     if raw.get("stac"):
-        raw["stac"] = {**raw["stac"], "api": _redact(str(raw["stac"]["api"]))}
+        raw["stac"] = {**raw["stac"], "api": redact_url(str(raw["stac"]["api"]))}
     raw["output"] = {"dir": str(out), "formats": list(formats), "shard_max_samples": shard_max,
                      "shard_max_bytes": shard_bytes}
     return Recipe(
