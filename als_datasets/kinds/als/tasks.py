@@ -18,6 +18,8 @@ from als_datasets.kinds.als.extract.tile import clean_points, sample_arrays
 from als_datasets.shards.tasks import ShardOutputs
 from als_datasets.stats import height_entropy, satmae_entropy
 
+#: which outlier rule wrote a shard (in its fingerprint: shards of an older rule are rebuilt)
+OUTLIER_RULE = "pdal-statistical-exact"
 ALS_ARRAYS = ("xyz.npy", "intensity.npy", "return_number.npy", "number_of_returns.npy", "classification.npy")
 
 
@@ -82,7 +84,7 @@ class ShardTask(ShardOutputs):
         project reruns none of this shard)."""
         return {
             "index": self.index, "split": self.split, "records": list(self.records), "formats": list(self.formats),
-            "drop_classes": list(self.drop_classes), "outlier": [self.outlier_k, self.outlier_multiplier],
+            "drop_classes": list(self.drop_classes), "outlier": [self.outlier_k, self.outlier_multiplier, OUTLIER_RULE],
             "landcover_names": list(self.landcover_names), "sources": [name for _, name in self.sources],
             "inputs": list(self.inputs),
         }
@@ -99,12 +101,15 @@ def make_sample(task: ShardTask, rec: dict) -> dict:
     names = dict(task.sources)
     pts, n_class, n_out = clean_points(raw, task.drop_classes, task.outlier_k, task.outlier_multiplier, task.threads)
     size = rec["tile_size_m"]
-    heights, reference = heights_above_ground(pts)  # above the ground returns' surface, else the lowest point
+    arrays = sample_arrays(pts, size)
+    xyz = arrays["xyz.npy"]  # the sample's float32 coordinates: its statistics describe what it stores
+    view = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "classification": pts["classification"]}
+    heights, reference = heights_above_ground(view)  # above the ground returns' surface, else the lowest point
     meta = dict(rec)
     meta.update({
         "point_count": int(len(pts)),
         "density": float(len(pts) / (size * size)),
-        "height_range_m": float(np.ptp(pts["z"])) if len(pts) else 0.0,
+        "height_range_m": float(np.ptp(xyz[:, 2])) if len(pts) else 0.0,
         "height_entropy": height_entropy(heights, reference=0.0),
         "height_reference": reference,
         "intensity_entropy": satmae_entropy(pts["intensity"]),
@@ -112,4 +117,4 @@ def make_sample(task: ShardTask, rec: dict) -> dict:
         "points_dropped_noise": n_class,
         "points_dropped_outliers": n_out,
     })
-    return {"__key__": rec["tile_id"], **sample_arrays(pts), "json": meta}
+    return {"__key__": rec["tile_id"], **arrays, "json": meta}
