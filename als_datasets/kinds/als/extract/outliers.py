@@ -43,6 +43,8 @@ FINE = 1.5
 _SLACK = 1e-6
 #: the second block pass's cells are this many times the first's
 COARSE = 3.0
+#: the second pass first searches within this many times the previous query's k+1-th distance
+GUESS_GROWTH = 1.25
 
 
 def grid_cell_size(x: np.ndarray, y: np.ndarray, k: int) -> float:
@@ -205,7 +207,7 @@ def _mean_distance(best, k):
 
 
 @njit(cache=True)
-def _block_cell(c, xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin):
+def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin):
     """Every pending query of cell ``c`` against the points of the 3x3 cells around it.
 
     ``xs, ys, zs``: the points in grid order (row-major cells, z ascending within a cell), so a
@@ -224,33 +226,50 @@ def _block_cell(c, xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, o
     xa, xb = max(cx - 1, 0), min(cx + 1, nx - 1)
     ya, yb = max(cy - 1, 0), min(cy + 1, ny - 1)
     kk = k + 1
+    guess = 0.0
     for t in range(a0, b0):
-        i = order[t]
-        if not pending[i]:
+        if not pending[t]:
             continue
         qx, qy, qz = xs[t], ys[t], zs[t]
         rb = min(qx - lox, hix - qx, qy - loy, hiy - qy) - _SLACK
         if rb <= 0:
             continue
-        cnt = 0
-        rb2 = rb * rb
-        for step in range(3):  # the query's own row first: its nearest points set a low bar early
-            yy = cy if step == 0 else (cy - 1 if step == 1 else cy + 1)
-            if yy < ya or yy > yb:
-                continue
-            if zwin:
+        if not zwin:
+            cnt = 0
+            for step in range(3):  # the query's own row first: its nearest points set a low bar early
+                yy = cy if step == 0 else (cy - 1 if step == 1 else cy + 1)
+                if ya <= yy <= yb:
+                    cnt = _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs,
+                                 start[yy * nx + xa], start[yy * nx + xb + 1], rb * rb)
+            if cnt == kk and best[kk - 1] <= rb * rb:
+                out[t] = _mean_distance(best, k)
+                pending[t] = False
+            continue
+        # first within a guess g < rb (the last answer's radius, grown): only the block's cells
+        # that reach within g of the query, only |dz| <= g; exact when the k+1-th is within g
+        g = min(guess, rb) if guess > 0 else rb
+        while True:
+            cnt = 0
+            for step in range(3):
+                yy = cy if step == 0 else (cy - 1 if step == 1 else cy + 1)
+                if yy < ya or yy > yb or y0 + yy * cell - _SLACK > qy + g or y0 + (yy + 1) * cell + _SLACK < qy - g:
+                    continue
                 for xx in range(xa, xb + 1):
+                    if x0 + xx * cell - _SLACK > qx + g or x0 + (xx + 1) * cell + _SLACK < qx - g:
+                        continue
                     lo, hi = start[yy * nx + xx], start[yy * nx + xx + 1]
                     if hi > lo:
-                        lo = lo + np.searchsorted(zs[lo:hi], qz - rb, side="left")
-                        hi = lo + np.searchsorted(zs[lo:hi], qz + rb, side="right")
-                    cnt = _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs, lo, hi, rb2)
-            else:
-                cnt = _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs,
-                             start[yy * nx + xa], start[yy * nx + xb + 1], rb2)
-        if cnt == kk and best[kk - 1] <= rb * rb:
-            out[i] = _mean_distance(best, k)
-            pending[i] = False
+                        lo = lo + np.searchsorted(zs[lo:hi], qz - g, side="left")
+                        hi = lo + np.searchsorted(zs[lo:hi], qz + g, side="right")
+                    cnt = _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs, lo, hi, g * g)
+            if cnt == kk and best[kk - 1] <= g * g:
+                out[t] = _mean_distance(best, k)
+                pending[t] = False
+                guess = GUESS_GROWTH * np.sqrt(best[kk - 1])
+                break
+            if g >= rb:
+                break
+            g = rb
 
 
 @njit(cache=True)
@@ -270,21 +289,20 @@ def _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs, lo, hi, rb2):
 
 
 @njit(cache=True)
-def _block_pass(x, y, z, order, start, x0, y0, cell, nx, ny, k, pending, out, zwin):
-    xs, ys, zs = x[order], y[order], z[order]
+def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin):
+    """One block pass over a grid; every array in grid order."""
     best = np.empty(k + 1, np.float64)
     for c in range(nx * ny):
-        _block_cell(c, xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin)
+        _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin)
 
 
 @njit(cache=True, parallel=True)
-def _block_pass_parallel(x, y, z, order, start, x0, y0, cell, nx, ny, k, pending, out, zwin, rows_per_job):
-    xs, ys, zs = x[order], y[order], z[order]
+def _block_pass_parallel(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, rows_per_job):
     jobs = (ny + rows_per_job - 1) // rows_per_job
     for jb in prange(jobs):
         best = np.empty(k + 1, np.float64)
         for c in range(jb * rows_per_job * nx, min((jb + 1) * rows_per_job, ny) * nx):
-            _block_cell(c, xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin)
+            _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin)
 
 
 @njit(cache=True)
@@ -342,16 +360,24 @@ def mean_neighbour_distances(xyz: np.ndarray, k: int, threads: int = 1) -> np.nd
         prev = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        for level, cell in enumerate((fine, fine * COARSE, fine * COARSE * COARSE)):
+        for level, cell in enumerate((fine, fine * COARSE)):
             g = _grid(x, y, z, cell)
+            order, rest = g[0], g[1:]
+            # the pass reads and writes in grid order (sequential memory); results go back after
+            xs, ys, zs, ps = x[order], y[order], z[order], pending[order]
+            os_ = np.full(n, np.nan)
             if par:
-                _block_pass_parallel(x, y, z, *g, k, pending, out, level > 0, 4)
+                _block_pass_parallel(xs, ys, zs, *rest, k, ps, os_, level > 0, 4)
             else:
-                _block_pass(x, y, z, *g, k, pending, out, level > 0)
+                _block_pass(xs, ys, zs, *rest, k, ps, os_, level > 0)
+            done = ~ps & pending[order]
+            out[order[done]] = os_[done]
+            pending[order] = ps
+            del xs, ys, zs, ps, os_
             if not pending.any():
                 break
         if pending.any():
-            _ring_pass(x, y, z, *_grid(x, y, z, fine), k, pending, out)
+            _ring_pass(x, y, z, *g, k, pending, out)
     finally:
         if par:
             numba.set_num_threads(prev)
