@@ -119,3 +119,37 @@ def test_build_with_terrain_rasters(tmp_path, recipe_path):
         return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in sorted(d.rglob("*")) if p.is_file() and p.suffix in (".tar", ".parquet")}
     assert digest(out) == digest(b)
+
+
+def test_dem_build_from_the_als_dtms(tmp_path, recipe_path):
+    """The ALS build's DTMs (and nDSMs) become a kind: dem build whose patches are cut from them."""
+    import webdataset as wds
+
+    from als_datasets.build import run_build
+    from als_datasets.kinds.als.dem_export import export_dem_recipe
+    from als_datasets.recipe import load_recipe
+
+    als = run_build(load_recipe(recipe_path, out_dir=tmp_path / "als")).out_dir
+    rp = export_dem_recipe(als, tmp_path / "dem", "dtm", patch_size_px=50)
+    dem_recipe = load_recipe(rp, out_dir=tmp_path / "dem-out")
+    assert dem_recipe.kind == "dem"
+    out = run_build(dem_recipe).out_dir
+    tars = sorted(str(p) for p in (out / "webdataset").glob("*/*.tar"))
+    samples = list(wds.WebDataset(tars, shardshuffle=False).decode())
+    assert samples
+    # every patch is a piece of one tile's DTM, cell for cell
+    dtms = {}
+    for tar in sorted((als / "webdataset").glob("*/*.tar")):
+        for s in wds.WebDataset(str(tar), shardshuffle=False).decode():
+            dtms[s["__key__"]] = s["dtm.npy"]
+    s = samples[0]
+    pix = s["pixels.npy"]
+    assert pix.shape == (1, 50, 50) and pix.dtype == np.float32
+    tile = s["json"]["scene"].rsplit("-dtm", 1)[0]
+    d = dtms[tile]
+    hits = [(r, c) for r in range(0, 250, 50) for c in range(0, 250, 50) if np.array_equal(d[r:r + 50, c:c + 50], pix[0])]
+    assert hits
+    rp2 = export_dem_recipe(als, tmp_path / "dem", "ndsm", patch_size_px=50)
+    assert rp2.name == "dem-ndsm.yaml" and len(list((tmp_path / "dem" / "ndsm").glob("*.tif"))) == len(dtms)
+    with pytest.raises(InputError, match="layer"):
+        export_dem_recipe(als, tmp_path / "dem", "dsm")
