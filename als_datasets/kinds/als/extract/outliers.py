@@ -207,7 +207,7 @@ def _mean_distance(best, k):
 
 
 @njit(cache=True)
-def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin):
+def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf):
     """Every pending query of cell ``c`` against the points of the 3x3 cells around it.
 
     ``xs, ys, zs``: the points in grid order (row-major cells, z ascending within a cell), so a
@@ -240,8 +240,8 @@ def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, bes
                 yy = cy if step == 0 else (cy - 1 if step == 1 else cy + 1)
                 if ya <= yy <= yb:
                     cnt = _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs,
-                                 start[yy * nx + xa], start[yy * nx + xb + 1], rb * rb)
-            if cnt == kk and best[kk - 1] <= rb * rb:
+                                 start[yy * nx + xa], start[yy * nx + xb + 1], rb * rb, buf)
+            if cnt == kk:
                 out[t] = _mean_distance(best, k)
                 pending[t] = False
             continue
@@ -261,8 +261,8 @@ def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, bes
                     if hi > lo:
                         lo = lo + np.searchsorted(zs[lo:hi], qz - g, side="left")
                         hi = lo + np.searchsorted(zs[lo:hi], qz + g, side="right")
-                    cnt = _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs, lo, hi, g * g)
-            if cnt == kk and best[kk - 1] <= g * g:
+                    cnt = _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs, lo, hi, g * g, buf)
+            if cnt == kk:
                 out[t] = _mean_distance(best, k)
                 pending[t] = False
                 guess = GUESS_GROWTH * np.sqrt(best[kk - 1])
@@ -273,27 +273,45 @@ def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, bes
 
 
 @njit(cache=True)
-def _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs, lo, hi, rb2):
-    """Offer points ``lo:hi`` to ``best``; a point with ``dz² > rb²`` cannot make an exact answer
-    (the query is then answered by a coarser grid, or the point is further than its k+1-th)."""
-    for j in range(lo, hi):
-        dz = qz - zs[j]
-        if dz * dz > rb2:
-            continue
-        dx = qx - xs[j]
-        dy = qy - ys[j]
-        d2 = (dx * dx + dy * dy) + dz * dz
-        if cnt < kk or d2 < best[kk - 1]:
+def _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs, lo, hi, rb2, buf):
+    """Offer points ``lo:hi`` to ``best``, keeping only squared distances ``< rb²`` (an answer is
+    exact only when its k+1 nearest all lie within ``rb``; a tie at ``rb`` leaves the query to
+    the next pass).  The distances are computed first, in a loop without branches."""
+    m = hi - lo
+    for j in range(m):
+        dx = qx - xs[lo + j]
+        dy = qy - ys[lo + j]
+        dz = qz - zs[lo + j]
+        buf[j] = (dx * dx + dy * dy) + dz * dz
+    bar = best[kk - 1] if cnt == kk else rb2
+    for j in range(m):
+        d2 = buf[j]
+        if d2 < bar:
             cnt = _insert(best, cnt, d2)
+            if cnt == kk:
+                bar = best[kk - 1]
     return cnt
+
+
+@njit(cache=True)
+def _max_run(start, nx, ny):
+    """The longest run _offer is given: three neighbouring cells of one row."""
+    m = 1
+    for cy in range(ny):
+        for cx in range(nx):
+            a = start[cy * nx + max(cx - 1, 0)]
+            b = start[cy * nx + min(cx + 1, nx - 1) + 1]
+            m = max(m, b - a)
+    return m
 
 
 @njit(cache=True)
 def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin):
     """One block pass over a grid; every array in grid order."""
     best = np.empty(k + 1, np.float64)
+    buf = np.empty(_max_run(start, nx, ny), np.float64)
     for c in range(nx * ny):
-        _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin)
+        _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf)
 
 
 @njit(cache=True, parallel=True)
@@ -301,8 +319,9 @@ def _block_pass_parallel(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, ou
     jobs = (ny + rows_per_job - 1) // rows_per_job
     for jb in prange(jobs):
         best = np.empty(k + 1, np.float64)
+        buf = np.empty(_max_run(start, nx, ny), np.float64)
         for c in range(jb * rows_per_job * nx, min((jb + 1) * rows_per_job, ny) * nx):
-            _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin)
+            _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf)
 
 
 @njit(cache=True)
