@@ -205,6 +205,9 @@ def stage_split(recipe: Path, out: Path) -> dict:
                 spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - t
         setattr(mod, name, timed)
 
+    from als_datasets.kinds.als.extract.outliers import statistical_outliers
+
+    statistical_outliers(tile_points(20000, 50.0))  # numba's kernels loaded before the clock starts
     wrap(als_build, "stage_points", "route")
     wrap(tasks, "load_tile_points", "load")
     wrap(tasks, "clean_points", "filter")

@@ -33,8 +33,14 @@ serially in point order afterwards).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit, prange
+
+#: numba's default (workqueue) threading layer takes one parallel launch at a time per process: a
+#: Dask worker running several tasks in threads takes turns here
+_PARALLEL = threading.Lock()
 
 #: the fine grid's cells, in radii of a disc holding k + 1 points at the mean 2D density
 FINE = 1.5
@@ -376,6 +382,7 @@ def mean_neighbour_distances(xyz: np.ndarray, k: int, threads: int = 1) -> np.nd
     if par:
         import numba
 
+        _PARALLEL.acquire()
         prev = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
@@ -400,6 +407,7 @@ def mean_neighbour_distances(xyz: np.ndarray, k: int, threads: int = 1) -> np.nd
     finally:
         if par:
             numba.set_num_threads(prev)
+            _PARALLEL.release()
     return out
 
 
