@@ -14,21 +14,31 @@ force reference that follows them one by one):
 
 PDAL reads neither file coordinates nor our float32 sample coordinates: it uses the float64
 values of the scaled integers.  The staged tile-relative offsets ``x − X0`` are exact (Sterbenz:
-the offset is far smaller than the coordinate), so every difference, hence every distance, is
-bit-identical to the one PDAL computes from absolute coordinates.  With ``k`` or fewer points
-PDAL's neighbour list is shorter than the loop that reads it (undefined); here nothing is flagged.
+a coordinate and its tile's corner are within a factor of two of each other), so every
+difference, hence every distance, is bit-identical to the one PDAL computes from absolute
+coordinates (for a PDAL built without fused multiply-add contraction, the x86-64 default).  With
+``k`` or fewer points PDAL's neighbour list is shorter than the loop that reads it (undefined);
+here nothing is flagged.
 
-Speed: a k-d tree is replaced by a uniform 2D grid whose columns hold their points sorted by z.
-A query visits cells ring by ring around its own; a cell whose rectangle is no nearer than the
-current k+1-th distance is skipped, a column is walked outwards from the query's z and left as
-soon as ``dz²`` alone reaches that distance, and the search stops once the next ring cannot hold
-anything nearer.  Every skip only discards candidates whose squared distance is ``≥`` the current
-worst, so the k+1 smallest squared distances — the only thing rule 2 reads — are exactly those
-of an exhaustive search (which of several tied points is kept does not matter).  The kernels are
+Speed: the k-d tree is replaced by uniform 2D grids whose cells hold their points sorted by z,
+and every query is answered by the first of three exact searches that can answer it:
+
+* a fine grid (cells of :data:`FINE` × the radius holding k+1 points at the mean density): the
+  query's cell and its 8 neighbours, which are three contiguous runs in grid order;
+* a grid :data:`COARSE` times coarser (canopy points, whose neighbours lie further): within a
+  guessed radius g (the previous answer's, grown by :data:`GUESS_GROWTH`), then the whole block,
+  looking only at the block's points with ``|dz| ≤`` the radius (bisection in each z-sorted cell);
+* for the few left (isolated points), a ring search on the coarse grid, cell rectangles and
+  z walks pruned against the current k+1-th distance.
+
+A block search keeps only squared distances below ``r²``, r the distance from the query to the
+block's edge (or to g); it answers when k+1 of them remain, and then no point outside the block
+or the z window can be nearer.  Every pruning discards only candidates at least as far as the
+k+1-th, so the k+1 smallest squared distances — all that rule 2 reads — are those of an
+exhaustive search (which of several tied points is kept does not matter).  The kernels are
 compiled with numba (no fast-math: no reassociation, no fused multiply-add), once per machine
-(``cache=True``).  Queries run in cell order for locality; with ``threads > 1`` blocks of queries
-run in parallel, which does not change any number (each query is independent; Welford runs
-serially in point order afterwards).
+(``cache=True``).  With ``threads > 1`` groups of grid rows run in parallel, which changes no
+number (queries are independent; Welford runs serially in point order afterwards).
 """
 
 from __future__ import annotations
