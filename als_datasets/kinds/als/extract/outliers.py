@@ -270,7 +270,10 @@ def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, bes
                 yy = cy if step == 0 else (cy - 1 if step == 1 else cy + 1)
                 if yy < ya or yy > yb or y0 + yy * cell - _SLACK > qy + g or y0 + (yy + 1) * cell + _SLACK < qy - g:
                     continue
-                for xx in range(xa, xb + 1):
+                for sx in range(3):  # the query's own column first
+                    xx = cx if sx == 0 else (cx - 1 if sx == 1 else cx + 1)
+                    if xx < xa or xx > xb:
+                        continue
                     if x0 + xx * cell - _SLACK > qx + g or x0 + (xx + 1) * cell + _SLACK < qx - g:
                         continue
                     lo, hi = start[yy * nx + xx], start[yy * nx + xx + 1]
