@@ -173,3 +173,21 @@ def test_far_outliers_and_clusters_take_the_slow_paths():
     xyz = np.vstack([dense, sparse, far])
     assert mean_neighbour_distances(xyz, 12).tolist() == reference_means(xyz, 12)
     assert np.array_equal(statistical_outliers(xyz, 12, 2.2), reference_outliers(xyz))
+
+
+def test_threads_change_no_number():
+    """Above 50 000 points the block passes run rows in parallel: the same means, bit for bit."""
+    rng = np.random.default_rng(7)
+    n = 60_000
+    xyz = np.column_stack([rng.random(n) * 80, rng.random(n) * 80, rng.random(n) * rng.choice([0.1, 20.0], n)])
+    a = mean_neighbour_distances(xyz, 12, threads=1)
+    b = mean_neighbour_distances(xyz, 12, threads=2)
+    assert a.tobytes() == b.tobytes()
+    some = rng.choice(n, 200, replace=False)  # and a sample of them against the reference rule
+    for i in some:
+        d = xyz[i] - xyz
+        sqr = np.sort((d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2])[:13]
+        m = 0.0
+        for j in range(1, 13):
+            m += (math.sqrt(float(sqr[j])) - m) / j
+        assert a[i] == m
