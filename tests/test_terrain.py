@@ -84,9 +84,11 @@ def test_build_with_terrain_rasters(tmp_path, recipe_path):
 
     from als_datasets.build import run_build
     from als_datasets.dataset.card import load_config
+    from als_datasets.dataset.layout import validate
     from als_datasets.recipe import load_recipe
 
     out = run_build(load_recipe(recipe_path, out_dir=tmp_path / "a")).out_dir
+    assert validate(out) == []
     pq = load_dataset(str(out), split="train")
     wd = load_config(out, "webdataset", split="train")
     assert len(pq) == len(wd) > 0
