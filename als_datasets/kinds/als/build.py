@@ -73,7 +73,8 @@ def als_shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> l
             out_dir=str(out), formats=r.formats, drop_classes=r.drop_classes, outlier_k=r.outlier_k,
             outlier_multiplier=r.outlier_multiplier, landcover_names=(*r.landcover_classes, "other"),
             sources=tuple((i, source_label(files[i].path)) for i in fis),  # never a signed URL's token
-            inputs=tuple(facts[i] for i in fis), threads=max(1, (os.cpu_count() or 1) // max(workers, 1))))
+            inputs=tuple(facts[i] for i in fis), threads=max(1, (os.cpu_count() or 1) // max(workers, 1)),
+            raster_cell_m=r.terrain_cell_m))
     return tasks
 
 

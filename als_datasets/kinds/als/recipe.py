@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
                "shard_max_bytes": DEFAULT_SHARD_MAX_BYTES},
 }
 
-KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "sources", "demo", "source", "stac"}
+KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "sources", "demo", "source", "stac", "terrain_rasters"}
 PROJECT_KEYS = {"name", "boundary", "pointclouds", "pointcloud_crs"}
 DEM_KEYS = {"path", "z_unit"}
 
@@ -101,6 +101,7 @@ class Recipe:
     raw: dict = field(repr=False, compare=False, default_factory=dict)
     shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES
     dem_z_to_m: float | None = None  # dem.z_unit as metres per DEM unit (None: what the DEM declares)
+    terrain_cell_m: float = 0.0  # terrain_rasters: per-sample DTM/DSM/nDSM/intensity cell size; 0: off
 
     kind = "als"
 
@@ -232,6 +233,7 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
     draws = number(where, merged, "draws", int, lo=1)
     hold = holdout_fraction(where, merged)
     outlier_k, outlier_multiplier = _outlier(where, merged.get("outlier"))
+    terrain_cell = _terrain(where, merged.get("terrain_rasters"), tile)
     drop_classes = _drop_classes(where, merged.get("drop_classes"))
     min_fraction = number(where, merged, "min_class_fraction", float, 0, 1, lo_open=True)
 
@@ -281,6 +283,7 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
         raw=raw,
         shard_max_bytes=shard_bytes,
         dem_z_to_m=dem_z_to_m,
+        terrain_cell_m=terrain_cell,
     )
 
 
@@ -344,6 +347,19 @@ def _outlier(where, outlier) -> tuple[int, float]:
     m = number(where, {"outlier.multiplier": outlier.get("multiplier", 2.2)}, "outlier.multiplier", float, 0,
                lo_open=True)
     return k, m
+
+
+def _terrain(where, value, tile: float) -> float:
+    """``terrain_rasters``: true (1 m cells), ``{cell_m}``, or false / null (off): the cell size."""
+    from als_datasets.kinds.als.extract.terrain import terrain_cell_m
+
+    try:
+        cell = terrain_cell_m(value)
+    except ValueError as e:
+        raise InputError(where, str(e)) from None
+    if cell and abs(tile / cell - round(tile / cell)) > 1e-9:
+        raise InputError(where, f"terrain_rasters.cell_m ({cell:g}) must divide tile_size_m ({tile:g})")
+    return cell
 
 
 def _drop_classes(where, classes) -> tuple[int, ...]:

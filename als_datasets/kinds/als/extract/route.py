@@ -19,8 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+#: staged points: x, y are float64 offsets from the tile's lower-left corner, exact (the offset of
+#: a coordinate from a nearby corner has no rounding error), so the outlier filter measures the
+#: same distances PDAL measures on the float64 scaled-integer coordinates; samples store float32
+#: (:func:`~als_datasets.kinds.als.extract.tile.sample_arrays`)
 POINT_DTYPE = np.dtype([
-    ("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+    ("x", "<f8"), ("y", "<f8"), ("z", "<f8"),
     ("intensity", "<u2"), ("return_number", "u1"), ("number_of_returns", "u1"), ("classification", "u1"),
 ])
 
@@ -78,7 +82,7 @@ def task_key(task: RouteTask) -> str:
 
     A URL is never stat'ed (nor fetched) here: its key is the URL without its query string
     (signed-URL tokens rotate) and what its inspection saw (size, ETag / Last-Modified, header)."""
-    d = {**source_facts(task.info), "grid": asdict(task.grid)}
+    d = {**source_facts(task.info), "grid": asdict(task.grid), "staged": str(POINT_DTYPE.descr)}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -177,7 +181,9 @@ def tile_relative(d: np.ndarray, top: np.float32) -> np.ndarray:
 def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=None):
     """Pure core: (slot per routed point group, structured points) for one chunk.
 
-    Yields ``(slot, points)`` pairs, points relative to their tile's lower-left corner.
+    Yields ``(slot, points)`` pairs, points relative to their tile's lower-left corner (float64;
+    a point on a tile's edge may lie a rounding error outside [0, tile): :func:`tile_relative`
+    clips it when the sample is written).
     """
     x, y = chunk["x"], chunk["y"]
     if transformer is not None:
@@ -195,13 +201,12 @@ def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=No
     order = np.argsort(s, kind="stable")
     sel, s = sel[order], s[order]
     cuts = np.flatnonzero(np.diff(s)) + 1
-    top = tile_max(grid.tile)
     for group in np.split(np.arange(len(sel)), cuts):
         idx = sel[group]
         c, r = col[idx[0]], row[idx[0]]
         pts = np.empty(len(idx), dtype=POINT_DTYPE)
-        pts["x"] = tile_relative(x[idx] - (grid.x0 + c * grid.tile), top)
-        pts["y"] = tile_relative(y[idx] - (grid.y1 - (r + 1) * grid.tile), top)
+        pts["x"] = x[idx] - (grid.x0 + c * grid.tile)  # exact; float32 and clipped in the sample
+        pts["y"] = y[idx] - (grid.y1 - (r + 1) * grid.tile)
         pts["z"] = chunk["z"][idx]
         for name in ("intensity", "return_number", "number_of_returns", "classification"):
             pts[name] = chunk[name][idx]
