@@ -5,7 +5,7 @@ from __future__ import annotations
 from os import PathLike
 
 
-def _redact(path: str) -> str:
+def redact_url(path: str) -> str:
     """No query string, fragment or user:password of a URL in a message (signed URLs carry tokens)."""
     if "://" not in path or path.startswith("file://"):
         return path
@@ -20,7 +20,7 @@ class InputError(Exception):
     """Bad input: names the offending file and the reason in one line."""
 
     def __init__(self, path: str | PathLike | None, reason: str):
-        self.path = None if path is None else _redact(str(path))
+        self.path = None if path is None else redact_url(str(path))
         self.reason = " ".join(str(reason).split())  # always one line
         super().__init__(self.__str__())
 

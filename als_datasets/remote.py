@@ -18,6 +18,7 @@ refuses such servers with a one-line error, and is handed to laspy as a file obj
 
 from __future__ import annotations
 
+import http.client
 import io
 import os
 import threading
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from als_datasets.errors import InputError
+from als_datasets.errors import InputError, redact_url
 
 __all__ = [
     "FetchStats",
@@ -38,6 +39,7 @@ __all__ = [
     "redact",
     "source_name",
     "open_source",
+    "read_whole",
 ]
 
 #: read-ahead for small reads (hierarchy pages, VLRs past the first block)
@@ -48,6 +50,12 @@ FIRST_BLOCK = 4096
 #: parallel range requests of one batch of octree nodes (remote sources only)
 HTTP_THREADS = 4
 _RETRY_STATUS = {429, 500, 502, 503, 504}
+#: seconds before the first retry of a failed request; doubled for each further one
+RETRY_BASE_S = 0.5
+#: retries of a failed request (429/5xx, network error, timeout, truncated body) before giving up
+RETRIES = 3
+#: seconds a request may wait for the server (connect, or between bytes of the answer)
+TIMEOUT_S = 60.0
 #: fsspec protocol -> the package that implements it (for the "pip install" hint)
 _FSSPEC_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
                     "abfss": "adlfs"}
@@ -73,13 +81,7 @@ def redact(path) -> str:
     """The path or URL for messages and names: no query string, fragment or user:password
     (a signed URL's token must not land in error messages, logs or a published dataset)."""
     text = os.fspath(path) if not isinstance(path, str) else path
-    if not is_remote(text):
-        return text
-    u = urllib.parse.urlsplit(text)
-    host = u.hostname or ""
-    if u.port:
-        host = f"{host}:{u.port}"
-    return urllib.parse.urlunsplit((u.scheme, host, u.path, "", ""))
+    return redact_url(text) if is_remote(text) else text
 
 
 def source_name(path) -> str:
@@ -131,15 +133,52 @@ class _LocalFetcher:
             self._fd = -1
 
 
+class _Truncated(Exception):
+    """A body shorter than announced (a dropped connection): retried like a network error."""
+
+
+def _retrying(name: str, req, timeout: float, retries: int, body, what: str = ""):
+    """``body(resp)`` of ``urlopen(req)``, retrying 429/5xx, network errors, timeouts and truncated
+    bodies ``retries`` times with exponential backoff (:data:`RETRY_BASE_S`, doubled each time);
+    then a one-line :class:`InputError` naming ``name`` (a redacted URL)."""
+    for attempt in range(retries + 1):
+        last = attempt >= retries
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return body(resp)
+        except urllib.error.HTTPError as e:
+            e.close()
+            if e.code in _RETRY_STATUS and not last:
+                time.sleep(RETRY_BASE_S * 2 ** attempt)
+                continue
+            reason = "file not found (HTTP 404)" if e.code == 404 else f"HTTP {e.code} {e.reason}"
+            tries = f" after {attempt + 1} tries" if attempt else ""
+            raise InputError(name, f"{reason}{f' (fetching {what})' if what else ''}{tries}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException, _Truncated) as e:
+            if not last:
+                time.sleep(RETRY_BASE_S * 2 ** attempt)
+                continue
+            reason = getattr(e, "reason", None) or e
+            if isinstance(e, (_Truncated, http.client.IncompleteRead)):
+                reason = f"truncated body: {e}"
+            elif isinstance(e, TimeoutError) or "timed out" in str(reason):
+                reason = f"timed out after {timeout:g} s"
+            tries = f" after {attempt + 1} tries" if attempt else ""
+            raise InputError(name, f"cannot fetch{' ' + what if what else ''} ({' '.join(str(reason).split())}){tries}")\
+                from None
+    raise AssertionError("unreachable")
+
+
 class _HttpFetcher:
     """``GET`` with ``Range: bytes=a-b``; every answer must be ``206`` with a matching
     ``Content-Range``.  The first block is fetched on open (it gives the file size too)."""
 
     parallel = True
 
-    def __init__(self, url: str, first: int, timeout: float = 60.0, retries: int = 3):
-        self.url, self.name = url, redact(url)
-        self.timeout, self.retries = timeout, retries
+    def __init__(self, url: str, first: int, timeout: float | None = None, retries: int | None = None):
+        self.url, self.name = signed(url), redact(url)
+        self.timeout = TIMEOUT_S if timeout is None else timeout
+        self.retries = RETRIES if retries is None else retries
         self.size = -1
         self.first_block, total, headers = self._get(0, first)
         self.size = total
@@ -152,23 +191,8 @@ class _HttpFetcher:
     def _get(self, start: int, stop: int) -> tuple[bytes, int, dict]:
         req = urllib.request.Request(self.url, headers={
             "Range": f"bytes={start}-{stop - 1}", "Accept-Encoding": "identity", "User-Agent": "als-datasets"})
-        for attempt in range(self.retries + 1):
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return self._body(resp, start, stop)
-            except urllib.error.HTTPError as e:
-                e.close()
-                if e.code in _RETRY_STATUS and attempt < self.retries:
-                    time.sleep(0.5 * 2 ** attempt)
-                    continue
-                raise InputError(self.name, f"HTTP {e.code} {e.reason} (fetching bytes {start}-{stop - 1})") from None
-            except (urllib.error.URLError, OSError) as e:
-                if attempt < self.retries:
-                    time.sleep(0.5 * 2 ** attempt)
-                    continue
-                reason = getattr(e, "reason", None) or e
-                raise InputError(self.name, f"cannot fetch ({' '.join(str(reason).split())})") from None
-        raise AssertionError("unreachable")
+        return _retrying(self.name, req, self.timeout, self.retries, lambda resp: self._body(resp, start, stop),
+                         f"bytes {start}-{stop - 1}")
 
     def _body(self, resp, start: int, stop: int) -> tuple[bytes, int, dict]:
         status = getattr(resp, "status", None) or resp.getcode()
@@ -186,9 +210,11 @@ class _HttpFetcher:
         if unit != "bytes" or a != start or total is None or total < 0:
             raise InputError(self.name, f"the server answered range {cr!r} to a request for bytes={start}-{stop - 1}")
         want = min(stop, total) - start
+        if b - a + 1 != want:
+            raise InputError(self.name, f"the server answered range {cr!r} to a request for bytes={start}-{stop - 1}")
         data = resp.read(want)
-        if len(data) != want or b - a + 1 != want:
-            raise InputError(self.name, f"short read: got {len(data)} of {want} bytes at offset {start}")
+        if len(data) != want:  # a truncated body: retried
+            raise _Truncated(f"short read: got {len(data)} of {want} bytes at offset {start}")
         return data, total, dict(resp.headers)
 
     def close(self) -> None:
@@ -343,3 +369,120 @@ def open_source(path, stats: FetchStats | None = None, block_size: int = BLOCK_S
     else:
         fetcher = _LocalFetcher(text)
     return RangeFile(fetcher, stats, block_size)
+
+
+def read_whole(path, stats: FetchStats | None = None, timeout: float | None = None, retries: int | None = None) -> bytes:
+    """The whole content of a small file (a JSON document, an EPT node) in one request.
+
+    ``http(s)://``: one ``GET`` (no ``Range``), retried like ranged reads (429/5xx, network errors,
+    timeouts, a body shorter than its ``Content-Length``), then a one-line :class:`InputError`
+    naming the redacted URL; 404 says "file not found".  fsspec URLs: ``cat_file``; local paths
+    and ``file://``: read.  ``stats`` counts the bytes and the request.  ``timeout`` and
+    ``retries`` default to :data:`TIMEOUT_S` and :data:`RETRIES`."""
+    text = os.fspath(path) if not isinstance(path, str) else path
+    scheme = _scheme(text)
+    timeout = TIMEOUT_S if timeout is None else timeout
+    retries = RETRIES if retries is None else retries
+    if scheme in ("http", "https"):
+        name = redact(text)
+        req = urllib.request.Request(signed(text), headers={"Accept-Encoding": "identity",
+                                                            "User-Agent": "als-datasets"})
+
+        def body(resp) -> bytes:
+            length = resp.headers.get("Content-Length")
+            data = resp.read()
+            if length is not None and length.isdigit() and len(data) != int(length):
+                raise _Truncated(f"got {len(data)} of {length} bytes")
+            return data
+
+        data = _retrying(name, req, timeout, retries, body)
+    elif scheme and scheme != "file":
+        f = _FsspecFetcher(text)
+        data = f.fetch(0, f.size) if f.size else b""
+    else:
+        local = urllib.request.url2pathname(urllib.parse.urlsplit(text).path) if scheme == "file" else text
+        try:
+            with open(local, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise InputError(text, "file not found") from None
+        except OSError as e:
+            raise InputError(text, f"cannot read: {e.strerror}") from None
+    if stats is not None:
+        stats.add(len(data))
+    return data
+
+
+# --------------------------------------------------------------------------- URL signing
+
+#: URL prefix -> dotted name of a signing hook; mirrored in the environment so that worker
+#: processes started after the recipe was read sign the same URLs
+ENV_SIGNERS = "ALS_DATASETS_URL_SIGNERS"
+_SIGNERS: dict[str, str] = {}
+
+
+def load_callable(dotted: str):
+    """The callable named ``package.module:attr`` or ``package.module.attr``."""
+    import importlib
+
+    mod_name, sep, attr = dotted.partition(":")
+    if not sep:
+        mod_name, _, attr = dotted.rpartition(".")
+    if not mod_name or not attr:
+        raise InputError(None, f"signing hook {dotted!r} is not a dotted name such as 'package.module:function'")
+    try:
+        obj = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise InputError(None, f"signing hook {dotted!r}: cannot import {mod_name} ({e.name or e})") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise InputError(None, f"signing hook {dotted!r}: {mod_name} has no {attr}")
+    if not callable(obj):
+        raise InputError(None, f"signing hook {dotted!r} is not callable")
+    return obj
+
+
+def register_signer(prefix: str, hook: str) -> None:
+    """Sign every URL starting with ``prefix`` with ``hook`` (a dotted callable: href -> signed
+    href) when it is fetched.  URLs are named, stored and printed unsigned; only the request
+    carries the token."""
+    import json
+
+    load_callable(hook)  # fail now, at recipe time, on a hook that does not import
+    _SIGNERS[prefix] = hook
+    os.environ[ENV_SIGNERS] = json.dumps(_signers())
+
+
+def _signers() -> dict[str, str]:
+    import json
+
+    out = {}
+    try:
+        out.update(json.loads(os.environ.get(ENV_SIGNERS) or "{}"))
+    except ValueError:
+        pass
+    out.update(_SIGNERS)
+    return out
+
+
+def signed(url: str) -> str:
+    """``url`` signed by the hook registered for its longest matching prefix (else unchanged)."""
+    if not is_remote(url):
+        return url
+    signers = _signers()
+    if not signers:
+        return url
+    match = max((p for p in signers if url.startswith(p)), key=len, default=None)
+    if match is None:
+        return url
+    hook = signers[match]
+    try:
+        out = load_callable(hook)(url)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the hook is the user's code
+        raise InputError(redact(url), f"signing hook {hook} failed ({type(e).__name__})") from None
+    if not isinstance(out, str) or not out:
+        raise InputError(redact(url), f"signing hook {hook} returned {type(out).__name__}, not a URL")
+    return out

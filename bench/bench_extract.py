@@ -10,8 +10,17 @@ then measures in this one run:
 * build:  ``als-datasets build`` with one worker selecting every tile of the file (so every
   point is routed, cleaned and written), with the paper's outlier filter, and without it
   (``outlier: false``) to separate the pipeline's own cost from the filter's;
-* peak RSS of the build process (with the filter) for the file and for a file 3x larger.
+* the build with the filter and the per-tile terrain rasters (``terrain_rasters: true``);
+* peak RSS of the build process (with the filter) for the file and for a file 3x larger;
+* the time split per stage of the filtered build (one in-process build: route = read + route +
+  stage, load = staged parts, filter = noise classes + outlier filter, sample = float32 arrays +
+  heights above ground + entropies, terrain, write = both formats, rest = plan, frame, finalise);
+* the outlier filter alone on 2 M points of one 500 m tile (8 pts/m², 40 % canopy up to 25 m)
+  and on 10 M points (a 1 km square at 10 pts/m²): the old implementation (scipy ``cKDTree``,
+  the filter before issue 15, kept here verbatim) against the new one, CPU seconds of this
+  process side by side, with the flags compared.
 
+The development machine is shared: every figure is a ratio measured within this one run.
 Prints a table of points/s and ratios and writes ``bench/results/extract.json``.
 """
 
@@ -65,7 +74,7 @@ def make_laz(path: Path, n: int, density: float = 4.0, seed: int = 0, chunk: int
     return (x0, y0, x0 + side, y0 + side)
 
 
-def make_inputs(folder: Path, n: int, outlier: bool) -> Path:
+def make_inputs(folder: Path, n: int, outlier: bool, terrain: bool = False) -> Path:
     import rasterio
     from rasterio.transform import from_origin
 
@@ -89,11 +98,12 @@ def make_inputs(folder: Path, n: int, outlier: bool) -> Path:
         "kind": "als", "name": "bench", "samples_per_project": 100000, "landcover": {"path": "lc.tif"},
         "dem": {"path": "dem.tif"}, "projects": [{"name": "bench", "pointclouds": ["cloud.laz"]}],
         "output": {"formats": ["webdataset", "parquet"], "shard_max_samples": 8},
-        "outlier": {"mean_k": 12, "multiplier": 2.2} if outlier else False,
+        "outlier": {"mean_k": 12, "multiplier": 2.2} if outlier else None,
+        **({"terrain_rasters": True} if terrain else {}),
     }
     import yaml
 
-    rp = folder / ("recipe.yaml" if outlier else "recipe-nofilter.yaml")
+    rp = folder / ("recipe-terrain.yaml" if terrain else "recipe.yaml" if outlier else "recipe-nofilter.yaml")
     rp.write_text(yaml.safe_dump(recipe))
     return rp
 
@@ -124,39 +134,159 @@ def run_build(recipe: Path, out: Path) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024.0
 
 
+def old_filter(xyz: np.ndarray, k: int = 12, multiplier: float = 2.2) -> np.ndarray:
+    """The outlier filter as it was before issue 15 (scipy cKDTree, ``>`` the threshold, numpy
+    mean / std) — kept for the side-by-side rate; it differs from PDAL's in rare ties."""
+    from scipy.spatial import cKDTree
+
+    n = len(xyz)
+    pts = np.asarray(xyz, dtype=np.float64)
+    cell = np.floor(pts[:, :2] / 5.0).astype(np.int64)
+    order = np.lexsort((cell[:, 0], cell[:, 1]))
+    q = pts[order]
+    tree = cKDTree(q, balanced_tree=False, compact_nodes=False)
+    mean_d = np.empty(n)
+    block = 1 << 19
+    for i in range(0, n, block):
+        dist, _ = tree.query(q[i:i + block], k=k + 1, workers=1)
+        mean_d[order[i:i + block]] = dist[:, 1:].mean(axis=1)
+    return mean_d > mean_d.mean() + multiplier * mean_d.std(ddof=1)
+
+
+def tile_points(n: int, side: float, seed: int = 0) -> np.ndarray:
+    """``n`` points on a ``side`` m square in scan-line order, 0.01 m scaled like LAS: 60 % on a
+    rolling ground, 40 % canopy spread up to 25 m above it."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.random(n) * side, rng.random(n) * side
+    ground = 100 + 20 * np.sin(x / 300.0) + 10 * np.cos(y / 400.0)
+    veg = rng.random(n) < 0.4
+    z = ground + np.where(veg, rng.random(n) * 25, 0.0) + rng.normal(0, 0.05, n)
+    xyz = np.round(np.column_stack([x, y, z]), 2)
+    return xyz[np.lexsort((xyz[:, 0], np.floor(xyz[:, 1])))]
+
+
+def filter_alone(n: int, side: float) -> dict:
+    from als_datasets.kinds.als.extract.outliers import statistical_outliers
+
+    xyz = tile_points(n, side)
+    statistical_outliers(xyz[:20000])  # compiled (or loaded from numba's cache) outside the timing
+    t = time.process_time()
+    new = statistical_outliers(xyz)
+    t_new = time.process_time() - t
+    t = time.process_time()
+    old = old_filter(xyz)
+    t_old = time.process_time() - t
+    return {"points": n, "side_m": side, "old_cpu_s": t_old, "new_cpu_s": t_new, "old_pts_s": n / t_old,
+            "new_pts_s": n / t_new, "speedup": t_old / t_new, "outliers": int(new.sum()),
+            "flags_differ": int((new != old).sum())}
+
+
+def stage_split(recipe: Path, out: Path) -> dict:
+    """Seconds per stage of one in-process build (one worker, so every stage runs here)."""
+    import shutil
+
+    import als_datasets.build as core_build
+    import als_datasets.kinds.als.build as als_build
+    import als_datasets.kinds.als.tasks as tasks
+    from als_datasets.recipe import load_recipe
+
+    spent: dict[str, float] = {}
+    originals = []
+
+    def wrap(mod, name, stage):
+        f = getattr(mod, name)
+        originals.append((mod, name, f))
+
+        def timed(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return f(*a, **kw)
+            finally:
+                spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - t
+        setattr(mod, name, timed)
+
+    from als_datasets.kinds.als.extract.outliers import statistical_outliers
+
+    statistical_outliers(tile_points(20000, 50.0))  # numba's kernels loaded before the clock starts
+    wrap(als_build, "stage_points", "route")
+    wrap(tasks, "load_tile_points", "load")
+    wrap(tasks, "clean_points", "filter")
+    wrap(tasks, "terrain_rasters", "terrain")
+    wrap(tasks, "make_sample", "_sample_total")
+    wrap(core_build, "run_shard_task", "_shards_total")
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.perf_counter()
+    try:
+        core_build.run_build(load_recipe(recipe, out_dir=out), workers=1)
+    finally:
+        for mod, name, f in originals:
+            setattr(mod, name, f)
+    total = time.perf_counter() - t
+    sample = spent.pop("_sample_total", 0.0)
+    shards = spent.pop("_shards_total", 0.0)
+    split = {"route": spent.get("route", 0.0), "load": spent.get("load", 0.0), "filter": spent.get("filter", 0.0),
+             "sample": sample - spent.get("load", 0.0) - spent.get("filter", 0.0) - spent.get("terrain", 0.0),
+             "terrain": spent.get("terrain", 0.0), "write": shards - sample}
+    split["rest"] = total - sum(split.values())
+    split["total"] = total
+    return split
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=float, default=20e6)
     ap.add_argument("--work", type=Path, default=Path("/tmp/als-bench"))
     ap.add_argument("--no-large", action="store_true", help="skip the 3x file (peak-memory comparison)")
+    ap.add_argument("--filter-points", type=float, nargs="*", default=[2e6, 10e6],
+                    help="sizes for the filter-alone comparison (2 M: one 500 m tile; larger: 10 pts/m²)")
     args = ap.parse_args()
     n = int(args.points)
-    res: dict = {"points": n, "cpu_count": os.cpu_count()}
+    res: dict = {"points": n, "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg()}
 
     t = time.perf_counter()
     rp = make_inputs(args.work / "x1", n, outlier=True)
     rp_nf = make_inputs(args.work / "x1", n, outlier=False)
+    rp_t = make_inputs(args.work / "x1", n, outlier=True, terrain=True)
     print(f"inputs ready ({time.perf_counter() - t:.1f} s): {n:,} points")
+    run_build(rp, args.work / "out-warm")  # numba compiles its kernels once per machine (cached)
     npts, dec = bare_decode(rp.parent / "cloud.laz")
     res["decode_s"], res["decode_pts_s"] = dec, npts / dec
     wall, rss = run_build(rp, args.work / "out-x1")
     res["build_s"], res["build_pts_s"], res["build_peak_rss_mib"] = wall, npts / wall, rss
     wall_nf, rss_nf = run_build(rp_nf, args.work / "out-x1-nofilter")
     res["build_nofilter_s"], res["build_nofilter_pts_s"], res["build_nofilter_peak_rss_mib"] = wall_nf, npts / wall_nf, rss_nf
+    wall_t, rss_t = run_build(rp_t, args.work / "out-x1-terrain")
+    res["build_terrain_s"], res["build_terrain_pts_s"], res["build_terrain_peak_rss_mib"] = wall_t, npts / wall_t, rss_t
+    _, dec2 = bare_decode(rp.parent / "cloud.laz")  # decode again: load drift between the two ends
+    res["decode_again_s"] = dec2
+    res["stages_s"] = stage_split(rp, args.work / "out-x1-stages")
     if not args.no_large:
         rp3 = make_inputs(args.work / "x3", 3 * n, outlier=True)
         _, dec3 = bare_decode(rp3.parent / "cloud.laz")
         wall3, rss3 = run_build(rp3, args.work / "out-x3")
         res.update({"x3_points": 3 * n, "x3_decode_s": dec3, "x3_build_s": wall3, "x3_build_peak_rss_mib": rss3})
+    res["filter_alone"] = [filter_alone(int(m), 500.0 if m <= 2e6 else float(np.sqrt(m / 10.0)))
+                           for m in args.filter_points]
+    res["load_avg_end"] = os.getloadavg()
 
     print(f"\n{'':34}{'seconds':>10}{'points/s':>14}{'ratio':>8}{'peak MiB':>10}")
     print(f"{'bare decode (laspy+lazrs)':34}{dec:10.1f}{npts / dec:14,.0f}{1.0:8.2f}{'':>10}")
     print(f"{'build, 1 worker, outlier filter':34}{wall:10.1f}{npts / wall:14,.0f}{dec / wall:8.2f}{rss:10.0f}")
     print(f"{'build, 1 worker, no filter':34}{wall_nf:10.1f}{npts / wall_nf:14,.0f}{dec / wall_nf:8.2f}{rss_nf:10.0f}")
+    print(f"{'build, filter + terrain rasters':34}{wall_t:10.1f}{npts / wall_t:14,.0f}{dec / wall_t:8.2f}{rss_t:10.0f}")
+    print(f"{'bare decode, again':34}{dec2:10.1f}{npts / dec2:14,.0f}")
     if not args.no_large:
         print(f"{'3x file: bare decode':34}{dec3:10.1f}{3 * npts / dec3:14,.0f}{1.0:8.2f}{'':>10}")
         print(f"{'3x file: build, outlier filter':34}{wall3:10.1f}{3 * npts / wall3:14,.0f}{dec3 / wall3:8.2f}{rss3:10.0f}")
         print(f"peak memory of the build, 3x file / 1x file: {rss3 / rss:.2f}")
+    st = res["stages_s"]
+    print("\nstages of the filtered build (in-process, s): "
+          + ", ".join(f"{k} {v:.1f} ({v / st['total']:.0%})" for k, v in st.items() if k != "total"))
+    print("\noutlier filter alone (CPU s of this process; same flags?)")
+    for f in res["filter_alone"]:
+        print(f"  {f['points'] / 1e6:.0f} M points on {f['side_m']:.0f} m: old {f['old_pts_s'] / 1e6:.2f} M/s, "
+              f"new {f['new_pts_s'] / 1e6:.2f} M/s, {f['speedup']:.2f}x; flags differing: {f['flags_differ']}")
+    print(f"load average at start / end: {res['load_avg_start']} / {res['load_avg_end']}")
     out = HERE / "results" / "extract.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")

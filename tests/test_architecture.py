@@ -116,6 +116,21 @@ def test_core_never_imports_a_kind():
     assert not bad, "\n".join(bad)
 
 
+def test_kinds_are_siblings():
+    """A kind imports the core, itself and the shared raster base (``kinds.raster``), never
+    another kind: what two kinds share belongs in the core."""
+    bad = []
+    for m, deps in import_graph().items():
+        parts = m.split(".")
+        if len(parts) < 3 or parts[1] != "kinds":
+            continue
+        for d in deps:
+            dp = d.split(".")
+            if len(dp) >= 3 and dp[1] == "kinds" and dp[2] not in (parts[2], "raster"):
+                bad.append(f"{m} imports {d}")
+    assert not bad, "\n".join(bad)
+
+
 def test_core_never_names_a_kind():
     """No string literal of the core is a kind's name (no ``if kind == "als"``); the registry's
     default kind is the one exception."""

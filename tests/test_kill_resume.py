@@ -415,3 +415,100 @@ def test_validate_command_exit_code(tmp_path, reference):
                        timeout=RUN_TIMEOUT_S)
     assert r.stderr.strip() == f"{out}/{gone}: missing"
     assert r.returncode == 1
+
+
+# --------------------------------------------------------------------------------------------
+# EPT over HTTP: a killed build resumes without fetching again the datasets it had staged
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ept_inputs(tmp_path_factory):
+    """Three EPT datasets (the MVK points, each a unit higher than the last; paged hierarchy,
+    small nodes) served on 127.0.0.1 by a Range server that logs every path and answers node
+    requests slowly (the reading phase lasts long enough to be killed in), and a recipe naming
+    their URLs."""
+    import laspy
+    import range_server
+    from ept_writer import write_ept
+
+    from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
+
+    root = tmp_path_factory.mktemp("kill_resume_ept")
+    src = root / "in"
+    src.mkdir()
+    info = inspect_pointcloud(MVK)
+    las = laspy.read(MVK)
+    files = {}
+    for k, c in enumerate(COPIES):
+        pts = {"x": np.asarray(las.x), "y": np.asarray(las.y), "z": np.asarray(las.z) + k,
+               **{f: np.asarray(getattr(las, f)) for f in ("intensity", "return_number", "number_of_returns",
+                                                           "classification")}}
+        write_ept(src / c, pts, {"wkt": info.crs.to_wkt()}, max_points=300, span=8, step=2)
+        files.update({f"{c}/{p.relative_to(src / c).as_posix()}": p for p in (src / c).rglob("*") if p.is_file()})
+
+    class SlowLoggingHandler(range_server._Handler):
+        def _serve(self, head: bool) -> None:
+            self.server.seen.append(self.path)
+            if "/ept-data/" in self.path:
+                time.sleep(self.server.delay)
+            return super()._serve(head)
+
+    srv = range_server.RangeServer(files)
+    srv._srv.RequestHandlerClass = SlowLoggingHandler
+    srv._srv.seen, srv._srv.delay = [], 0.0
+    landcover_around(src / "lc.tif", footprint_lonlat(info).bounds,
+                     pattern=lambda h, w: 41 + (np.indices((h, w))[1] < w // 3) * -19)
+    with srv:
+        urls = [srv.url(f"{c}/ept.json") for c in COPIES]
+        recipe = write_recipe(src / "r.yaml", name="kr", tile_size_m=500, grid_res_m=25, samples_per_project=9,
+                              landcover={"path": "lc.tif"}, dem={"path": "lc.tif"},
+                              projects=[{"name": "kr", "pointclouds": urls, "pointcloud_crs": None}],
+                              output={"dir": "out", "shard_max_samples": 2})
+        yield root, recipe, srv._srv
+
+
+def _ept_fetches(seen: list[str]) -> dict[str, int]:
+    """Node requests per dataset."""
+    out = dict.fromkeys(COPIES, 0)
+    for p in seen:
+        parts = p.lstrip("/").split("/")
+        if len(parts) > 2 and parts[1] == "ept-data":
+            out[parts[0]] += 1
+    return out
+
+
+def test_kill_and_resume_ept_over_http(ept_inputs):
+    root, recipe, server = ept_inputs
+    ref_out = root / "ref" / "out"
+    ref_out.parent.mkdir()
+    _run_to_end(_build_cmd(recipe, ref_out, 1), ref_out.parent / "log")
+    ref = {"digest": _digest(ref_out), "keys": _keys(ref_out)}
+    assert len(ref["keys"]["index"]) == 9
+    full = _ept_fetches(server.seen)
+    assert all(full.values()), full
+
+    out = root / "t" / "out"
+    out.parent.mkdir()
+    log = out.parent / "log"
+    cmd = _build_cmd(recipe, out, 1)
+    server.delay = 0.05  # nodes arrive slowly: the kill lands while the files are being read
+    p = _start(cmd, log)
+    done_dir = out / ".build" / "staging" / "_done"
+    t0 = time.monotonic()
+    try:
+        while p.poll() is None and not (done_dir.is_dir() and any(done_dir.glob("*.json"))):
+            assert time.monotonic() - t0 < RUN_TIMEOUT_S, log.read_text()
+            time.sleep(0.002)
+    finally:
+        _kill_group(p)
+    server.delay = 0.0
+    assert p.returncode != 0, "the build ended before it could be killed"
+    staged = {COPIES[int(m.stem[1:])] for m in done_dir.glob("f*.json")}
+    assert staged and staged != set(COPIES), staged
+    server.seen.clear()
+    _run_to_end(cmd, log)
+    again = _ept_fetches(server.seen)
+    print(f"staged before the kill: {sorted(staged)}; node requests of the resumed run {again} "
+          f"(an uninterrupted build: {full})")
+    assert all(again[c] == 0 for c in staged), again
+    assert all(again[c] == full[c] for c in COPIES if c not in staged), (again, full)
+    _check_like_reference(out, ref, "EPT build killed while reading, resumed")

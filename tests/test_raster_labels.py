@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from als_datasets.errors import InputError
-from als_datasets.kinds.raster.entropy import per_band_entropy, spectral_entropy
+from als_datasets.kinds.raster.entropy import (
+    band_moments,
+    norm_ranges,
+    per_band_entropy,
+    pool_moments,
+    spectral_entropy,
+)
 from als_datasets.kinds.raster.labels import BIOMES, DEFAULT_CONTINENTS, BiomeLookup, ContinentLookup
 from als_datasets.stats import satmae_entropy
 
@@ -75,6 +81,38 @@ def test_entropy_equals_stats_satmae_entropy_per_band(dtype, bins):
     ref = np.array([[satmae_entropy(px[i, c].ravel(), bins=bins, base=2.0) for c in range(4)] for i in range(6)])
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(spectral_entropy(px, bins=bins, base=2.0), ref.mean(axis=1), rtol=0, atol=1e-12)
+
+
+def _lake_and_mosaic(seed: int = 5) -> np.ndarray:
+    """(2, 4, 96, 96): a uniform lake with sensor noise, and a four-class land mosaic with the same noise."""
+    rng = np.random.default_rng(seed)
+    lake = np.full((4, 96, 96), 400.0)
+    mosaic = np.zeros((4, 96, 96))
+    levels = np.array([[300, 500, 800, 2500], [900, 1200, 1400, 3000], [1800, 2200, 2600, 3500], [250, 1500, 3000, 4000]])
+    for q, (r, c) in enumerate([(0, 0), (0, 48), (48, 0), (48, 48)]):
+        mosaic[:, r:r + 48, c:c + 48] = levels[:, q][:, None, None]
+    px = np.stack([lake, mosaic]) + rng.normal(0, 15, (2, 4, 96, 96))
+    return np.clip(px, 0, None).astype(np.uint16)
+
+
+def test_entropy_dataset_normalisation_ranks_variety_over_noise():
+    """Issue 14: per-patch normalisation stretches a noisy uniform lake over 0-255, so it outscores a
+    land mosaic; with the dataset's per-band mean ± 2σ the mosaic scores higher."""
+    px = _lake_and_mosaic()
+    valid = np.ones((2, 96, 96), dtype=bool)
+    per_patch = spectral_entropy(px, valid)
+    assert per_patch[0] > per_patch[1]  # the defect the issue describes
+    stats = pool_moments([("s2", f"b{j}", m, 2) for j, m in enumerate(band_moments(px, valid))])
+    norm = norm_ranges(stats, "s2", [f"b{j}" for j in range(4)])
+    assert norm.shape == (4, 2) and (norm[:, 1] > norm[:, 0]).all()
+    ds = spectral_entropy(px, valid, norm=norm)
+    assert ds[1] > ds[0] + 1.0 and ds[0] < 2.5
+    # pooled moments are the plain mean / std of all valid pixels
+    assert stats["s2"]["b0"]["mean"] == pytest.approx(px[:, 0].mean(), rel=1e-6)
+    assert stats["s2"]["b0"]["std"] == pytest.approx(px[:, 0].astype(float).std(), rel=1e-5)
+    # a fixed range: the same operations as satmae_entropy on values pre-clipped to that range
+    with pytest.raises(ValueError):
+        spectral_entropy(px, valid, norm=norm[:3])
 
 
 def test_entropy_valid_mask_respected():

@@ -1,7 +1,7 @@
 """Remote COPC inputs: header over HTTP range requests, bounds queries that fetch only the
 octree nodes of the selected tiles, builds from a URL identical to builds from the local file
 (and to a full read of a plain LAZ copy), and one-line errors for servers without Range, 404,
-s3:// without s3fs, and EPT."""
+s3:// without s3fs.  EPT inputs: test_ept.py, test_ept_writer.py."""
 
 from __future__ import annotations
 
@@ -309,10 +309,3 @@ def test_s3_without_s3fs():
     with pytest.raises(InputError) as e:
         inspect_pointcloud(url)
     _one_line(e.value, url, "pip install s3fs")
-
-
-def test_ept_refused(tmp_path):
-    for src in ("https://s3-us-west-2.amazonaws.com/usgs-lidar-public/USGS_LPC_X/ept.json", tmp_path / "ept.json"):
-        with pytest.raises(InputError) as e:
-            inspect_pointcloud(src)
-        _one_line(e.value, "ept.json", "EPT", "COPC")

@@ -13,7 +13,7 @@ from als_datasets.cli.root import app
 
 def _register() -> None:
     # each module adds its command to ``app``
-    from als_datasets.cli import build, plan, pretrain, probe, push, report, validate  # noqa: F401
+    from als_datasets.cli import build, plan, pretrain, probe, projects, push, report, validate  # noqa: F401
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:

@@ -304,9 +304,12 @@ def train(data, model: str, config: str | dict = "tiny", out=None, max_steps: in
     if num_workers is None:
         num_workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     try:
-        return _run(info, module, model, cfg, config_name, out, max_steps, epochs, seed, num_workers, resume, dev,
-                    rank, world, distributed, max(int(log_every), 1), ckpt_every, keep_every, stop_after,
-                    progress and rank == 0)
+        result = _run(info, module, model, cfg, config_name, out, max_steps, epochs, seed, num_workers, resume, dev,
+                      rank, world, distributed, max(int(log_every), 1), ckpt_every, keep_every, stop_after,
+                      progress and rank == 0)
+        if owns_pg:  # every rank tears gloo down together (a peer exiting mid-teardown can abort the other)
+            dist.barrier()
+        return result
     finally:
         if owns_pg and dist.is_initialized():
             dist.destroy_process_group()

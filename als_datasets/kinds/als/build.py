@@ -17,7 +17,7 @@ from als_datasets.kinds.als.extract.route import (
     source_facts,
     task_is_done,
 )
-from als_datasets.kinds.als.sources.remote import source_name
+from als_datasets.kinds.als.sources.remote import source_label
 from als_datasets.kinds.als.tasks import ShardTask
 from als_datasets.plan import Plan
 
@@ -72,8 +72,9 @@ def als_shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> l
             index=s.index, split=s.split, records=tuple(recs[k] for k in s.keys), staging=str(staging),
             out_dir=str(out), formats=r.formats, drop_classes=r.drop_classes, outlier_k=r.outlier_k,
             outlier_multiplier=r.outlier_multiplier, landcover_names=(*r.landcover_classes, "other"),
-            sources=tuple((i, source_name(files[i].path)) for i in fis),  # never a signed URL's token
-            inputs=tuple(facts[i] for i in fis), threads=max(1, (os.cpu_count() or 1) // max(workers, 1))))
+            sources=tuple((i, source_label(files[i].path)) for i in fis),  # never a signed URL's token
+            inputs=tuple(facts[i] for i in fis), threads=max(1, (os.cpu_count() or 1) // max(workers, 1)),
+            raster_cell_m=r.terrain_cell_m))
     return tasks
 
 

@@ -146,9 +146,9 @@ class AlsKind(Kind):
         return {"samples_per_project": plan.recipe.samples_per_project}
 
     def features(self, manifest: dict, recipe: dict):
-        from als_datasets.kinds.als.tasks import als_features
+        from als_datasets.kinds.als.tasks import als_features, recipe_raster_px
 
-        return als_features([*((recipe.get("landcover") or {}).get("classes") or {}), "other"])
+        return als_features([*((recipe.get("landcover") or {}).get("classes") or {}), "other"], recipe_raster_px(recipe))
 
     def render_card(self, out, div, plots, repo_id=None):
         from als_datasets.kinds.als.card import render_als_card

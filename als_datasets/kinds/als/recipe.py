@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from als_datasets.errors import InputError, _redact
+from als_datasets.errors import InputError, redact_url
 from als_datasets.recipe import (
     DEFAULT_SHARD_MAX_BYTES,
     KEY_RE,
@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
                "shard_max_bytes": DEFAULT_SHARD_MAX_BYTES},
 }
 
-KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "sources", "demo"}
+KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "sources", "demo", "source", "stac", "terrain_rasters"}
 PROJECT_KEYS = {"name", "boundary", "pointclouds", "pointcloud_crs"}
 DEM_KEYS = {"path", "z_unit"}
 
@@ -66,9 +66,10 @@ DEM_KEYS = {"path", "z_unit"}
 @dataclass(frozen=True)
 class Project:
     name: str
-    boundary: Path | None
+    boundary: Path | str | None  # a file; for an archive's project "INDEX#NAME" (for messages)
     pointclouds: tuple[Path | str, ...]  # local paths; URLs (http(s)://, s3://) as str
     pointcloud_crs: str | None = None
+    boundary_geojson: str | None = None  # an archive project's boundary (GeoJSON geometry, lon/lat)
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,10 @@ class Recipe:
     draws: int
     tile_size_m: float
     grid_res_m: float
-    landcover_path: Path
+    landcover_path: Path | str  # a URL (https://, s3://) as str
     landcover_classes: dict[str, tuple[int, ...]]
     min_class_fraction: float
-    dem_path: Path | None
+    dem_path: Path | str | None
     slope_mask_other: bool
     slope_classes: dict[str, tuple[float, float]]
     projects: tuple[Project, ...]
@@ -100,6 +101,7 @@ class Recipe:
     raw: dict = field(repr=False, compare=False, default_factory=dict)
     shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES
     dem_z_to_m: float | None = None  # dem.z_unit as metres per DEM unit (None: what the DEM declares)
+    terrain_cell_m: float = 0.0  # terrain_rasters: per-sample DTM/DSM/nDSM/intensity cell size; 0: off
 
     kind = "als"
 
@@ -175,6 +177,10 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
     if abs(tile / res - round(tile / res)) > 1e-9 or round(tile / res) < 1:
         raise InputError(where, f"tile_size_m ({tile}) must be a positive multiple of grid_res_m ({res})")
 
+    from als_datasets.kinds.als.sources import archive
+
+    stac = archive.check_stac(where, merged.get("stac"))
+    stac_hrefs: list[str] = []
     projects = []
     seen = set()
     for i, p in enumerate(merged.get("projects") or []):
@@ -190,13 +196,31 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
             raise InputError(where, f"project name {pname!r} appears twice")
         seen.add(pname)
         pcs = p.get("pointclouds") or []
+        boundary = resolve_path(base, p.get("boundary"))
+        if pcs == "stac":  # the STAC items over the project's boundary
+            if stac is None or boundary is None:
+                raise InputError(where, f"project {pname!r}: pointclouds: stac needs a stac: section and a boundary")
+            from als_datasets.kinds.als.sources.geo import read_boundary
+
+            pcs = list(archive.stac_pointclouds(where, stac, pname, read_boundary(boundary)))
+            stac_hrefs += pcs
         if isinstance(pcs, str):
             pcs = [pcs]
         files = expand_pointclouds(where, base, pname, pcs)
-        boundary = resolve_path(base, p.get("boundary"))
         if boundary is None and not files:
             raise InputError(where, f"project {pname!r} has neither a boundary nor point clouds")
         projects.append(Project(pname, boundary, tuple(files), p.get("pointcloud_crs")))
+    explicit = len(projects)
+    if merged.get("source") is not None:
+        for ap in archive.archive_projects(where, base, merged["source"], stac):
+            if ap.name in seen:
+                raise InputError(where, f"project name {ap.name!r} appears twice (in projects and in source)")
+            seen.add(ap.name)
+            if merged["source"].get("pointclouds") == "stac":
+                stac_hrefs += ap.pointclouds
+            projects.append(Project(ap.name, ap.boundary, expand_pointclouds(where, base, ap.name, ap.pointclouds),
+                                    boundary_geojson=ap.boundary_geojson))
+    archive.register_stac_signer(stac, stac_hrefs)
     if not projects:
         raise InputError(where, "the recipe lists no projects")
 
@@ -209,19 +233,28 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
     draws = number(where, merged, "draws", int, lo=1)
     hold = holdout_fraction(where, merged)
     outlier_k, outlier_multiplier = _outlier(where, merged.get("outlier"))
+    terrain_cell = _terrain(where, merged.get("terrain_rasters"), tile)
     drop_classes = _drop_classes(where, merged.get("drop_classes"))
     min_fraction = number(where, merged, "min_class_fraction", float, 0, 1, lo_open=True)
 
     raw = copy.deepcopy(merged)
     raw["name"] = name
-    raw["landcover"] = {"path": str(resolve_path(base, lc["path"])), "classes": {k: list(v) for k, v in lc_classes.items()}}
-    raw["dem"] = ({"path": str(dem_path), **({"z_unit": dem_z_unit} if dem_z_unit is not None else {})}
+    lc_path = _raster_path(base, lc["path"])
+    raw["landcover"] = {"path": redact_url(str(lc_path)), "classes": {k: list(v) for k, v in lc_classes.items()}}
+    raw["dem"] = ({"path": redact_url(str(dem_path)), **({"z_unit": dem_z_unit} if dem_z_unit is not None else {})}
                   if dem_path else None)
     raw["projects"] = [  # recipe.yaml is published: no URL tokens
         {"name": p.name, "boundary": str(p.boundary) if p.boundary else None,
-         "pointclouds": [_redact(str(f)) for f in p.pointclouds], **({"pointcloud_crs": p.pointcloud_crs} if p.pointcloud_crs else {})}
-        for p in projects
+         "pointclouds": [redact_url(str(f)) for f in p.pointclouds], **({"pointcloud_crs": p.pointcloud_crs} if p.pointcloud_crs else {})}
+        for p in projects[:explicit]  # an archive's projects are the source: section's
     ]
+    for p, given in zip(raw["projects"], merged.get("projects") or []):
+        if given.get("pointclouds") == "stac":
+            p["pointclouds"] = "stac"
+    if raw.get("source"):
+        raw["source"] = {**raw["source"], "index": redact_url(str(raw["source"].get("index")))}
+    if raw.get("stac"):
+        raw["stac"] = {**raw["stac"], "api": redact_url(str(raw["stac"]["api"]))}
     raw["output"] = {"dir": str(out), "formats": list(formats), "shard_max_samples": shard_max,
                      "shard_max_bytes": shard_bytes}
     return Recipe(
@@ -233,7 +266,7 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
         draws=max(draws, n),
         tile_size_m=tile,
         grid_res_m=res,
-        landcover_path=resolve_path(base, lc["path"]),
+        landcover_path=lc_path,
         landcover_classes=lc_classes,
         min_class_fraction=min_fraction,
         dem_path=dem_path,
@@ -250,6 +283,7 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
         raw=raw,
         shard_max_bytes=shard_bytes,
         dem_z_to_m=dem_z_to_m,
+        terrain_cell_m=terrain_cell,
     )
 
 
@@ -259,17 +293,26 @@ def _dem(where, base: Path, dem) -> tuple[Path | None, str | float | None, float
     from als_datasets.kinds.als.sources.geo import z_unit_factor
 
     if not isinstance(dem, dict):
-        return resolve_path(base, dem), None, None
+        return _raster_path(base, dem), None, None
     extra = set(dem) - DEM_KEYS
     if extra:
         raise InputError(where, f"dem: unknown key(s): {', '.join(sorted(extra))} (expected path, z_unit)")
     unit = dem.get("z_unit")
     if unit is None:
-        return resolve_path(base, dem.get("path")), None, None
+        return _raster_path(base, dem.get("path")), None, None
     factor = z_unit_factor(unit)
     if factor is None:
         raise InputError(where, f"dem.z_unit must be m, ft, us-ft or metres per DEM unit (a number > 0), got {unit!r}")
-    return resolve_path(base, dem.get("path")), unit, factor
+    return _raster_path(base, dem.get("path")), unit, factor
+
+
+def _raster_path(base: Path, value) -> Path | str | None:
+    """A raster's path relative to the recipe's folder, or a URL kept as given (read by ranges)."""
+    from als_datasets.remote import is_remote
+
+    if value is not None and is_remote(str(value)):
+        return str(value)
+    return resolve_path(base, value)
 
 
 def _slope_classes(where, slope) -> dict[str, tuple[float, float]]:
@@ -304,6 +347,19 @@ def _outlier(where, outlier) -> tuple[int, float]:
     m = number(where, {"outlier.multiplier": outlier.get("multiplier", 2.2)}, "outlier.multiplier", float, 0,
                lo_open=True)
     return k, m
+
+
+def _terrain(where, value, tile: float) -> float:
+    """``terrain_rasters``: true (1 m cells), ``{cell_m}``, or false / null (off): the cell size."""
+    from als_datasets.kinds.als.extract.terrain import terrain_cell_m
+
+    try:
+        cell = terrain_cell_m(value)
+    except ValueError as e:
+        raise InputError(where, str(e)) from None
+    if cell and abs(tile / cell - round(tile / cell)) > 1e-9:
+        raise InputError(where, f"terrain_rasters.cell_m ({cell:g}) must divide tile_size_m ({tile:g})")
+    return cell
 
 
 def _drop_classes(where, classes) -> tuple[int, ...]:

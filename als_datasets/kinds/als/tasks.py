@@ -14,16 +14,26 @@ import numpy as np
 
 from als_datasets.kinds.als.extract.ground import heights_above_ground
 from als_datasets.kinds.als.extract.route import load_tile_points
+from als_datasets.kinds.als.extract.terrain import (
+    RASTER_MEMBERS,
+    raster_shape,
+    terrain_json,
+    terrain_rasters,
+    terrain_schema,
+)
 from als_datasets.kinds.als.extract.tile import clean_points, sample_arrays
 from als_datasets.shards.tasks import ShardOutputs
 from als_datasets.stats import height_entropy, satmae_entropy
 
+#: which outlier rule wrote a shard (in its fingerprint: shards of an older rule are rebuilt)
+OUTLIER_RULE = "pdal-statistical-exact"
 ALS_ARRAYS = ("xyz.npy", "intensity.npy", "return_number.npy", "number_of_returns.npy", "classification.npy")
 
 
-def als_json_schema(landcover_names: list[str]) -> dict:
-    """The ``json`` member's fixed schema (every sample carries every field)."""
-    return {
+def als_json_schema(landcover_names: list[str], rasters: bool = False) -> dict:
+    """The ``json`` member's fixed schema (every sample carries every field; the raster fields
+    when the recipe asks for terrain rasters)."""
+    return {**(terrain_schema() if rasters else {}),
         "project": str, "tile_id": str, "crs": str, "split": str,
         "origin": [float], "bounds_utm": [float], "tile_size_m": float,
         "lon": float, "lat": float,
@@ -36,7 +46,8 @@ def als_json_schema(landcover_names: list[str]) -> dict:
     }
 
 
-def als_features(landcover_names: list[str]):
+def als_features(landcover_names: list[str], raster_px: int = 0):
+    """The samples' features; ``raster_px``: the terrain rasters' width in cells (0: none)."""
     from als_datasets.dataset.features import features_for_samples
 
     example = {"__key__": "x", "json": None}
@@ -45,7 +56,9 @@ def als_features(landcover_names: list[str]):
         "return_number.npy": np.zeros(0, np.uint8), "number_of_returns.npy": np.zeros(0, np.uint8),
         "classification.npy": np.zeros(0, np.uint8),
     })
-    return features_for_samples(example, json_schema=als_json_schema(landcover_names))
+    if raster_px:
+        example.update({m: np.zeros((0, raster_px), np.float32) for m in RASTER_MEMBERS})
+    return features_for_samples(example, json_schema=als_json_schema(landcover_names, bool(raster_px)))
 
 
 
@@ -66,9 +79,13 @@ class ShardTask(ShardOutputs):
     sources: tuple[tuple[int, str], ...]
     inputs: tuple[dict, ...]
     threads: int = 1  # threads for the outlier filter's neighbour queries (does not change the output)
+    raster_cell_m: float = 0.0  # terrain rasters' cell size (recipe ``terrain_rasters``); 0: none
+
+    def raster_px(self) -> int:
+        return raster_shape(self.records[0]["tile_size_m"], self.raster_cell_m)[1] if self.raster_cell_m else 0
 
     def features(self):
-        return als_features(list(self.landcover_names))
+        return als_features(list(self.landcover_names), self.raster_px())
 
     def iter_samples(self) -> Iterator[dict]:
         # a selected tile with no point left (no input file covers it) is not written; finalise
@@ -82,9 +99,10 @@ class ShardTask(ShardOutputs):
         project reruns none of this shard)."""
         return {
             "index": self.index, "split": self.split, "records": list(self.records), "formats": list(self.formats),
-            "drop_classes": list(self.drop_classes), "outlier": [self.outlier_k, self.outlier_multiplier],
+            "drop_classes": list(self.drop_classes), "outlier": [self.outlier_k, self.outlier_multiplier, OUTLIER_RULE],
             "landcover_names": list(self.landcover_names), "sources": [name for _, name in self.sources],
             "inputs": list(self.inputs),
+            **({"terrain_rasters": self.raster_cell_m} if self.raster_cell_m else {}),
         }
 
 
@@ -99,12 +117,15 @@ def make_sample(task: ShardTask, rec: dict) -> dict:
     names = dict(task.sources)
     pts, n_class, n_out = clean_points(raw, task.drop_classes, task.outlier_k, task.outlier_multiplier, task.threads)
     size = rec["tile_size_m"]
-    heights, reference = heights_above_ground(pts)  # above the ground returns' surface, else the lowest point
+    arrays = sample_arrays(pts, size)
+    xyz = arrays["xyz.npy"]  # the sample's float32 coordinates: its statistics describe what it stores
+    view = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "classification": pts["classification"]}
+    heights, reference = heights_above_ground(view)  # above the ground returns' surface, else the lowest point
     meta = dict(rec)
     meta.update({
         "point_count": int(len(pts)),
         "density": float(len(pts) / (size * size)),
-        "height_range_m": float(np.ptp(pts["z"])) if len(pts) else 0.0,
+        "height_range_m": float(np.ptp(xyz[:, 2])) if len(pts) else 0.0,
         "height_entropy": height_entropy(heights, reference=0.0),
         "height_reference": reference,
         "intensity_entropy": satmae_entropy(pts["intensity"]),
@@ -112,4 +133,16 @@ def make_sample(task: ShardTask, rec: dict) -> dict:
         "points_dropped_noise": n_class,
         "points_dropped_outliers": n_out,
     })
-    return {"__key__": rec["tile_id"], **sample_arrays(pts), "json": meta}
+    if task.raster_cell_m:
+        rasters, ground = terrain_rasters(xyz, pts["intensity"], pts["classification"], size, task.raster_cell_m)
+        arrays.update(rasters)
+        meta.update(terrain_json(rec, task.raster_cell_m, ground))
+    return {"__key__": rec["tile_id"], **arrays, "json": meta}
+
+
+def recipe_raster_px(recipe: dict) -> int:
+    """The terrain rasters' width in cells for a resolved recipe dict (0: none)."""
+    from als_datasets.kinds.als.extract.terrain import terrain_cell_m
+
+    cell = terrain_cell_m(recipe.get("terrain_rasters"))
+    return raster_shape(float(recipe.get("tile_size_m") or 500.0), cell)[1] if cell else 0

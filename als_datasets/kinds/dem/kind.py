@@ -22,6 +22,7 @@ class DemKind(RasterKind):
     compare_columns = RasterKind.compare_columns + ("relief_m_mean",)
     what = "elevation (DEM) patches"
     tags = ("dem", "elevation")
+    citation_keys = ("pretrain-where", "dem-mae")
     model_text = "a DEM MAE, arXiv 2309.03367"
 
     def demo_recipe(self, seed: int):
@@ -45,7 +46,7 @@ class DemKind(RasterKind):
                               - np.nanmin(np.where(has[:, None], z, 0.0), axis=1), np.nan)
         return {"elevation_mean": mean, "relief_m": relief}
 
-    def sample_pixels(self, pix, valid, task) -> tuple[np.ndarray, dict]:
+    def sample_pixels(self, pix, valid, task, norm=None) -> tuple[np.ndarray, dict]:
         v = valid[0]
         z = pix[0].astype(np.float32)
         z[:, ~v] = np.nan

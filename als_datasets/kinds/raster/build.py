@@ -41,6 +41,7 @@ def raster_shard_tasks(plan, out: Path) -> list[RasterShardTask]:
         recs[d["tile_id"]] = d
     scenes = {s.name: s for s in plan.frames}
     commons = plan.meta["common_bands"]
+    norms = plan.meta.get("entropy_norms") or {}
     tasks = []
     for spec in plan.shards:
         records = tuple(recs[k] for k in spec.keys)
@@ -49,7 +50,8 @@ def raster_shard_tasks(plan, out: Path) -> list[RasterShardTask]:
             index=spec.index, split=spec.split, records=records, out_dir=str(out), formats=r.formats, kind=r.kind,
             scenes=tuple(scenes[n] for n in names), common_bands=tuple(tuple(commons[n]) for n in names),
             patch_px=r.patch_px, stride_px=r.stride_px, dtype=plan.meta["dtype"], entropy_bins=r.entropy_bins,
-            entropy_base=r.entropy_base, strategy=r.strategy, seed=r.seed))
+            entropy_base=r.entropy_base, strategy=r.strategy, seed=r.seed,
+            entropy_norms=tuple(norms.get(n) for n in names)))
     return tasks
 
 

@@ -16,27 +16,30 @@ import yaml
 from als_datasets import SCHEMA_VERSION, __version__
 from als_datasets.report.card import card_splits, distribution_markdown, diversity_markdown
 
-CITATIONS = """\
-If you use this dataset, cite the works whose methods built it:
-
-```bibtex
-@misc{arxiv_2604_21104,
+BIBTEX = {
+    "pretrain-where": """@misc{arxiv_2604_21104,
   howpublished = {arXiv:2604.21104},
   note         = {Pretrain Where? Global vs per-continent pre-training sets and per-sample spectral entropy},
   url          = {https://arxiv.org/abs/2604.21104}
-}
-@inproceedings{cong2022satmae,
+}""",
+    "satmae": """@inproceedings{cong2022satmae,
   title     = {SatMAE: Pre-training Transformers for Temporal and Multi-Spectral Satellite Imagery},
   author    = {Cong, Yezhen and others},
   booktitle = {NeurIPS},
   year      = {2022}
-}
-@misc{arxiv_2309_03367,
+}""",
+    "dem-mae": """@misc{arxiv_2309_03367,
   howpublished = {arXiv:2309.03367},
   note         = {Masked autoencoders on digital elevation models},
   url          = {https://arxiv.org/abs/2309.03367}
+}""",
 }
-```"""
+
+
+def citations(keys) -> str:
+    """The card's citation block: the works (``BIBTEX`` keys) whose methods built this kind's set."""
+    body = "\n".join(BIBTEX[k] for k in keys)
+    return f"If you use this dataset, cite the works whose methods built it:\n\n```bibtex\n{body}\n```"
 
 STRATEGY_TEXT = {
     "global": "**Global** (balanced across continents): each continent's eligible patches in a seeded random order, "
@@ -64,7 +67,16 @@ def _schema(kind, dtype: str) -> str:
 def raster_sources(recipe: dict) -> list[str]:
     """The card's "Source data" lines when the recipe states no ``sources:``."""
     scenes = ", ".join(f"`{Path(str(sc.get('path'))).name}`" for sc in recipe.get("scenes") or [])
-    lines = [f"- scenes: {scenes or 'none'}"]
+    lines = [f"- scenes: {scenes}"] if scenes else []
+    stac = recipe.get("stac") or {}
+    if stac:
+        cols = stac.get("collections")
+        lines.append(f"- STAC archive: `{stac.get('api')}`, collection(s) {', '.join(cols) if isinstance(cols, list) else cols}"
+                     + (f", {stac['datetime']}" if stac.get("datetime") else "")
+                     + (f", scene cloud cover < {stac['max_cloud_cover']} %" if stac.get("max_cloud_cover") is not None else "")
+                     + " (the items used are listed below)")
+    if not lines:
+        lines = ["- scenes: none"]
     cont = recipe.get("continents") or {}
     lines.append(f"- continents: `{Path(cont['path']).name if cont.get('path') else 'Natural Earth 110m admin-0 (shipped)'}`")
     if recipe.get("biomes"):
@@ -105,7 +117,7 @@ def render_raster_card(kind, out_dir, div: dict, plots: list[Path], repo_id: str
         f"{recipe.get('stride_px') or patch} px). A patch is eligible when at most "
         f"{float(recipe.get('max_nodata_fraction', 0)):.0%} of its pixels are nodata (declared nodata, or zero fill "
         f"where a scene has no nodata tag) and at most {float(recipe.get('max_cloud_fraction', 0)):.0%} are cloud "
-        f"(mask band classes, Sentinel-2 SCL 3/8/9/10 by default). {st}. Walking that order, a patch is dropped when "
+        f"({kind.cloud_text}). {st}. Walking that order, a patch is dropped when "
         f"more than {float(recipe.get('max_overlap', 0)):.0%} of its area is covered by a patch kept earlier (any "
         f"scene; R-tree over equal-area footprints); the first {manifest.get('samples')} kept patches form the set."
     )
@@ -135,21 +147,21 @@ def render_raster_card(kind, out_dir, div: dict, plots: list[Path], repo_id: str
         pretty_name=pretty,
         summary=(f"{what.capitalize()} for self-supervised pre-training "
                  f"({kind.model_text}), built from "
-                 f"{len(recipe.get('scenes') or [])} scene(s) with the *Pretrain Where?* (arXiv 2604.21104) "
+                 f"{int(index['scene'].nunique()) if len(index) else 0} scene(s) with the *Pretrain Where?* (arXiv 2604.21104) "
                  "sampling strategies and per-sample diversity measures."),
         num_samples=div.get("num_samples"), splits_text=", ".join(f"{k}: {v}" for k, v in manifest["splits"].items()),
         num_scenes=int(index["scene"].nunique()) if len(index) else 0, strategy=strategy, seed=manifest["seed"],
         samples=manifest.get("samples"), patch_size_px=patch, bands_text=", ".join(manifest.get("bands") or []),
         dtype=dtype, tool_version=manifest.get("tool_version", __version__),
         schema_version=manifest.get("schema_version", SCHEMA_VERSION), method=method,
-        sources=sources_markdown(recipe, raster_sources(recipe)),
+        sources=sources_markdown(recipe, raster_sources(recipe)) + kind.card_scenes(out),
         labels_note="\n".join(rules), diversity_table=diversity_markdown(div),
         distribution_table=distribution_markdown(div),
         entropy_note=kind.entropy_note(recipe, div),
         plots=[{"path": p.relative_to(out).as_posix(), "alt": p.stem.replace("_", " ")} for p in plots],
         schema=_schema(kind, dtype), repo_id=repo_id or f"ORG/{manifest['name']}",
         last_shard=f"{max(len(shards) - 1, 0):06d}", limitations="\n".join(f"- {x}" for x in limitations),
-        citations=CITATIONS,
+        citations=citations(kind.citation_keys),
     )
     template = resources.files("als_datasets.cards").joinpath("raster_dataset_card.md").read_text(encoding="utf-8")
     card = DatasetCard.from_template(DatasetCardData(**ydict), template_str=template, **body)

@@ -23,7 +23,15 @@ from rasterio.windows import from_bounds
 
 from als_datasets.errors import InputError
 from als_datasets.kinds.raster.entropy import spectral_entropy
-from als_datasets.kinds.raster.scenes import Scene, _snap, _valid, patch_bounds, patch_lonlat
+from als_datasets.kinds.raster.scenes import (
+    Scene,
+    _snap,
+    _valid,
+    cloud_pixels,
+    patch_bounds,
+    patch_lonlat,
+    ropen,
+)
 
 #: STAC ``eo:common_name`` of each band per sensor family, so that scenes of different sensors
 #: share one band order (a Landsat-8 "B5" is near infrared, a Sentinel-2 "B5" is red edge).
@@ -121,7 +129,7 @@ def read_strip(scene: Scene, row: int, patch_px: int, stride_px: int, handles: d
     for j, b in enumerate(scene.bands):
         by_file.setdefault(b.path, []).append(j)
     for path, js in by_file.items():
-        ds = handles.get(path) or handles.setdefault(path, rasterio.open(path))
+        ds = handles.get(path) or handles.setdefault(path, ropen(path))
         a = _read_window(ds, [scene.bands[j].band_index for j in js], bounds, patch_px, width_px, scene.res, fill)
         data = np.ma.getdata(a)
         strip[js] = data.astype(scene.dtype, copy=False)
@@ -130,10 +138,10 @@ def read_strip(scene: Scene, row: int, patch_px: int, stride_px: int, handles: d
     cl = None
     if cloud and scene.cloud_mask is not None:
         ds = handles.get(scene.cloud_mask.path) or handles.setdefault(scene.cloud_mask.path,
-                                                                      rasterio.open(scene.cloud_mask.path))
+                                                                      ropen(scene.cloud_mask.path))
         a = _read_window(ds, [scene.cloud_mask.band_index], bounds, patch_px, width_px, scene.res, 0,
                          categorical=True)
-        cl = np.isin(np.ma.getdata(a)[0], np.asarray(scene.cloud_classes))
+        cl = cloud_pixels(np.ma.getdata(a)[0], scene)
     starts = np.arange(nc) * stride_px
     pix = np.stack([strip[:, :, s:s + patch_px] for s in starts]) if nc else strip[None, :, :, :0]
     val = np.stack([valid[:, s:s + patch_px] for s in starts]) if nc else valid[None, :, :0]
@@ -149,12 +157,13 @@ def close_handles(handles: dict) -> None:
 
 def scan_scene(scene: Scene, patch_px: int, stride_px: int, stats: Callable | None = None,
                stat_columns: tuple[str, ...] = ("spectral_entropy",),
-               progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+               progress: Callable[[int], None] | None = None, cloud_fn: Callable | None = None) -> pd.DataFrame:
     """One row per candidate patch of ``scene`` (row-major): quality and per-sample statistics.
 
     ``stats(pix (N, C, P, P), valid (N, P, P))`` → {column: (N,) array} for ``stat_columns``
     (the kind's :meth:`~als_datasets.kinds.raster.kind.RasterKind.patch_stats`); default: spectral
-    entropy, 256 bins, nats."""
+    entropy, 256 bins, nats.  ``cloud_fn(pix, valid)`` → (N, P, P) cloud pixels for a scene without a
+    mask band (the kind's pixel test), else its cloud fraction is NaN."""
     stats = stats or (lambda pix, val: {"spectral_entropy": spectral_entropy(pix, val)})
     nc, nr = strip_cells(scene, patch_px, stride_px)
     cols = {k: [] for k in ("col", "row", "nodata_fraction", "cloud_fraction", *stat_columns)}
@@ -163,6 +172,8 @@ def scan_scene(scene: Scene, patch_px: int, stride_px: int, stats: Callable | No
         for r in range(nr):
             pix, val, cld = read_strip(scene, r, patch_px, stride_px, handles)
             n = len(pix)
+            if cld is None and cloud_fn is not None:
+                cld = cloud_fn(pix, val)
             cols["col"].append(np.arange(n))
             cols["row"].append(np.full(n, r))
             cols["nodata_fraction"].append(1.0 - val.reshape(n, -1).mean(axis=1))
@@ -176,6 +187,39 @@ def scan_scene(scene: Scene, patch_px: int, stride_px: int, stats: Callable | No
         raise InputError(scene.bands[0].path, f"cannot read raster: {exc}") from None
     finally:
         close_handles(handles)
+    df = pd.DataFrame({k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()})
+    df["col"] = df["col"].astype(np.int64)
+    df["row"] = df["row"].astype(np.int64)
+    return df
+
+
+def scan_cells(scene: Scene, cells: list[tuple[int, int]], patch_px: int, stride_px: int, stats: Callable,
+               stat_columns: tuple[str, ...], cloud_fn: Callable | None = None, batch: int = 16) -> pd.DataFrame:
+    """Like :func:`scan_scene` for the listed cells only, each read by its own window (an archive's
+    scene: only the candidate patches' windows are fetched, never the whole scene)."""
+    from als_datasets.kinds.raster.scenes import read_cloud, read_patches
+
+    cols = {k: [] for k in ("col", "row", "nodata_fraction", "cloud_fraction", *stat_columns)}
+    handles: dict = {}
+    for i in range(0, len(cells), batch):
+        part = cells[i:i + batch]
+        try:
+            pix, val = read_patches(scene, part, patch_px, stride_px, handles)
+            cld = read_cloud(scene, part, patch_px, stride_px, handles)
+        except BaseException:
+            close_handles(handles)
+            raise
+        if cld is None and cloud_fn is not None:
+            cld = cloud_fn(pix, val)
+        n = len(part)
+        cols["col"].append(np.array([c for c, _ in part]))
+        cols["row"].append(np.array([r for _, r in part]))
+        cols["nodata_fraction"].append(1.0 - val.reshape(n, -1).mean(axis=1))
+        cols["cloud_fraction"].append(np.full(n, np.nan) if cld is None else cld.reshape(n, -1).mean(axis=1))
+        values = stats(pix, val)
+        for k in stat_columns:
+            cols[k].append(values[k])
+    close_handles(handles)
     df = pd.DataFrame({k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()})
     df["col"] = df["col"].astype(np.int64)
     df["row"] = df["row"].astype(np.int64)

@@ -51,6 +51,10 @@ class RasterKind(Kind):
     default_dtype: str | None = None
     #: strategies this kind refuses, with the reason
     refused_strategies: dict[str, str] = {}
+    #: json fields every sample carries about its scene (:meth:`scene_meta`), name → type
+    scene_fields: dict[str, object] = {}
+    #: whether the plan runs the seeded first pass of dataset-wide per-sensor band statistics
+    entropy_pass = False
     #: per-patch statistics the frame pass computes (frame columns, in order)
     frame_stats: tuple[str, ...] = ()
     #: per-sample statistics in the json (index columns, in order, after the common ones)
@@ -60,6 +64,8 @@ class RasterKind(Kind):
     what = "raster patches"
     tags: tuple[str, ...] = ()
     model_text = "a masked autoencoder"
+    #: works the card cites (keys of ``raster.card.BIBTEX``)
+    citation_keys: tuple[str, ...] = ("pretrain-where",)
 
     # ---- per kind (override)
     def band_names(self, scene, spec: dict) -> list[str]:
@@ -68,30 +74,60 @@ class RasterKind(Kind):
 
     def patch_stats(self, pix: np.ndarray, valid: np.ndarray, recipe_like) -> dict[str, np.ndarray]:
         """Frame statistics of a strip of patches: ``pix`` (N, C, P, P), ``valid`` (N, P, P) →
-        {column: (N,) array} for :attr:`frame_stats`.  ``recipe_like`` has ``entropy_bins`` and
-        ``entropy_base``."""
+        {column: (N,) array} for :attr:`frame_stats`.  ``recipe_like`` has ``entropy_bins``,
+        ``entropy_base`` and ``entropy_norm`` (None, or the scene's dataset-wide (lo, hi) per band)."""
         raise NotImplementedError
 
-    def sample_pixels(self, pix: np.ndarray, valid: np.ndarray, task) -> tuple[np.ndarray, dict]:
+    def sample_pixels(self, pix: np.ndarray, valid: np.ndarray, task, norm=None) -> tuple[np.ndarray, dict]:
         """One patch read for a sample: ``pix`` (1, C, P, P), ``valid`` (1, P, P) → (the stored
-        array in ``task.dtype``, the json statistics)."""
+        array in ``task.dtype``, the json statistics); ``norm`` as in :meth:`patch_stats`."""
         raise NotImplementedError
 
     def pixels_text(self, dtype: str) -> str:
         return f"{dtype} (C, H, W)"
+
+    #: how the card says cloud pixels were found
+    cloud_text = "mask band classes, Sentinel-2 SCL 3/8/9/10 by default"
+
+    def card_scenes(self, out) -> str:
+        """A markdown section about the build's scenes (after the sources), or ""."""
+        return ""
+
+    def scene_specs(self, recipe) -> list[dict]:
+        """The recipe's scene entries (a kind may add an archive's scenes)."""
+        return list(recipe.scenes)
+
+    def open_scene(self, spec: dict):
+        """Open one recipe scene entry (:func:`~als_datasets.kinds.raster.scenes.open_scene`); a kind
+        may read more about the scene first (product metadata)."""
+        from als_datasets.kinds.raster.scenes import open_scene
+
+        return open_scene({k: v for k, v in spec.items() if k != "common_bands"}, base_dir="/")
+
+    def scene_meta(self, scene) -> dict:
+        """The :attr:`scene_fields` of a sample of ``scene``."""
+        return {}
+
+    def pixel_cloud(self, scene, pix: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+        """(N, P, P) cloud pixels of a scene without a mask band from its pixels, or None."""
+        return None
+
+    def scene_notes(self, scene) -> list[str]:
+        """Warnings about a scene for the plan's output (e.g. its metadata says it is all cloud)."""
+        return []
 
     def entropy_note(self, recipe: dict, div: dict) -> str:
         return ""
 
     # ---- Kind
     def json_schema(self) -> dict:
-        return {**COMMON_JSON, **self.sample_stats}
+        return {**COMMON_JSON, **self.scene_fields, **self.sample_stats}
 
     def load_recipe(self, data, src, overrides, out_dir):
         from als_datasets.kinds.raster.recipe import load_raster_recipe
 
         return load_raster_recipe(data, src, overrides, out_dir, default_strategy=self.default_strategy,
-                                  default_dtype=self.default_dtype)
+                                  default_dtype=self.default_dtype, entropy_pass=self.entropy_pass)
 
     def check_strategy(self, recipe) -> None:
         from als_datasets.kinds.raster.sampling import check_strategy
@@ -102,7 +138,7 @@ class RasterKind(Kind):
             raise InputError(recipe.path, f"strategy {recipe.strategy!r} {why}")
 
     def frame_units(self, recipe) -> int:
-        return len(recipe.scenes)
+        return max(len(recipe.scenes), 1)
 
     def make_plan(self, recipe, progress=None, executor=None):
         from als_datasets.kinds.raster.plan import make_raster_plan
@@ -130,8 +166,9 @@ class RasterKind(Kind):
         reasons = f.loc[~f["eligible"], "reason"].value_counts().to_dict()
         lines = [f"{out_dir}/frame.parquet: {len(f)} candidate patches, {int(f['eligible'].sum())} eligible"
                  + (f" (dropped: {', '.join(f'{k} {v}' for k, v in reasons.items())})" if reasons else "")
-                 + f", {len(sel)} selected ({r.strategy}, seed {r.seed}) in {len(r.scenes)} scene(s)"]
+                 + f", {len(sel)} selected ({r.strategy}, seed {r.seed}) in {len(plan.frames)} scene(s)"]
         lines += [f"  {cont}: {n}" for cont, n in sel["continent"].fillna("none").value_counts().items()]
+        lines += [f"  warning: scene {s.name}: {note}" for s in plan.frames for note in self.scene_notes(s)]
         return lines
 
     def shard_tasks(self, plan, out, staging, workers=1):

@@ -15,9 +15,15 @@ import numpy as np
 import pandas as pd
 
 from als_datasets.errors import InputError
-from als_datasets.kinds.raster.frame import dataset_bands, landcover_labels, scan_scene, scene_patch_geometry
+from als_datasets.kinds.raster.frame import (
+    dataset_bands,
+    landcover_labels,
+    scan_cells,
+    scan_scene,
+    scene_patch_geometry,
+)
 from als_datasets.kinds.raster.sampling import drop_overlaps, ordered_draw, rebalance, spectral_weights
-from als_datasets.kinds.raster.scenes import Scene, open_scene
+from als_datasets.kinds.raster.scenes import Scene, patch_grid, read_patches, scene_env
 from als_datasets.plan import Plan, shard_specs, split_of
 from als_datasets.registry import get_kind
 from als_datasets.shards.writer import estimate_tar_sample_bytes
@@ -29,11 +35,12 @@ FRAME_COLUMNS = [
 TAIL_COLUMNS = ["eligible", "reason", "weight", "draw_rank", "selected", "split"]
 
 
-def open_scenes(recipe, kind) -> tuple[list[Scene], list[list[str]]]:
-    """Open every scene of the recipe; returns the scenes and each scene's common band names."""
+def open_scenes(recipe, kind, specs=None) -> tuple[list[Scene], list[list[str]]]:
+    """Open every scene of the recipe (or ``specs``: the kind's scene list, an archive's included);
+    returns the scenes and each scene's common band names."""
     scenes, commons = [], []
-    for spec in recipe.scenes:
-        s = open_scene({k: v for k, v in spec.items() if k != "common_bands"}, base_dir="/")
+    for spec in (recipe.scenes if specs is None else specs):
+        s = kind.open_scene(spec)
         commons.append(kind.band_names(s, spec))
         if s.crs is None:
             raise InputError(s.bands[0].path, "raster has no CRS")
@@ -57,7 +64,8 @@ class ScanTask:
     kind: str
     bins: int
     base: float
-
+    norm: tuple[tuple[float, float], ...] | None = None  # dataset-wide (lo, hi) per band; None: per patch
+    cells: tuple[tuple[int, int], ...] | None = None  # only these candidates (an archive's scene); None: all
 
     @property
     def entropy_bins(self) -> int:
@@ -67,13 +75,94 @@ class ScanTask:
     def entropy_base(self) -> float:
         return self.base
 
+    @property
+    def entropy_norm(self) -> np.ndarray | None:
+        return None if self.norm is None else np.asarray(self.norm, dtype=np.float64)
+
+
+def norm_sensor(scene: Scene) -> str:
+    """The key scenes share dataset-wide band statistics under: the sensor (product), else the scene."""
+    return str(scene.sensor) if scene.sensor else f"scene {scene.name}"
+
+
+def sample_cells(scene: Scene, patch_px: int, stride_px: int, seed: int, n: int,
+                 by_block: bool = False) -> list[tuple[int, int]]:
+    """A seeded sample of up to ``n`` of the scene's patch cells (the first pass of the statistics;
+    an archive's candidate patches).  ``by_block``: whole internal tiles of the band files are
+    drawn (in a seeded order) and every cell lying in one taken, so that the tiles a remote read
+    fetches are used in full instead of one 96 px window per 1024 px tile."""
+    import zlib
+
+    cells = patch_grid(scene, patch_px, stride_px)
+    if len(cells) <= n:
+        return cells
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(scene.name.encode())])
+    block = int(scene.block_px or 0)
+    if not by_block or block < 2 * patch_px:
+        return [cells[i] for i in sorted(rng.choice(len(cells), n, replace=False).tolist())]
+    groups: dict[tuple[int, int], list] = {}
+    for c, r in cells:
+        x0, y0 = c * stride_px, r * stride_px
+        inside = x0 // block == (x0 + patch_px - 1) // block and y0 // block == (y0 + patch_px - 1) // block
+        groups.setdefault((x0 // block, y0 // block) if inside else (-1, -1), []).append((c, r))
+    keys = sorted(k for k in groups if k != (-1, -1))
+    chosen: list[tuple[int, int]] = []
+    for i in rng.permutation(len(keys)).tolist():
+        chosen += groups[keys[i]][: n - len(chosen)]
+        if len(chosen) >= n:
+            break
+    return sorted(chosen, key=lambda cr: (cr[1], cr[0]))
+
+
+def scene_moments(scene: Scene, patch_px: int, stride_px: int, seed: int, n: int,
+                  by_block: bool = False) -> tuple[np.ndarray, int]:
+    """(C, 3) valid-pixel moments of a seeded sample of the scene's patches, and the patch count."""
+    from als_datasets.kinds.raster.entropy import band_moments
+
+    cells = sample_cells(scene, patch_px, stride_px, seed, n, by_block)
+    if not cells:
+        return np.zeros((len(scene.bands), 3)), 0
+    with scene_env(scene):
+        pix, valid = read_patches(scene, cells, patch_px, stride_px)
+    return band_moments(pix, valid), len(cells)
+
+
+def dataset_band_stats(recipe, scenes: list[Scene], commons: list[list[str]], limits: dict | None = None) -> dict:
+    """Per-sensor, per-band mean and std over a seeded sample of every scene's patches (issue 14):
+    the dataset-wide SatMAE normalisation the spectral entropy is measured on.  ``limits``: scene
+    name → its number of candidate patches (an archive's scene), so the sample stays inside them."""
+    from als_datasets.kinds.raster.entropy import pool_moments
+
+    parts = []
+    limits = limits or {}
+    for s, common in zip(scenes, commons):
+        n = min(recipe.entropy_sample_patches, int(limits.get(s.name) or recipe.entropy_sample_patches))
+        m, k = scene_moments(s, recipe.patch_px, recipe.stride_px, recipe.seed, n, by_block=bool(limits.get(s.name)))
+        parts += [(norm_sensor(s), b, m[j], k) for j, b in enumerate(common)]
+    return pool_moments(parts)
+
+
+def scene_norms(recipe, scenes: list[Scene], commons: list[list[str]], stats: dict | None) -> dict:
+    """Scene name → ((lo, hi) per band) for the entropy, or None per scene under ``normalise: patch``."""
+    from als_datasets.kinds.raster.entropy import norm_ranges
+
+    if stats is None:
+        return {s.name: None for s in scenes}
+    return {s.name: tuple(map(tuple, norm_ranges(stats, norm_sensor(s), c).tolist())) for s, c in zip(scenes, commons)}
+
 
 def run_scan_task(t: ScanTask) -> pd.DataFrame:
     """Every candidate patch of one scene: quality, statistics, geometry (labels come later)."""
     scene = t.scene
     kind = get_kind(t.kind)
-    df = scan_scene(scene, t.patch_px, t.stride_px, stats=lambda pix, val: kind.patch_stats(pix, val, t),
-                    stat_columns=kind.frame_stats)
+    stats = lambda pix, val: kind.patch_stats(pix, val, t)  # noqa: E731
+    clouds = lambda pix, val: kind.pixel_cloud(scene, pix, val)  # noqa: E731
+    with scene_env(scene):
+        if t.cells is not None:
+            df = scan_cells(scene, list(t.cells), t.patch_px, t.stride_px, stats, kind.frame_stats, clouds)
+        else:
+            df = scan_scene(scene, t.patch_px, t.stride_px, stats=stats, stat_columns=kind.frame_stats,
+                            cloud_fn=clouds)
     cells = list(zip(df["col"].tolist(), df["row"].tolist()))
     b, ll, foot = scene_patch_geometry(scene, cells, t.patch_px, t.stride_px)
     df.insert(0, "tile_id", [f"{scene.name}_c{c}_r{r}" for c, r in cells])
@@ -152,8 +241,17 @@ def make_raster_plan(recipe, kind, progress: Callable[[str, int, int], None] | N
     import geopandas as gpd
 
     kind.check_strategy(recipe)
-    scenes, commons = open_scenes(recipe, kind)
-    tasks = [ScanTask(s, recipe.patch_px, recipe.stride_px, recipe.kind, recipe.entropy_bins, recipe.entropy_base)
+    specs = kind.scene_specs(recipe)
+    scenes, commons = open_scenes(recipe, kind, specs)
+    cand = {spec["name"]: spec.get("candidate_patches") for spec in specs}
+    stats = None
+    if kind.entropy_pass and recipe.entropy_normalise == "dataset":
+        stats = dataset_band_stats(recipe, scenes, commons, cand)
+    norms = scene_norms(recipe, scenes, commons, stats)
+    tasks = [ScanTask(s, recipe.patch_px, recipe.stride_px, recipe.kind, recipe.entropy_bins, recipe.entropy_base,
+                      norms[s.name], None if not cand.get(s.name) else
+                      tuple(sample_cells(s, recipe.patch_px, recipe.stride_px, recipe.seed, int(cand[s.name]),
+                                         by_block=True)))
              for s in scenes]
     if executor is not None and executor.workers > 1 and len(tasks) > 1:
         results = executor.map(run_scan_task, tasks)
@@ -202,6 +300,7 @@ def make_raster_plan(recipe, kind, progress: Callable[[str, int, int], None] | N
         "kind": recipe.kind, "dtype": output_dtype(recipe, scenes),
         "bands": dataset_bands([by_name[s] for s in used] or commons),
         "common_bands": by_name, "patch_size_px": recipe.patch_px,
+        "entropy_stats": stats, "entropy_norms": norms,
     })
     plan.shards = shard_specs(frame, recipe.shard_max_samples, kind.group_column, recipe.shard_max_bytes,
                               estimated_sample_bytes(frame, scenes, recipe.patch_px, plan.meta["dtype"]))

@@ -14,13 +14,17 @@ the outputs.  Keys (defaults in :data:`RASTER_DEFAULTS`)::
     max_nodata_fraction: 0.0       # a patch with more nodata (declared or zero fill) is dropped
     max_cloud_fraction: 0.1        # with a cloud mask (Sentinel-2 SCL 3/8/9/10 by default)
     max_overlap: 0.0               # share of a patch's area that may overlap an earlier sample
-    spectral_entropy: {bins: 256, base: e}
+    spectral_entropy: {bins: 256, base: e, normalise: dataset, sample_patches: 64}
+                                   # normalise: dataset (per-sensor, per-band mean ± 2σ from a seeded
+                                   # first pass over sample_patches patches per scene) | patch (own mean ± 2σ)
     spectral_beta: 2.0             # "spectral": weight ∝ exp(beta · z-scored entropy)
     continents: {path: null, field: CONTINENT, nearest_max_km: 500}   # default: shipped Natural Earth 110m
     biomes: {raster: ..., table: ...}                                 # optional (RESOLVE 2017)
     landcover: {path: ..., classes: {name: [codes]}}                  # optional
     dtype: null                    # pixels dtype (default: the scenes' common dtype; dem: float32)
     scenes: [{path, name, bands, common_bands, sensor, date, cloud_mask, nodata, zero_is_nodata, resolution}]
+    stac: {api, collections, datetime, max_cloud_cover, bbox | continents, scenes_per_continent, ...}
+                                   # satellite: scenes found in a STAC archive (kinds/satellite/stac_source.py)
     output: {dir: null, formats: [webdataset, parquet], shard_max_samples: 64, shard_max_bytes: 1GB}
                                    # a shard ends before the sample that would pass either bound (bytes:
                                    # the plan's estimate of the tar, C × P × P × itemsize + json per patch)
@@ -74,7 +78,7 @@ RASTER_DEFAULTS: dict[str, Any] = {
     "output": {"dir": None, "formats": ["webdataset", "parquet"], "shard_max_samples": 64,
                "shard_max_bytes": DEFAULT_SHARD_MAX_BYTES},
 }
-RASTER_KEYS = set(RASTER_DEFAULTS) | {"description", "license", "sources", "demo"}
+RASTER_KEYS = set(RASTER_DEFAULTS) | {"description", "license", "sources", "demo", "stac"}
 SCENE_KEYS = {"path", "name", "bands", "common_bands", "sensor", "date", "cloud_mask", "nodata", "zero_is_nodata",
               "resolution"}
 
@@ -107,7 +111,10 @@ class RasterRecipe:
     formats: tuple[str, ...]
     shard_max_samples: int
     raw: dict = field(repr=False, compare=False, default_factory=dict)
+    stac: dict | None = None  # an archive to search for scenes (the satellite kind's STAC source)
     shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES
+    entropy_normalise: str = "dataset"  # dataset | patch
+    entropy_sample_patches: int = 64
 
     @property
     def samples_per_project(self) -> int:  # the CLI's -n flag and the ALS-shaped reports
@@ -133,7 +140,7 @@ def _base(value) -> float:
 
 def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = None,
                        out_dir: str | Path | None = None, default_strategy: str = "random",
-                       default_dtype: str | None = None) -> RasterRecipe:
+                       default_dtype: str | None = None, entropy_pass: bool = False) -> RasterRecipe:
     """Validate a raster recipe dict (already demo-merged) read from ``src``; the kind passes its
     default strategy and pixel dtype."""
     where = src if src is not None else "<recipe>"
@@ -154,6 +161,17 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         log_base = _base(ent.get("base", "e"))
     except ValueError:
         raise InputError(where, f"spectral_entropy.base must be 'e' or a number > 1, got {ent.get('base')!r}") from None
+    unknown = set(ent) - {"bins", "base", "normalise", "sample_patches"}
+    if unknown:
+        raise InputError(where, f"spectral_entropy: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+                                "(bins, base, normalise, sample_patches)")
+    norm_mode = str(ent.get("normalise", "dataset"))
+    if norm_mode not in ("dataset", "patch"):
+        raise InputError(where, f"spectral_entropy.normalise must be 'dataset' or 'patch', got {norm_mode!r}")
+    sample_patches = number(where, {"spectral_entropy.sample_patches": ent.get("sample_patches", 64)},
+                            "spectral_entropy.sample_patches", int, lo=1)
+    if entropy_pass:  # the kind measures spectral entropy: record how it is normalised
+        merged["spectral_entropy"] = {**ent, "normalise": norm_mode, "sample_patches": sample_patches}
 
     scenes, seen = [], set()
     for i, s in enumerate(merged.get("scenes") or []):
@@ -178,8 +196,13 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         if isinstance(cm, dict) and cm.get("path"):
             cm["path"] = _resolve(base, cm["path"])
         scenes.append(spec)
-    if not scenes:
-        raise InputError(where, "the recipe lists no scenes")
+    stac = merged.get("stac")
+    if stac is not None:
+        if not isinstance(stac, dict) or not stac.get("api") or not stac.get("collections"):
+            raise InputError(where, "stac needs 'api' (a STAC API URL) and 'collections'")
+        stac = copy.deepcopy(stac)
+    if not scenes and not stac:
+        raise InputError(where, "the recipe lists no scenes (give 'scenes', or 'stac' to search an archive)")
 
     cont = merged.get("continents") or {}
     if isinstance(cont, str):
@@ -238,6 +261,7 @@ def load_raster_recipe(data: dict, src: Path | None, overrides: dict | None = No
         scenes=tuple(scenes), continents=cont, biomes=biomes, landcover=lc, dtype=dtype,
         holdout_fraction=holdout_fraction(where, merged),
         out_dir=out, formats=formats, shard_max_samples=shard_max, raw=raw, shard_max_bytes=shard_bytes,
+        entropy_normalise=norm_mode, entropy_sample_patches=sample_patches, stac=stac,
     )
 
 

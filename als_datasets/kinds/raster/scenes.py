@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,8 @@ from als_datasets.errors import InputError
 #: Sentinel-2 scene-classification (SCL) classes counted as cloud by default:
 #: 3 cloud shadow, 8 cloud medium probability, 9 cloud high probability, 10 thin cirrus.
 DEFAULT_CLOUD_CLASSES = (3, 8, 9, 10)
+#: Landsat Collection-2 ``QA_PIXEL`` bits counted as cloud: dilated cloud 1, cirrus 2, cloud 3, cloud shadow 4
+DEFAULT_QA_BITS = (1, 2, 3, 4)
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 _BAND_RE = re.compile(r"(?:^|[_\-.])(B\d{1,2}A?|SCL|BQA|QA_?PIXEL)$", re.IGNORECASE)
 _DECIMATED_PX = 256  # long side of the cheap validity / zero-fill reads
@@ -63,10 +65,52 @@ class Scene:
     cloud_classes: tuple[int, ...] = DEFAULT_CLOUD_CLASSES
     sensor: str | None = None
     date: str | None = None
+    #: with bits, a mask pixel is cloud when any of these bits is set (Landsat ``QA_PIXEL``); else by class
+    cloud_bits: tuple[int, ...] = ()
+    #: internal tile width (px) of the finest band file (0: striped); an archive's candidates follow it
+    block_px: int = 0
+    #: product metadata (the kind's reader: dates, cloud cover, scale / offset …); not part of equality
+    product: dict | None = field(default=None, compare=False)
 
     @property
     def band_names(self) -> list[str]:
         return [b.name for b in self.bands]
+
+
+def ropen(path):
+    """``rasterio.open`` of a band file: a local path as is; a URL (a STAC asset) through GDAL's
+    ranged reads (``/vsicurl/``…), signed at open time when a signer is registered, so that only the
+    windows read are fetched.  Run the reads inside :func:`scene_env`."""
+    from als_datasets.remote import is_remote
+
+    if not is_remote(str(path)):
+        return rasterio.open(path)
+    from als_datasets.cog import raster_path
+    from als_datasets.remote import signed
+
+    try:
+        return rasterio.open(raster_path(signed(str(path))))
+    except rasterio.errors.RasterioIOError as e:
+        from als_datasets.cog import gdal_reason
+        from als_datasets.remote import redact
+
+        raise InputError(redact(str(path)), f"cannot read remote raster ({gdal_reason(e)})") from None
+
+
+def scene_env(scene_or_paths):
+    """GDAL's HTTP settings (no directory listing, merged ranges, block cache, retries) while a
+    scene with remote band files is read; nothing for local files."""
+    import contextlib
+
+    from als_datasets.remote import is_remote
+
+    paths = ([b.path for b in scene_or_paths.bands] if hasattr(scene_or_paths, "bands") else list(scene_or_paths))
+    remote = [p for p in paths if is_remote(str(p))]
+    if not remote:
+        return contextlib.nullcontext()
+    from als_datasets.cog import gdal_env
+
+    return gdal_env(remote[0])
 
 
 def normalise_band_name(name: str) -> str:
@@ -114,7 +158,7 @@ def _decimated_read(ds, index) -> np.ndarray:
 def detect_zero_fill(path) -> bool:
     """Undeclared nodata: no nodata tag AND > 1 % exact zeros in a decimated read of band 1."""
     try:
-        with rasterio.open(path) as ds:
+        with ropen(path) as ds:
             if ds.nodata is not None:
                 return False
             a = _decimated_read(ds, 1)
@@ -151,7 +195,7 @@ def _match_file(folder: Path, files: dict[str, Path], name: str, ref) -> Path:
 
 def _file_bands(path: Path, wanted) -> list[BandSource]:
     """Bands of one multiband file: recipe names (list or {name: index}), descriptions, or B1..Bn."""
-    with rasterio.open(path) as ds:
+    with ropen(path) as ds:
         count, desc = ds.count, list(ds.descriptions)
     known = [d for d in desc] if all(desc) else [f"B{i}" for i in range(1, count + 1)]
     index = {normalise_band_name(n): i for i, n in enumerate(known, start=1)}
@@ -174,15 +218,41 @@ def _file_bands(path: Path, wanted) -> list[BandSource]:
     raise InputError(path, f"unknown band name(s) {bad} (file bands: {known})")
 
 
+def cloud_pixels(a: np.ndarray, scene: Scene) -> np.ndarray:
+    """Boolean cloud pixels of mask values ``a``: any of ``scene.cloud_bits`` set, else a class in
+    ``scene.cloud_classes``."""
+    if scene.cloud_bits:
+        bits = sum(1 << int(b) for b in scene.cloud_bits)
+        return (np.asarray(a).astype(np.int64) & bits) != 0
+    return np.isin(a, np.asarray(scene.cloud_classes))
+
+
+def mask_rule(spec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(classes, bits) of a scene spec's ``cloud_mask`` (a ``QA_PIXEL`` band: bits 1-4 by default)."""
+    cm = spec.get("cloud_mask")
+    if isinstance(cm, str):
+        cm = {"band": cm}
+    if not isinstance(cm, dict):
+        return DEFAULT_CLOUD_CLASSES, ()
+    if cm.get("bits") is not None:
+        return DEFAULT_CLOUD_CLASSES, tuple(int(b) for b in cm["bits"])
+    if cm.get("classes") is None and normalise_band_name(cm.get("band", "")).replace("_", "") == "QAPIXEL":
+        return DEFAULT_CLOUD_CLASSES, DEFAULT_QA_BITS
+    return tuple(int(c) for c in cm.get("classes", DEFAULT_CLOUD_CLASSES)), ()
+
+
 def _cloud_source(root: Path, is_dir: bool, files, spec) -> tuple[BandSource | None, tuple[int, ...]]:
     cm = spec.get("cloud_mask")
-    if cm is None:  # a Sentinel-2 SCL file next to the bands is the cloud mask by default
+    if cm is None:  # a Sentinel-2 SCL or Landsat QA_PIXEL file next to the bands is the cloud mask by default
         if is_dir and "SCL" in files:
             return BandSource("SCL", str(files["SCL"]), 1), DEFAULT_CLOUD_CLASSES
+        qa = next((k for k in files if k.replace("_", "") == "QAPIXEL"), None)
+        if is_dir and qa:
+            return BandSource(qa, str(files[qa]), 1), DEFAULT_CLOUD_CLASSES
         return None, DEFAULT_CLOUD_CLASSES
     if isinstance(cm, str):
         cm = {"band": cm}
-    classes = tuple(int(c) for c in cm.get("classes", DEFAULT_CLOUD_CLASSES))
+    classes = mask_rule(spec)[0]
     name = str(cm.get("band", "SCL"))
     if cm.get("path"):
         return BandSource(name, str(_resolve(root if is_dir else root.parent, cm["path"])), 1), classes
@@ -197,7 +267,7 @@ def _band_sources(root: Path, spec) -> tuple[list[BandSource], BandSource | None
         files = _folder_files(root)
         if len(files) == 1 and not isinstance(wanted, dict):  # a folder holding one multiband file
             only = next(iter(files.values()))
-            with rasterio.open(only) as ds:
+            with ropen(only) as ds:
                 if ds.count > 1:
                     root = only
     if root.is_dir():
@@ -259,18 +329,26 @@ def open_scene(spec: dict, base_dir=".") -> Scene:
     """
     if not isinstance(spec, dict) or not spec.get("path"):
         raise InputError(base_dir, f"scene entry needs a 'path': {spec!r}")
-    root = _resolve(base_dir, spec["path"])
-    if not root.exists():
-        raise InputError(root, "scene file or folder not found")
-    bands, cloud, classes = _band_sources(root, spec)
+    if spec.get("band_urls"):  # an archive's scene (STAC assets): one file per band, by URL
+        root = Path(str(spec["name"]))
+        bands = [BandSource(str(k), str(v), 1) for k, v in spec["band_urls"].items()]
+        cm = spec.get("cloud_mask") or {}
+        cloud = BandSource(str(cm.get("band", "SCL")), str(cm["path"]), 1) if cm.get("path") else None
+        classes = mask_rule(spec)[0]
+    else:
+        root = _resolve(base_dir, spec["path"])
+        if not root.exists():
+            raise InputError(root, "scene file or folder not found")
+        bands, cloud, classes = _band_sources(root, spec)
     infos: dict[str, dict] = {}
     for s in bands + ([cloud] if cloud else []):
         if s.path not in infos:
             try:
-                with rasterio.open(s.path) as ds:
+                with ropen(s.path) as ds:
                     infos[s.path] = dict(crs=ds.crs, transform=ds.transform, bounds=tuple(ds.bounds),
                                          width=ds.width, height=ds.height, nodata=ds.nodata,
-                                         dtypes=ds.dtypes, count=ds.count)
+                                         dtypes=ds.dtypes, count=ds.count,
+                                         block=int(ds.block_shapes[0][1]) if ds.is_tiled else 0)
             except rasterio.errors.RasterioIOError as e:
                 raise InputError(s.path, f"cannot read raster: {e}") from None
         if s.band_index > infos[s.path]["count"]:
@@ -307,18 +385,24 @@ def open_scene(spec: dict, base_dir=".") -> Scene:
     by_file: dict[str, list[BandSource]] = {}
     for b in bands:
         by_file.setdefault(b.path, []).append(b)
-    for path, bs in by_file.items():  # refuse a scene whose band has no valid pixel (cheap, sampled read)
-        with rasterio.open(path) as ds:
+    for path, bs in ({} if spec.get("band_urls") else by_file).items():
+        # refuse a scene whose band has no valid pixel (cheap, sampled read; not for an archive's
+        # scene, whose item lists its assets: its candidate patches' windows are all that is read)
+        with ropen(path) as ds:
             sample = _decimated_read(ds, [b.band_index for b in bs])
         for b, a in zip(bs, sample):
             if not _valid(a, nodata, zero_is_nodata).any():
                 raise InputError(b.path, f"band {b.name} is entirely nodata ({nodata if nodata is not None else 0})")
 
     crs = pyproj.CRS.from_user_input(ref["crs"].to_wkt())
+    bits = mask_rule(spec)[1]
+    if not bits and cloud is not None and spec.get("cloud_mask") is None and cloud.name.replace("_", "") == "QAPIXEL":
+        bits = DEFAULT_QA_BITS
     return Scene(name=str(spec.get("name") or root.stem), bands=tuple(bands), crs=crs, transform=transform,
                  width=int(width), height=int(height), res=res, dtype=dtype, nodata=nodata,
                  zero_is_nodata=zero_is_nodata, cloud_mask=cloud, cloud_classes=classes,
-                 sensor=spec.get("sensor"), date=None if spec.get("date") is None else str(spec["date"]))
+                 sensor=spec.get("sensor"), date=None if spec.get("date") is None else str(spec["date"]),
+                 cloud_bits=bits if cloud is not None else (), block_px=int(ref.get("block") or 0))
 
 
 def _valid(a: np.ndarray, nodata, zero_is_nodata: bool) -> np.ndarray:
@@ -372,14 +456,27 @@ def _read_band_patch(ds, indexes: list[int], bounds, patch_px: int, target_res: 
                    masked=True, fill_value=fill)
 
 
+def _held(path, handles: dict | None):
+    """A dataset for ``path``: a fresh one to close, or one kept open in ``handles`` (remote band
+    files are then opened once per task, not once per patch)."""
+    import contextlib
+
+    if handles is None:
+        return ropen(path)
+    if path not in handles:
+        handles[path] = ropen(path)
+    return contextlib.nullcontext(handles[path])
+
+
 def read_patches(scene: Scene, cells: list[tuple[int, int]], patch_px: int = 96,
-                 stride_px: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 stride_px: int | None = None, handles: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pixels ``(N, C, P, P)`` in ``scene.dtype`` and a valid mask ``(N, P, P)`` for ``cells``.
 
     Only the windows covering the patches are read, per file and at each band's native resolution
     (nearest when upsampling a coarser band, average when downsampling to a coarser declared
     grid). A pixel is invalid where any band equals ``scene.nodata``, is 0 with
-    ``zero_is_nodata``, is not finite, or falls outside a band file.
+    ``zero_is_nodata``, is not finite, or falls outside a band file.  ``handles``: a dict that keeps
+    the files open between calls (the caller closes them).
     """
     stride = int(stride_px or patch_px)
     n, nb = len(cells), len(scene.bands)
@@ -390,7 +487,7 @@ def read_patches(scene: Scene, cells: list[tuple[int, int]], patch_px: int = 96,
         by_file.setdefault(b.path, []).append(j)
     fill = scene.nodata if scene.nodata is not None else 0
     for path, js in by_file.items():
-        with rasterio.open(path) as ds:
+        with _held(path, handles) as ds:
             idx = [scene.bands[j].band_index for j in js]
             for i, cell in enumerate(cells):
                 a = _read_band_patch(ds, idx, _cell_bounds(scene, cell, patch_px, stride), patch_px,
@@ -403,20 +500,19 @@ def read_patches(scene: Scene, cells: list[tuple[int, int]], patch_px: int = 96,
 
 
 def read_cloud(scene: Scene, cells: list[tuple[int, int]], patch_px: int = 96,
-               stride_px: int | None = None) -> np.ndarray | None:
+               stride_px: int | None = None, handles: dict | None = None) -> np.ndarray | None:
     """Boolean cloud pixels ``(N, P, P)`` from the mask band (classes in ``scene.cloud_classes``)."""
     if scene.cloud_mask is None:
         return None
     stride = int(stride_px or patch_px)
-    classes = np.asarray(scene.cloud_classes)
     out = np.zeros((len(cells), patch_px, patch_px), dtype=bool)
-    with rasterio.open(scene.cloud_mask.path) as ds:
+    with _held(scene.cloud_mask.path, handles) as ds:
         for i, cell in enumerate(cells):
             bounds = _cell_bounds(scene, cell, patch_px, stride)
             w = _snap(from_bounds(*bounds, transform=ds.transform))
             a = ds.read(scene.cloud_mask.band_index, window=w, out_shape=(patch_px, patch_px),
                         resampling=Resampling.nearest, boundless=True, fill_value=0)  # categorical
-            out[i] = np.isin(a, classes)
+            out[i] = cloud_pixels(a, scene)
     return out
 
 

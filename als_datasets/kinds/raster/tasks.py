@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from als_datasets.kinds.raster.scenes import Scene, read_cloud, read_patches
+from als_datasets.kinds.raster.scenes import Scene, read_cloud, read_patches, scene_env
 from als_datasets.registry import get_kind
 from als_datasets.shards.tasks import ShardOutputs
 
@@ -48,16 +48,21 @@ class RasterShardTask(ShardOutputs):
     strategy: str
     seed: int
     row_group_size: int = 16
+    #: per scene (same order as ``scenes``): dataset-wide (lo, hi) per band for the entropy, or None
+    entropy_norms: tuple = ()
 
     def features(self):
         return raster_features(get_kind(self.kind).json_schema(), self.dtype, self.patch_px)
 
-    def make_sample(self, rec: dict) -> dict:
+    def make_sample(self, rec: dict, handles: dict | None = None) -> dict:
         i = [s.name for s in self.scenes].index(rec["scene"])
         scene, common = self.scenes[i], list(self.common_bands[i])
         cell = [(int(rec["col"]), int(rec["row"]))]
-        pix, valid = read_patches(scene, cell, self.patch_px, self.stride_px)
-        cloud = read_cloud(scene, cell, self.patch_px, self.stride_px)
+        with scene_env(scene):
+            pix, valid = read_patches(scene, cell, self.patch_px, self.stride_px, handles)
+            cloud = read_cloud(scene, cell, self.patch_px, self.stride_px, handles)
+        if cloud is None:
+            cloud = get_kind(self.kind).pixel_cloud(scene, pix, valid)
         v = valid[0]
         meta = {
             "scene": scene.name, "sensor": scene.sensor, "date": scene.date, "tile_id": rec["tile_id"],
@@ -72,12 +77,21 @@ class RasterShardTask(ShardOutputs):
             "strategy": self.strategy, "draw_rank": int(rec["draw_rank"]), "weight": float(rec["weight"]),
             "seed": self.seed,
         }
-        out, stats = get_kind(self.kind).sample_pixels(pix, valid, self)
+        norm = self.entropy_norms[i] if self.entropy_norms else None
+        meta.update(get_kind(self.kind).scene_meta(scene))
+        out, stats = get_kind(self.kind).sample_pixels(pix, valid, self,
+                                                       norm=None if norm is None else np.asarray(norm))
         meta.update(stats)
         return {"__key__": rec["tile_id"], "pixels.npy": np.ascontiguousarray(out), "json": meta}
 
     def iter_samples(self) -> Iterator[dict]:
-        return (self.make_sample(rec) for rec in self.records)
+        handles: dict = {}  # band files stay open for the shard (one header fetch per remote file)
+        try:
+            for rec in self.records:
+                yield self.make_sample(rec, handles)
+        finally:
+            for ds in handles.values():
+                ds.close()
 
     def fingerprint_data(self) -> dict:
         """What this shard's bytes depend on (the build's resume check compares it)."""
@@ -86,6 +100,7 @@ class RasterShardTask(ShardOutputs):
             "kind": self.kind, "scenes": [_scene_facts(s) for s in self.scenes],
             "common_bands": [list(c) for c in self.common_bands], "patch_px": self.patch_px,
             "stride_px": self.stride_px, "dtype": self.dtype, "entropy": [self.entropy_bins, self.entropy_base],
+            "entropy_norms": [None if n is None else [list(x) for x in n] for n in self.entropy_norms],
             "strategy": self.strategy, "seed": self.seed, "row_group_size": self.row_group_size,
         }
 
@@ -107,6 +122,8 @@ def _scene_facts(s) -> dict:
         "transform": list(s.transform)[:6], "size": [s.width, s.height], "res": s.res, "dtype": s.dtype,
         "nodata": None if s.nodata is None or s.nodata != s.nodata else s.nodata, "zero": s.zero_is_nodata,
         "cloud": None if s.cloud_mask is None else [s.cloud_mask.path, s.cloud_mask.band_index,
-                                                    list(s.cloud_classes), _file_stamp(s.cloud_mask.path)],
+                                                    list(s.cloud_classes), _file_stamp(s.cloud_mask.path),
+                                                    list(s.cloud_bits)],
+        "product": s.product,
         "sensor": s.sensor, "date": s.date,
     }

@@ -4,9 +4,9 @@ A route task reads one point-cloud file chunk by chunk (laspy ``chunk_iterator``
 points into the project's UTM CRS, and appends every point that falls in a *selected* tile to
 that tile's staging buffer.  Buffers are flushed to small ``.npy`` parts when they grow past
 a fixed number of points, so memory stays flat however large the file.  A COPC file (local
-or a URL) is read by bounds instead: only the octree nodes over the task's tiles.  A task ends by
-writing a ``done`` marker; parts of a task without its marker are leftovers of an interrupted
-run and are removed before the task runs again.
+or a URL) and an EPT dataset are read by bounds instead: only the octree nodes over the task's
+tiles.  A task ends by writing a ``done`` marker; parts of a task without its marker are
+leftovers of an interrupted run and are removed before the task runs again.
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+#: staged points: x, y are float64 offsets from the tile's lower-left corner, exact (the offset of
+#: a coordinate from a nearby corner has no rounding error), so the outlier filter measures the
+#: same distances PDAL measures on the float64 scaled-integer coordinates; samples store float32
+#: (:func:`~als_datasets.kinds.als.extract.tile.sample_arrays`)
 POINT_DTYPE = np.dtype([
-    ("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+    ("x", "<f8"), ("y", "<f8"), ("z", "<f8"),
     ("intensity", "<u2"), ("return_number", "u1"), ("number_of_returns", "u1"), ("classification", "u1"),
 ])
 
@@ -78,7 +82,7 @@ def task_key(task: RouteTask) -> str:
 
     A URL is never stat'ed (nor fetched) here: its key is the URL without its query string
     (signed-URL tokens rotate) and what its inspection saw (size, ETag / Last-Modified, header)."""
-    d = {**source_facts(task.info), "grid": asdict(task.grid)}
+    d = {**source_facts(task.info), "grid": asdict(task.grid), "staged": str(POINT_DTYPE.descr)}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -177,7 +181,9 @@ def tile_relative(d: np.ndarray, top: np.float32) -> np.ndarray:
 def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=None):
     """Pure core: (slot per routed point group, structured points) for one chunk.
 
-    Yields ``(slot, points)`` pairs, points relative to their tile's lower-left corner.
+    Yields ``(slot, points)`` pairs, points relative to their tile's lower-left corner (float64;
+    a point on a tile's edge may lie a rounding error outside [0, tile): :func:`tile_relative`
+    clips it when the sample is written).
     """
     x, y = chunk["x"], chunk["y"]
     if transformer is not None:
@@ -195,13 +201,12 @@ def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=No
     order = np.argsort(s, kind="stable")
     sel, s = sel[order], s[order]
     cuts = np.flatnonzero(np.diff(s)) + 1
-    top = tile_max(grid.tile)
     for group in np.split(np.arange(len(sel)), cuts):
         idx = sel[group]
         c, r = col[idx[0]], row[idx[0]]
         pts = np.empty(len(idx), dtype=POINT_DTYPE)
-        pts["x"] = tile_relative(x[idx] - (grid.x0 + c * grid.tile), top)
-        pts["y"] = tile_relative(y[idx] - (grid.y1 - (r + 1) * grid.tile), top)
+        pts["x"] = x[idx] - (grid.x0 + c * grid.tile)  # exact; float32 and clipped in the sample
+        pts["y"] = y[idx] - (grid.y1 - (r + 1) * grid.tile)
         pts["z"] = chunk["z"][idx]
         for name in ("intensity", "return_number", "number_of_returns", "classification"):
             pts[name] = chunk[name][idx]
@@ -231,11 +236,13 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
 
     A COPC file (local or remote) is read by bounds: only the octree nodes overlapping the
     task's tiles are fetched and decoded, in file order, so the staged points are the same as
-    a full read's.  Other files are read whole, chunk by chunk."""
+    a full read's.  An EPT dataset likewise (its nodes in a fixed order; a Web Mercator one is
+    queried with the 3857 boxes covering the UTM tiles, its points then reprojected and routed in
+    UTM).  Other files are read whole, chunk by chunk."""
     from pyproj import CRS, Transformer
 
     from als_datasets.kinds.als.sources.copc import iter_copc_boxes
-    from als_datasets.kinds.als.sources.pointcloud import iter_point_chunks
+    from als_datasets.kinds.als.sources.pointcloud import iter_ept_boxes, iter_point_chunks
     from als_datasets.kinds.als.sources.remote import FetchStats, redact
 
     clear_task(task)
@@ -249,8 +256,11 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
     bufs = _Buffers(root, task.file_index, [t[2] for t in task.tiles], task.flush_points)
     read = routed = 0
     fetched = FetchStats()
+    by_bounds = task.info.is_copc or getattr(task.info, "is_ept", False)
     if task.info.is_copc:
         chunks = iter_copc_boxes(task.info, file_boxes(task), task.chunk_size, stats=fetched)
+    elif by_bounds:
+        chunks = iter_ept_boxes(task.info, file_boxes(task), task.chunk_size, stats=fetched)
     else:
         chunks = iter_point_chunks(task.info, task.chunk_size)
     for chunk in chunks:
@@ -262,7 +272,7 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
         if progress:
             progress(n)
     bufs.flush()
-    if progress and task.info.is_copc and task.info.point_count > read:
+    if progress and by_bounds and task.info.point_count > read:
         progress(task.info.point_count - read)  # the points a bounds query did not need to read
     stats = {"file": redact(task.info.path), "points_read": read, "points_routed": routed,
              "bytes_fetched": fetched.bytes_fetched, "requests": fetched.requests,

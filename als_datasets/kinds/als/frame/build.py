@@ -40,6 +40,12 @@ def inspect_project_pointclouds(project: Project) -> list:
 
 def project_boundary(project: Project, infos: list):
     """The recipe's boundary, or the union of the point clouds' footprints."""
+    if project.boundary_geojson is not None:  # an archive index's project
+        import json
+
+        from shapely.geometry import shape
+
+        return shape(json.loads(project.boundary_geojson))
     if project.boundary is not None:
         return geo.read_boundary(project.boundary)
     from shapely import union_all

@@ -1,4 +1,9 @@
-"""Boundaries, project grids and rasters reprojected onto them (the I/O edge of the frame)."""
+"""Boundaries, project grids and rasters reprojected onto them (the I/O edge of the frame).
+
+Rasters (land cover, DEM) may be local files or URLs (``https://``, ``s3://``, ``gs://``), opened
+by the core's :mod:`als_datasets.cog` (GDAL ranged reads: a project's window of a cloud-optimised
+GeoTIFF, never the national file).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS, Transformer
 
+from als_datasets.cog import GDAL_HTTP_OPTIONS, gdal_env, gdal_reason, open_raster, raster_path  # noqa: F401
 from als_datasets.errors import InputError
+from als_datasets.remote import redact
 
 
 @dataclass(frozen=True)
@@ -94,16 +101,10 @@ def reproject_to_grid(path: str | Path, grid: Grid, what: str) -> tuple[np.ndarr
     from rasterio.warp import Resampling, reproject, transform_bounds
     from rasterio.windows import from_bounds
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, f"{what} raster not found")
-    try:
-        src = rasterio.open(path)
-    except Exception as exc:
-        raise InputError(path, f"cannot read {what} raster: {str(exc).splitlines()[0]}") from None
-    with src:
+    name = redact(str(path))
+    with gdal_env(path), open_raster(path, what) as src:
         if src.crs is None:
-            raise InputError(path, f"{what} raster has no CRS")
+            raise InputError(name, f"{what} raster has no CRS")
         left, bottom, right, top = grid.x0, grid.y1 - grid.height * grid.res, grid.x0 + grid.width * grid.res, grid.y1
         b = transform_bounds(grid.crs, src.crs, left, bottom, right, top, densify_pts=21)
         w = from_bounds(*b, transform=src.transform)
@@ -112,15 +113,18 @@ def reproject_to_grid(path: str | Path, grid: Grid, what: str) -> tuple[np.ndarr
         c1 = min(math.ceil(w.col_off + w.width) + 1, src.width)
         r1 = min(math.ceil(w.row_off + w.height) + 1, src.height)
         if c1 <= c0 or r1 <= r0:
-            raise InputError(path, f"{what} raster does not overlap the project boundary")
+            raise InputError(name, f"{what} raster does not overlap the project boundary")
         win = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
-        data = src.read(1, window=win, masked=True)
+        try:
+            data = src.read(1, window=win, masked=True)
+        except Exception as exc:  # a remote tile that failed after GDAL's retries, a corrupt block
+            raise InputError(name, f"cannot read {what} raster window: {gdal_reason(exc)}") from None
         src_valid = ~np.ma.getmaskarray(data)
         src_transform = src.window_transform(win)
         src_crs = src.crs
         is_float = np.issubdtype(data.dtype, np.floating)
     if not src_valid.any():
-        raise InputError(path, f"{what} raster holds only nodata over the project boundary")
+        raise InputError(name, f"{what} raster holds only nodata over the project boundary")
     values = np.asarray(data.filled(0), dtype=np.float64 if is_float else np.int32)
     if is_float:
         src_valid &= np.isfinite(values)
@@ -169,21 +173,17 @@ def dem_vertical_unit(path: str | Path, override: float | None = None) -> tuple[
     """(metres per DEM unit, where that came from) of a DEM: the recipe's ``dem.z_unit``
     (``override``) if given; else the unit the raster declares — its band unit (GDAL fills it from
     the GeoTIFF ``VerticalUnitsGeoKey``), then the vertical axis of a compound CRS; else metres."""
-    import rasterio
 
     if override is not None:
         return override, f"dem.z_unit in the recipe ({_unit_label(override)})"
-    path = Path(path)
-    try:
-        with rasterio.open(path) as src:
-            band_unit = (src.units or ("",))[0] or ""
-            wkt = src.crs.to_wkt() if src.crs is not None else None
-    except Exception as exc:
-        raise InputError(path, f"cannot read DEM raster: {str(exc).splitlines()[0]}") from None
+    name = redact(str(path))
+    with gdal_env(path), open_raster(path, "DEM") as src:
+        band_unit = (src.units or ("",))[0] or ""
+        wkt = src.crs.to_wkt() if src.crs is not None else None
     if band_unit.strip():
         f = z_unit_factor(band_unit)
         if f is None:
-            raise InputError(path, f"DEM declares elevation unit {band_unit!r}, which is not metres or feet; "
+            raise InputError(name, f"DEM declares elevation unit {band_unit!r}, which is not metres or feet; "
                                    "set dem.z_unit in the recipe (m, ft, us-ft or metres per unit)")
         return f, f"the raster's band unit {band_unit!r}"
     if wkt:

@@ -1,4 +1,4 @@
-"""Reading ALS point clouds (LAS/LAZ/COPC): CRS and unit detection, footprints, chunked streaming.
+"""Reading ALS point clouds (LAS/LAZ/COPC/EPT): CRS and unit detection, footprints, chunked streaming.
 
 Real files lie about their units (see ``data/SOURCES.md``), so this module:
 
@@ -28,7 +28,8 @@ import shapely.geometry
 from pyproj.exceptions import CRSError
 
 from als_datasets.errors import InputError
-from als_datasets.kinds.als.sources.remote import check_supported, is_remote, open_source, read_header, redact
+from als_datasets.kinds.als.sources import ept
+from als_datasets.kinds.als.sources.remote import FetchStats, is_remote, open_source, read_header, redact
 
 __all__ = [
     "PointCloudInfo",
@@ -38,6 +39,7 @@ __all__ = [
     "check_within",
     "check_distinct",
     "iter_point_chunks",
+    "iter_ept_boxes",
 ]
 
 # name -> (metres per unit, EPSG unit code). Names are the ones pyproj reports.
@@ -75,6 +77,7 @@ class PointCloudInfo:
     stamp: str = ""  # URLs: size, ETag / Last-Modified at inspection (what staged parts depend on)
     # file size, point count and format, scales, offsets, xyz bounds: equal for two names of the same data
     signature: tuple = ()
+    is_ept: bool = False  # an Entwine Point Tiles dataset (``path`` is its ept.json): read by bounds
 
 
 # --------------------------------------------------------------------------- unit helpers
@@ -250,11 +253,42 @@ def _read_header(src: str):
         return reader.header, "", os.path.getsize(src)
 
 
+def _ept_facts(src: str, path: str, want_crs: bool):
+    """(point count, mins, maxs, signature, stamp, (CRS, z unit, source, notes) or None) of an
+    EPT dataset from its ``ept.json``: bounds are ``boundsConforming`` (the data, not the cube)."""
+    meta = ept.read_ept_meta(src)
+    if meta.points <= 0:
+        raise InputError(path, "EPT dataset contains no points")
+    mins, maxs = meta.conforming[:3], meta.conforming[3:]
+    signature = ("ept", meta.points, meta.bounds, meta.conforming, meta.schema)
+    stamp = f"ept.json sha256={meta.digest}"
+    if not want_crs:
+        return meta.points, mins, maxs, signature, stamp, None
+    srs = meta.srs
+    try:
+        if srs.get("wkt"):
+            crs, source = pyproj.CRS(srs["wkt"]), "ept-srs-wkt"
+        elif str(srs.get("authority", "")).upper() == "EPSG" and srs.get("horizontal"):
+            code = f"EPSG:{srs['horizontal']}" + (f"+{srs['vertical']}" if srs.get("vertical") else "")
+            crs, source = pyproj.CRS(code), "ept-srs-epsg"
+        else:
+            raise InputError(path, "EPT srs gives no CRS (no wkt, no EPSG horizontal code); set pointcloud_crs "
+                             "in the recipe")
+    except CRSError as e:
+        raise InputError(path, f"EPT srs is not a CRS pyproj accepts ({_short(e)})") from None
+    horiz, vert = _split_crs(crs)
+    z_unit = _unit_of(vert, path, "vertical")[0] if vert is not None else None
+    return meta.points, mins, maxs, signature, stamp, (horiz, z_unit, source, [])
+
+
 def inspect_pointcloud(path, crs_override: str | None = None) -> PointCloudInfo:
     """Read the header and VLRs of a LAS/LAZ/COPC file (no points) and work out its CRS and units.
 
     ``path`` may be a URL (``http(s)://``, ``s3://`` with s3fs): only the header and VLRs are
-    fetched, by HTTP range requests.
+    fetched, by HTTP range requests.  An EPT dataset (its ``ept.json``, a path or URL, or a
+    local folder holding one) is described by its ``ept.json`` alone: ``srs``, ``points`` and
+    ``boundsConforming`` (``is_ept``); a Web Mercator (EPSG:3857) ``srs`` is kept as the file's
+    CRS: tiles are cut in the project's UTM, the points reprojected (never in 3857 "metres").
 
     ``crs_override`` is any string :class:`pyproj.CRS` accepts; it replaces the file's CRS
     (``crs_source="override"``) and its units are used for x/y and z (vertical part if compound).
@@ -262,25 +296,32 @@ def inspect_pointcloud(path, crs_override: str | None = None) -> PointCloudInfo:
     geographic or implausibly located files.
     """
     src = os.fspath(path)
+    src = ept.ept_path(src) or src  # a local EPT folder: its ept.json
     path = redact(src)  # messages name a URL without its query string (a signed URL's token)
-    check_supported(src)
+    is_ept = ept.is_ept(src)
     if not is_remote(src) and not os.path.isfile(src):
         raise InputError(path, "file not found")
-    try:
-        header, stamp, size = _read_header(src)
-        point_count = int(header.point_count)
-        mins, maxs = header.mins, header.maxs
-        signature = (int(size), point_count, int(header.point_format.id),
-                     *(tuple(float(v) for v in a) for a in (header.scales, header.offsets, mins, maxs)))
-        is_copc = any(v.user_id == "copc" and v.record_id == 1 for v in header.vlrs)
-        if point_count == 0:
-            raise InputError(path, "contains no points")
-        if crs_override is None:
-            horiz, z_unit, source, notes = _file_crs(header, path)
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - laspy raises many types for bad headers
-        raise InputError(path, f"not a readable LAS/LAZ file ({_short(e)})") from None
+    if is_ept:
+        point_count, mins, maxs, signature, stamp, found = _ept_facts(src, path, crs_override is None)
+        is_copc = False
+        if found is not None:
+            horiz, z_unit, source, notes = found
+    else:
+        try:
+            header, stamp, size = _read_header(src)
+            point_count = int(header.point_count)
+            mins, maxs = header.mins, header.maxs
+            signature = (int(size), point_count, int(header.point_format.id),
+                         *(tuple(float(v) for v in a) for a in (header.scales, header.offsets, mins, maxs)))
+            is_copc = any(v.user_id == "copc" and v.record_id == 1 for v in header.vlrs)
+            if point_count == 0:
+                raise InputError(path, "contains no points")
+            if crs_override is None:
+                horiz, z_unit, source, notes = _file_crs(header, path)
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - laspy raises many types for bad headers
+            raise InputError(path, f"not a readable LAS/LAZ file ({_short(e)})") from None
     if crs_override is not None:
         try:
             crs = pyproj.CRS(crs_override)
@@ -300,7 +341,7 @@ def inspect_pointcloud(path, crs_override: str | None = None) -> PointCloudInfo:
         raise InputError(path, f"header bounds are invalid: {bounds}")
     info = PointCloudInfo(path=src, crs=horiz, xy_unit=xy_unit, z_to_m=_UNITS[z_unit][0],
                           bounds=bounds, point_count=point_count, is_copc=is_copc,
-                          crs_source=source, notes=tuple(notes), stamp=stamp, signature=signature)
+                          crs_source=source, notes=tuple(notes), stamp=stamp, signature=signature, is_ept=is_ept)
     try:
         foot = footprint_lonlat(info)
         ok = _plausible(foot) and _round_trips(horiz, bounds, foot)
@@ -428,6 +469,9 @@ def iter_point_chunks(info: PointCloudInfo, chunk_size: int = 2_000_000) -> Iter
     """
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
+    if info.is_ept:
+        yield from iter_ept_boxes(info, None, chunk_size)
+        return
 
     def corrupt(e: BaseException) -> InputError:
         return InputError(info.path, f"truncated or corrupt LAZ/LAS data: {_short(e)}")
@@ -468,3 +512,22 @@ def iter_point_chunks(info: PointCloudInfo, chunk_size: int = 2_000_000) -> Iter
         if seen != expected:
             raise InputError(info.path, f"truncated or corrupt LAZ/LAS data: header says {expected} "
                              f"points but only {seen} could be read")
+
+
+def iter_ept_boxes(info: PointCloudInfo, boxes, chunk_size: int = 1_000_000, stats: FetchStats | None = None,
+                   threads: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """The points of EPT dataset ``info.path`` inside any of ``boxes`` (minx, miny, maxx, maxy in
+    its CRS and units, edges included; ``None``: every point, checked against ``points``), as the
+    chunk dicts of :func:`iter_point_chunks` (z in metres).  Only the hierarchy pages and nodes
+    that overlap a box are fetched (:mod:`.ept`); ``stats`` receives the bytes and requests."""
+    meta = ept.read_ept_meta(info.path, stats)
+    kw = {} if threads is None else {"threads": threads}
+    seen = 0
+    for chunk in ept.iter_ept_points(meta, boxes, chunk_size, stats, **kw):
+        chunk["z"] = chunk["z"] * info.z_to_m
+        _check_inside_header(info, chunk)
+        seen += len(chunk["x"])
+        yield chunk
+    if boxes is None and seen != meta.points:
+        raise InputError(info.path, f"EPT hierarchy lists {seen:,} points in its nodes but ept.json says "
+                         f"{meta.points:,}: an incomplete or corrupt dataset")

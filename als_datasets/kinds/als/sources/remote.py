@@ -1,4 +1,4 @@
-"""Remote and COPC point clouds: LAS headers by ranged reads, and the inputs no reader takes.
+"""Remote and COPC point clouds: LAS headers by ranged reads, and point clouds' names.
 
 3DEP is served today as COPC (Cloud Optimized Point Cloud: one LAZ 1.4 file whose points are
 stored as an octree of independently compressed chunks, with a hierarchy that says where each
@@ -6,19 +6,15 @@ chunk lies).  Reading a tile box out of such a file needs the header (a few KB),
 pages that cover the box, and the chunks of the octree nodes that overlap it: a small share of
 the file.  The ranged reads are the core's :mod:`als_datasets.remote` (re-exported here); this
 module adds :func:`read_header` (a LAS/LAZ/COPC header with its VLRs without downloading the
-file) and :func:`check_supported`.  The COPC bounds queries are :mod:`.copc`.
-
-EPT (Entwine Point Tiles, ``ept.json`` — the USGS ``usgs-lidar-public`` bucket) is not read:
-neither laspy nor any installed library reads it (PDAL's ``readers.ept`` does; PDAL is not a
-dependency).  Such inputs are refused with a one-line error pointing at the COPC copies.
+file).  The COPC bounds queries are :mod:`.copc`; EPT datasets (Entwine Point Tiles,
+``ept.json`` — the USGS ``usgs-lidar-public`` bucket) are read by bounds by :mod:`.ept`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from als_datasets.errors import InputError
+from als_datasets.kinds.als.sources.ept import dataset_name, is_ept
 from als_datasets.remote import (  # noqa: F401 - re-exported: the ALS sources' one import point
     BLOCK_SIZE,
     FIRST_BLOCK,
@@ -40,27 +36,20 @@ __all__ = [
     "is_ept",
     "redact",
     "source_name",
-    "check_supported",
+    "source_label",
     "open_source",
     "read_header",
 ]
 
 
-def is_ept(path) -> bool:
-    """True for an Entwine Point Tiles dataset (its ``ept.json``)."""
-    return source_name(path).lower() == "ept.json"
-
-
-def check_supported(path) -> None:
-    """Refuse inputs no installed library can read (EPT) with a one-line :class:`InputError`."""
-    if is_ept(path):
-        raise InputError(redact(path), "EPT (Entwine Point Tiles) is not supported: neither laspy nor any installed "
-                         "library reads it; use the project's COPC files (e.g. Planetary Computer 3dep-lidar-copc)")
+def source_label(path) -> str:
+    """A point cloud's name in samples and cards: the file name, or for an EPT dataset the folder
+    holding its ``ept.json`` (in the 3DEP archive, the project's name); never a query string."""
+    return dataset_name(path) if is_ept(path) else source_name(path)
 
 
 def open_source(path, stats: FetchStats | None = None, block_size: int = BLOCK_SIZE) -> RangeFile:
-    """:func:`als_datasets.remote.open_source`, refusing point-cloud inputs no reader takes."""
-    check_supported(os.fspath(path) if not isinstance(path, str) else path)
+    """:func:`als_datasets.remote.open_source` (kept here: the ALS sources' one import point)."""
     return _open_source(path, stats, block_size)
 
 

@@ -1,0 +1,437 @@
+"""PDAL's statistical outlier filter (``filters.outlier``, method ``statistical``), exactly and fast.
+
+The rules, as PDAL's ``OutlierFilter::processStatistical`` applies them (the tests hold a brute
+force reference that follows them one by one):
+
+1. for every point, its ``k + 1`` nearest neighbours in 3D (the point itself, at distance 0, is
+   the first), squared distances ``(dx² + dy²) + dz²`` in float64 (``dx`` = query − neighbour);
+2. its mean distance is the *running* mean of the square roots of neighbours 1..k:
+   ``m += (√d²_j − m) / j``;
+3. over all points, in point order, Welford's mean and variance (``n − 1``);
+   ``threshold = mean + multiplier × σ``;
+4. a point is an inlier when its mean distance is ``< threshold`` (so ``≥`` is an outlier);
+5. when every point would be an outlier, none is flagged (PDAL keeps the whole view).
+
+PDAL reads neither file coordinates nor our float32 sample coordinates: it uses the float64
+values of the scaled integers.  The staged tile-relative offsets ``x − X0`` are exact (Sterbenz:
+a coordinate and its tile's corner are within a factor of two of each other), so every
+difference, hence every distance, is bit-identical to the one PDAL computes from absolute
+coordinates (for a PDAL built without fused multiply-add contraction, the x86-64 default).  With
+``k`` or fewer points PDAL's neighbour list is shorter than the loop that reads it (undefined);
+here nothing is flagged.
+
+Speed: the k-d tree is replaced by uniform 2D grids whose cells hold their points sorted by z,
+and every query is answered by the first of three exact searches that can answer it:
+
+* a fine grid (cells of :data:`FINE` × the radius holding k+1 points at the mean density): the
+  query's cell and its 8 neighbours, which are three contiguous runs in grid order;
+* a grid :data:`COARSE` times coarser (canopy points, whose neighbours lie further): within a
+  guessed radius g (the previous answer's, grown by :data:`GUESS_GROWTH`), then the whole block,
+  looking only at the block's points with ``|dz| ≤`` the radius (bisection in each z-sorted cell);
+* for the few left (isolated points), a ring search on the coarse grid, cell rectangles and
+  z walks pruned against the current k+1-th distance.
+
+A block search keeps only squared distances below ``r²``, r the distance from the query to the
+block's edge (or to g); it answers when k+1 of them remain, and then no point outside the block
+or the z window can be nearer.  Every pruning discards only candidates at least as far as the
+k+1-th, so the k+1 smallest squared distances — all that rule 2 reads — are those of an
+exhaustive search (which of several tied points is kept does not matter).  The kernels are
+compiled with numba (no fast-math: no reassociation, no fused multiply-add), once per machine
+(``cache=True``).  With ``threads > 1`` groups of grid rows run in parallel, which changes no
+number (queries are independent; Welford runs serially in point order afterwards).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numba import njit, prange
+
+#: numba's default (workqueue) threading layer takes one parallel launch at a time per process: a
+#: Dask worker running several tasks in threads takes turns here
+_PARALLEL = threading.Lock()
+
+#: the fine grid's cells, in radii of a disc holding k + 1 points at the mean 2D density
+FINE = 1.5
+#: grid rectangles are widened by this much (m) before a cell is skipped: cell membership comes
+#: from a floor() of a rounded quotient, so a point may sit a few ulps outside its rectangle
+_SLACK = 1e-6
+#: the second block pass's cells are this many times the first's
+COARSE = 3.0
+#: the second pass first searches within this many times the previous query's k+1-th distance
+GUESS_GROWTH = 1.25
+
+
+def grid_cell_size(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    """The fine grid's cell size (m): :data:`FINE` × the radius of a disc that holds k + 1 points
+    at the points' mean density over their bounding box (at least 1 cm, never more cells than
+    points)."""
+    n = len(x)
+    w = float(x.max() - x.min()) if n else 0.0
+    h = float(y.max() - y.min()) if n else 0.0
+    area = max(w * h, 1e-4)
+    r = np.sqrt((k + 1) * area / (np.pi * max(n, 1)))
+    return float(max(FINE * r, np.sqrt(area / max(n, 1)), 0.01))
+
+
+@njit(cache=True)
+def _build_grid(x, y, z, x0, y0, cell, nx, ny):
+    """Counting sort of the points by cell (row-major), each cell's points by z (stable)."""
+    n = len(x)
+    cid = np.empty(n, np.int64)
+    for i in range(n):
+        cx = int(np.floor((x[i] - x0) / cell))
+        cy = int(np.floor((y[i] - y0) / cell))
+        cx = min(max(cx, 0), nx - 1)
+        cy = min(max(cy, 0), ny - 1)
+        cid[i] = cy * nx + cx
+    start = np.zeros(nx * ny + 1, np.int64)
+    for i in range(n):
+        start[cid[i] + 1] += 1
+    for c in range(nx * ny):
+        start[c + 1] += start[c]
+    fill = start[:-1].copy()
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        order[fill[cid[i]]] = i
+        fill[cid[i]] += 1
+    for c in range(nx * ny):  # sort each cell by z (stable): insertion sort for the usual handful
+        a, b = start[c], start[c + 1]
+        if b - a > 32:
+            zc = np.empty(b - a)
+            for i in range(a, b):
+                zc[i - a] = z[order[i]]
+            order[a:b] = order[a:b][np.argsort(zc, kind="mergesort")]
+            continue
+        for i in range(a + 1, b):
+            v = order[i]
+            zv = z[v]
+            j = i - 1
+            while j >= a and z[order[j]] > zv:
+                order[j + 1] = order[j]
+                j -= 1
+            order[j + 1] = v
+    return order, start
+
+
+@njit(cache=True)
+def _insert(best, cnt, d2):
+    """Insert ``d2`` into the ascending ``best[:cnt]`` (capacity ``len(best)``); new count."""
+    kk = len(best)
+    if cnt == kk:
+        if d2 >= best[kk - 1]:
+            return cnt
+        j = kk - 1
+    else:
+        j = cnt
+        cnt += 1
+    while j > 0 and best[j - 1] > d2:
+        best[j] = best[j - 1]
+        j -= 1
+    best[j] = d2
+    return cnt
+
+
+@njit(cache=True)
+def _scan_column(best, cnt, qx, qy, qz, x, y, z, order, a, b):
+    """Offer a cell's points (``order[a:b]``, sorted by z) to ``best``, walking out from qz."""
+    kk = len(best)
+    lo, hi = a, b  # first index with z >= qz
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if z[order[mid]] < qz:
+            lo = mid + 1
+        else:
+            hi = mid
+    up, down = lo, lo - 1
+    while up < b or down >= a:
+        worst = best[kk - 1] if cnt == kk else np.inf
+        go_up = False
+        if up < b and down >= a:
+            go_up = (z[order[up]] - qz) <= (qz - z[order[down]])
+        elif up < b:
+            go_up = True
+        p = order[up] if go_up else order[down]
+        dz = qz - z[p]
+        if dz * dz >= worst:  # every point further along has at least this dz²
+            if go_up:
+                up = b
+            else:
+                down = a - 1
+            continue
+        dx = qx - x[p]
+        dy = qy - y[p]
+        d2 = (dx * dx + dy * dy) + dz * dz
+        cnt = _insert(best, cnt, d2)
+        if go_up:
+            up += 1
+        else:
+            down -= 1
+    return cnt
+
+
+@njit(cache=True)
+def _query(i, best, x, y, z, order, start, x0, y0, cell, nx, ny):
+    """The k+1 smallest squared distances from point ``i`` (itself included), into ``best``."""
+    kk = len(best)
+    qx, qy, qz = x[i], y[i], z[i]
+    ci = min(max(int(np.floor((qx - x0) / cell)), 0), nx - 1)
+    cj = min(max(int(np.floor((qy - y0) / cell)), 0), ny - 1)
+    cnt = 0
+    r = 0
+    rmax = max(nx, ny)
+    while r <= rmax:
+        for cy in range(cj - r, cj + r + 1):
+            if cy < 0 or cy >= ny:
+                continue
+            edge_row = cy == cj - r or cy == cj + r
+            step = 1 if edge_row else 2 * r  # ring r: whole top/bottom rows, two cells otherwise
+            cx = ci - r
+            while cx <= ci + r:
+                if 0 <= cx < nx:
+                    a, b = start[cy * nx + cx], start[cy * nx + cx + 1]
+                    if b > a:
+                        skip = False
+                        if cnt == kk:
+                            lx = x0 + cx * cell - _SLACK - qx
+                            hx = qx - (x0 + (cx + 1) * cell + _SLACK)
+                            ly = y0 + cy * cell - _SLACK - qy
+                            hy = qy - (y0 + (cy + 1) * cell + _SLACK)
+                            ex = max(lx, hx, 0.0)
+                            ey = max(ly, hy, 0.0)
+                            skip = ex * ex + ey * ey >= best[kk - 1]
+                        if not skip:
+                            cnt = _scan_column(best, cnt, qx, qy, qz, x, y, z, order, a, b)
+                cx += step if step > 0 else 1
+        if cnt == kk:  # anything in ring r+1 lies at least this far away in x or y
+            m = min(qx - (x0 + (ci - r) * cell), (x0 + (ci + r + 1) * cell) - qx,
+                    qy - (y0 + (cj - r) * cell), (y0 + (cj + r + 1) * cell) - qy) - _SLACK
+            if m > 0 and m * m >= best[kk - 1]:
+                break
+        r += 1
+    return cnt
+
+
+@njit(cache=True)
+def _mean_distance(best, k):
+    """PDAL's running mean over neighbours 1..k (neighbour 0 is the query itself)."""
+    m = 0.0
+    for j in range(1, k + 1):
+        m += (np.sqrt(best[j]) - m) / j
+    return m
+
+
+@njit(cache=True)
+def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf):
+    """Every pending query of cell ``c`` against the points of the 3x3 cells around it.
+
+    ``xs, ys, zs``: the points in grid order (row-major cells, z ascending within a cell), so a
+    row of the block is one contiguous run.  A query at distance ``rb`` from the block's edge
+    (infinite on a side where the grid ends) is exact when its k+1-th squared distance is
+    ``≤ rb²``: no point outside the block can be nearer.  With ``zwin`` only the block's points
+    with ``|dz| ≤ rb`` are looked at (a point further in z is further than ``rb``), found by
+    bisection in each cell's z-sorted run.  A query that is not exact stays pending for a coarser
+    grid."""
+    cx, cy = c % nx, c // nx
+    a0, b0 = start[c], start[c + 1]
+    lox = x0 + (cx - 1) * cell if cx > 0 else -np.inf
+    hix = x0 + (cx + 2) * cell if cx < nx - 1 else np.inf
+    loy = y0 + (cy - 1) * cell if cy > 0 else -np.inf
+    hiy = y0 + (cy + 2) * cell if cy < ny - 1 else np.inf
+    xa, xb = max(cx - 1, 0), min(cx + 1, nx - 1)
+    ya, yb = max(cy - 1, 0), min(cy + 1, ny - 1)
+    kk = k + 1
+    guess = 0.0
+    for t in range(a0, b0):
+        if not pending[t]:
+            continue
+        qx, qy, qz = xs[t], ys[t], zs[t]
+        rb = min(qx - lox, hix - qx, qy - loy, hiy - qy) - _SLACK
+        if rb <= 0:
+            continue
+        if not zwin:
+            cnt = 0
+            for step in range(3):  # the query's own row first: its nearest points set a low bar early
+                yy = cy if step == 0 else (cy - 1 if step == 1 else cy + 1)
+                if ya <= yy <= yb:
+                    cnt = _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs,
+                                 start[yy * nx + xa], start[yy * nx + xb + 1], rb * rb, buf)
+            if cnt == kk:
+                out[t] = _mean_distance(best, k)
+                pending[t] = False
+            continue
+        # first within a guess g < rb (the last answer's radius, grown): only the block's cells
+        # that reach within g of the query, only |dz| <= g; exact when the k+1-th is within g
+        g = min(guess, rb) if guess > 0 else rb
+        while True:
+            cnt = 0
+            for step in range(3):
+                yy = cy if step == 0 else (cy - 1 if step == 1 else cy + 1)
+                if yy < ya or yy > yb or y0 + yy * cell - _SLACK > qy + g or y0 + (yy + 1) * cell + _SLACK < qy - g:
+                    continue
+                for sx in range(3):  # the query's own column first
+                    xx = cx if sx == 0 else (cx - 1 if sx == 1 else cx + 1)
+                    if xx < xa or xx > xb:
+                        continue
+                    if x0 + xx * cell - _SLACK > qx + g or x0 + (xx + 1) * cell + _SLACK < qx - g:
+                        continue
+                    lo, hi = start[yy * nx + xx], start[yy * nx + xx + 1]
+                    if hi > lo:
+                        lo = lo + np.searchsorted(zs[lo:hi], qz - g, side="left")
+                        hi = lo + np.searchsorted(zs[lo:hi], qz + g, side="right")
+                    cnt = _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs, lo, hi, g * g, buf)
+            if cnt == kk:
+                out[t] = _mean_distance(best, k)
+                pending[t] = False
+                guess = GUESS_GROWTH * np.sqrt(best[kk - 1])
+                break
+            if g >= rb:
+                break
+            g = rb
+
+
+@njit(cache=True)
+def _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs, lo, hi, rb2, buf):
+    """Offer points ``lo:hi`` to ``best``, keeping only squared distances ``< rb²`` (an answer is
+    exact only when its k+1 nearest all lie within ``rb``; a tie at ``rb`` leaves the query to
+    the next pass).  The distances are computed first, in a loop without branches."""
+    m = hi - lo
+    for j in range(m):
+        dx = qx - xs[lo + j]
+        dy = qy - ys[lo + j]
+        dz = qz - zs[lo + j]
+        buf[j] = (dx * dx + dy * dy) + dz * dz
+    bar = best[kk - 1] if cnt == kk else rb2
+    for j in range(m):
+        d2 = buf[j]
+        if d2 < bar:
+            cnt = _insert(best, cnt, d2)
+            if cnt == kk:
+                bar = best[kk - 1]
+    return cnt
+
+
+@njit(cache=True)
+def _max_run(start, nx, ny):
+    """The longest run _offer is given: three neighbouring cells of one row."""
+    m = 1
+    for cy in range(ny):
+        for cx in range(nx):
+            a = start[cy * nx + max(cx - 1, 0)]
+            b = start[cy * nx + min(cx + 1, nx - 1) + 1]
+            m = max(m, b - a)
+    return m
+
+
+@njit(cache=True)
+def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin):
+    """One block pass over a grid; every array in grid order."""
+    best = np.empty(k + 1, np.float64)
+    buf = np.empty(_max_run(start, nx, ny), np.float64)
+    for c in range(nx * ny):
+        _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf)
+
+
+@njit(cache=True, parallel=True)
+def _block_pass_parallel(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, rows_per_job):
+    jobs = (ny + rows_per_job - 1) // rows_per_job
+    for jb in prange(jobs):
+        best = np.empty(k + 1, np.float64)
+        buf = np.empty(_max_run(start, nx, ny), np.float64)
+        for c in range(jb * rows_per_job * nx, min((jb + 1) * rows_per_job, ny) * nx):
+            _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf)
+
+
+@njit(cache=True)
+def _ring_pass(x, y, z, order, start, x0, y0, cell, nx, ny, k, pending, out):
+    """The queries no block answered (isolated points): exact ring search on the grid."""
+    best = np.empty(k + 1, np.float64)
+    for i in range(len(x)):
+        if pending[i]:
+            _query(i, best, x, y, z, order, start, x0, y0, cell, nx, ny)
+            out[i] = _mean_distance(best, k)
+            pending[i] = False
+
+
+@njit(cache=True)
+def _welford_threshold(d, multiplier):
+    """Welford's mean and variance (n − 1) over ``d`` in order → mean + multiplier × σ."""
+    m1 = 0.0
+    m2 = 0.0
+    n = 0
+    for v in d:
+        n1 = n
+        n += 1
+        delta = v - m1
+        delta_n = delta / n
+        m1 += delta_n
+        m2 += delta * delta_n * n1
+    return m1 + multiplier * np.sqrt(m2 / (n - 1.0))
+
+
+def _grid(x, y, z, cell):
+    x0, y0 = float(x.min()), float(y.min())
+    nx = int((float(x.max()) - x0) // cell) + 1
+    ny = int((float(y.max()) - y0) // cell) + 1
+    order, start = _build_grid(x, y, z, x0, y0, cell, nx, ny)
+    return order, start, x0, y0, cell, nx, ny
+
+
+def mean_neighbour_distances(xyz: np.ndarray, k: int, threads: int = 1) -> np.ndarray:
+    """Rules 1-2 for every point: the running mean of its k nearest neighbours' distances.
+
+    Two block passes (a fine grid, then one :data:`COARSE` times coarser for the points whose
+    neighbours lie further, as in canopy), then an exact ring search for what is left."""
+    pts = np.asarray(xyz, dtype=np.float64)
+    x, y, z = (np.ascontiguousarray(pts[:, i]) for i in range(3))
+    n = len(x)
+    out = np.full(n, np.nan)
+    if n == 0:
+        return out
+    pending = np.ones(n, dtype=np.bool_)
+    fine = grid_cell_size(x, y, k)
+    par = threads > 1 and n > 50_000
+    if par:
+        import numba
+
+        _PARALLEL.acquire()
+        prev = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        for level, cell in enumerate((fine, fine * COARSE)):
+            g = _grid(x, y, z, cell)
+            order, rest = g[0], g[1:]
+            # the pass reads and writes in grid order (sequential memory); results go back after
+            xs, ys, zs, ps = x[order], y[order], z[order], pending[order]
+            os_ = np.full(n, np.nan)
+            if par:
+                _block_pass_parallel(xs, ys, zs, *rest, k, ps, os_, level > 0, 4)
+            else:
+                _block_pass(xs, ys, zs, *rest, k, ps, os_, level > 0)
+            done = ~ps & pending[order]
+            out[order[done]] = os_[done]
+            pending[order] = ps
+            del xs, ys, zs, ps, os_
+            if not pending.any():
+                break
+        if pending.any():
+            _ring_pass(x, y, z, *g, k, pending, out)
+    finally:
+        if par:
+            numba.set_num_threads(prev)
+            _PARALLEL.release()
+    return out
+
+
+def statistical_outliers(xyz: np.ndarray, k: int = 12, multiplier: float = 2.2, threads: int = 1) -> np.ndarray:
+    """PDAL ``filters.outlier`` (statistical) on float64 coordinates: True for outliers (rules 1-5
+    above; with ``k`` or fewer points, none)."""
+    n = len(xyz)
+    if n <= k:
+        return np.zeros(n, dtype=bool)
+    d = mean_neighbour_distances(xyz, k, threads)
+    out = d >= _welford_threshold(d, float(multiplier))
+    if out.all():  # PDAL: "filter would remove all points" → the view is kept unchanged
+        out[:] = False
+    return out
