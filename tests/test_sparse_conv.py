@@ -210,9 +210,10 @@ def test_fused_equals_per_tap_path_through_a_residual_encoder():
 def test_slot_layout_covers_every_pair_once():
     x, _ = _random_sparse(13, shape=(9, 9, 9), density=0.2)
     rb = rulebook.submanifold_rulebook(x.coords, x.spatial_shape, 3, x.batch_size)
-    for c_in, c_out in ((3, 4), (64, 64)):
-        plan = rulebook._plan(rb, c_in, c_out)
-        real = plan.pad_out < rb.n_out
+    top = max(c for t, c in enumerate(rb.counts) if t != rb.identity)
+    for size in (1, 7, top // 3, top, rulebook.choose_slot(rb.counts)):
+        plan = rulebook._Plan(rb, size)
+        real = plan.live.view(-1)
         assert int(real.sum()) == rb.pairs() - rb.counts[rb.identity]
         # the same (tap, in, out) triples as the rulebook, centre tap aside
         taps = plan.slot_tap.repeat_interleave(plan.size)[real]

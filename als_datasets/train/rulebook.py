@@ -154,16 +154,35 @@ def submanifold_rulebook(coords: torch.Tensor, spatial_shape, kernel_size, batch
     if n == 0:
         z = torch.zeros(0, dtype=torch.long, device=dev)
         return Rulebook(z, z, [0] * K, 0, 0, centre)
-    lookup = _Lookup(linear_keys(coords, shape), max(1, batch_size) * shape[0] * shape[1] * shape[2])
-    off = torch.tensor(taps, device=dev) - torch.tensor([k // 2 for k in kernel], device=dev)  # (K, 3)
-    nb = coords[None, :, 1:] + off[:, None, :]  # (K, N, 3)
-    valid = ((nb >= 0) & (nb < torch.tensor(shape, device=dev))).all(2)
-    key = ((coords[None, :, 0] * shape[0] + nb[..., 0]) * shape[1] + nb[..., 1]) * shape[2] + nb[..., 2]
-    src = lookup(key, valid)  # (K, N): input row feeding output row n under tap k, or -1
+    keys = linear_keys(coords, shape)
+    lookup = _Lookup(keys, max(1, batch_size) * shape[0] * shape[1] * shape[2])
+    off, dkey, bound = _constants(("subm", kernel, shape, dev), lambda: _subm_constants(taps, kernel, shape, dev))
+    nb = coords[None, :, 1:] + off  # (K, N, 3)
+    valid = ((nb >= 0) & (nb < bound)).all(2)
+    src = lookup(keys + dkey, valid)  # (K, N): input row feeding output row n under tap k, or -1
     found = src >= 0
     counts = found.sum(1).tolist()
     rows = torch.arange(n, device=dev).expand(K, n)
     return Rulebook(src[found], rows[found], counts, n, n, centre)
+
+
+_CONSTANTS: dict = {}
+
+
+def _constants(key, make):
+    """Small constant tensors of a kernel and grid, made once per device."""
+    v = _CONSTANTS.get(key)
+    if v is None:
+        if len(_CONSTANTS) > 256:
+            _CONSTANTS.clear()
+        v = _CONSTANTS[key] = make()
+    return v
+
+
+def _subm_constants(taps, kernel, shape, dev):
+    off = torch.tensor([[t - k // 2 for t, k in zip(tap, kernel)] for tap in taps], device=dev)  # (K, 3)
+    dkey = (off[:, 0] * shape[1] + off[:, 1]) * shape[2] + off[:, 2]
+    return off[:, None, :], dkey[:, None], torch.tensor(shape, device=dev)
 
 
 def strided_rulebook(coords: torch.Tensor, spatial_shape, kernel_size, stride, padding):
@@ -179,10 +198,11 @@ def strided_rulebook(coords: torch.Tensor, spatial_shape, kernel_size, stride, p
         raise ValueError(f"grid {shape} too small for kernel {kernel}, stride {stride}, padding {padding}")
     coords = coords.long()
     n, dev = len(coords), coords.device
-    s, p, ob = (torch.tensor(v, device=dev) for v in (stride, padding, out_shape))
-    taps = torch.tensor(kernel_taps(kernel), device=dev)  # (K, 3)
-    K = len(taps)
-    num = coords[None, :, 1:] + p - taps[:, None, :]  # (K, N, 3)
+    s, ptap, ob = _constants(("conv", kernel, stride, padding, out_shape, dev), lambda: (
+        torch.tensor(stride, device=dev), torch.tensor(padding, device=dev) - torch.tensor(
+            kernel_taps(kernel), device=dev)[:, None, :], torch.tensor(out_shape, device=dev)))
+    K = ptap.shape[0]
+    num = coords[None, :, 1:] + ptap  # (K, N, 3): padding - tap + input site
     o = torch.div(num, s, rounding_mode="floor")
     hit = ((o * s) == num).all(2) & (o >= 0).all(2) & (o < ob).all(2)  # (K, N)
     d, h, w = out_shape
@@ -196,8 +216,16 @@ def strided_rulebook(coords: torch.Tensor, spatial_shape, kernel_size, stride, p
 # --------------------------------------------------------------------------------------------
 # Slot plan of the fused path
 # --------------------------------------------------------------------------------------------
-def choose_slot(counts: list[int], c_in: int, c_out: int) -> int:
-    """Slot size ``S`` minimising rows moved (padding included) plus per-slot weight copies."""
+#: nominal channel width of the slot-size cost model (one plan per rulebook, whatever the layer)
+SLOT_COST_CHANNELS = 64
+
+
+def choose_slot(counts: list[int], channels: int = SLOT_COST_CHANNELS) -> int:
+    """Slot size ``S`` minimising rows moved (padding included) plus per-slot weight copies.
+
+    Cost of ``S``: ``slots · S · 2c`` (rows gathered and scattered) ``+ 2 · slots · c²`` (the
+    slots' weight copies and their gradients), ``c`` a nominal channel width.
+    """
     live = [c for c in counts if c]
     if not live:
         return 1
@@ -206,54 +234,65 @@ def choose_slot(counts: list[int], c_in: int, c_out: int) -> int:
     for div in (1, 2, 3, 4, 6, 8, 12, 16):
         size = max(1, math.ceil(top / div))
         slots = sum(math.ceil(c / size) for c in live)
-        cost = slots * size * (c_in + c_out) + 2 * slots * c_in * c_out
+        cost = slots * size * 2 * channels + 2 * slots * channels * channels
         if best_cost is None or cost < best_cost:
             best, best_cost = size, cost
     return best
 
 
 class _Plan:
-    """Slot layout: ``pad_in``/``pad_out`` (slots·S,) rows, ``slot_tap`` (slots,) the tap of each slot.
+    """Slot layout: ``pad_in``/``pad_out`` (slots·S,) rows, ``slot_tap`` (slots,) the tap of each slot,
+    ``live`` (slots, S, 1) bool: the row holds a pair.
 
-    Padding rows read input row 0 and write to the dummy output row ``n_out`` (dropped)."""
+    Padding rows point at row 0 of both sides and are zeroed by ``live`` (the gathered inputs in
+    the forward pass, the gathered output gradients in the backward pass), so they add nothing.
+    Built with one scatter of every pair to its slot row (the centre tap's pairs land in a tail
+    that is cut off)."""
 
-    __slots__ = ("pad_in", "pad_out", "slot_tap", "size", "n_slots")
+    __slots__ = ("pad_in", "pad_out", "slot_tap", "size", "n_slots", "live", "_live")
 
     def __init__(self, rb: Rulebook, size: int):
         dev = rb.in_idx.device
-        taps, starts, slot_off, pair_parts, base = [], [], 0, [], []
-        start = 0
+        taps, base, slot_off, start = [], [], 0, 0
         for t, c in enumerate(rb.counts):
-            if t != rb.identity and c:
+            if t == rb.identity:
+                base.append(-1 - start)  # placeholder, set below once the slot area is known
+            else:
                 k = math.ceil(c / size)
                 taps += [t] * k
-                pair_parts.append((start, start + c))
                 base.append(slot_off * size - start)  # destination row = pair position + base
-                starts.append(c)
                 slot_off += k
             start += c
         self.size, self.n_slots = size, slot_off
+        area = slot_off * size
+        if rb.identity is not None:  # centre pairs go to [area, area + count): cut off below
+            base[rb.identity] = area - sum(rb.counts[:rb.identity])
+        tail = rb.counts[rb.identity] if rb.identity is not None else 0
         self.slot_tap = torch.tensor(taps, dtype=torch.long, device=dev)
-        self.pad_in = torch.zeros(slot_off * size, dtype=torch.long, device=dev)
-        self.pad_out = torch.full((slot_off * size,), rb.n_out, dtype=torch.long, device=dev)
-        if not slot_off:
-            return
-        if rb.identity is None:
-            sel_in, sel_out = rb.in_idx, rb.out_idx
-            pos = torch.arange(len(sel_in), device=dev)
-        else:  # drop the centre tap's pairs (a plain mm handles them)
-            s = sum(rb.counts[:rb.identity])
-            e = s + rb.counts[rb.identity]
-            sel_in = torch.cat([rb.in_idx[:s], rb.in_idx[e:]])
-            sel_out = torch.cat([rb.out_idx[:s], rb.out_idx[e:]])
-            pos = torch.cat([torch.arange(s, device=dev), torch.arange(e, len(rb.in_idx), device=dev)])
-        dest = pos + torch.repeat_interleave(torch.tensor(base, device=dev), torch.tensor(starts, device=dev))
-        self.pad_in[dest] = sel_in
-        self.pad_out[dest] = sel_out
+        pad_in = torch.zeros(area + tail, dtype=torch.long, device=dev)
+        pad_out = torch.full((area + tail,), -1, dtype=torch.long, device=dev)
+        if start:
+            b_cnt = torch.tensor([base, rb.counts], dtype=torch.long, device=dev)
+            dest = torch.repeat_interleave(b_cnt[0], b_cnt[1], output_size=start)
+            dest += torch.arange(start, device=dev)
+            pad_in.index_put_((dest,), rb.in_idx)
+            pad_out.index_put_((dest,), rb.out_idx)
+        pad_out = pad_out[:area]
+        self.live = (pad_out >= 0).view(slot_off, size, 1)
+        self._live = {}
+        self.pad_in, self.pad_out = pad_in[:area], pad_out.clamp_(min=0)
 
 
-def _plan(rb: Rulebook, c_in: int, c_out: int) -> _Plan:
-    size = choose_slot([c for t, c in enumerate(rb.counts) if t != rb.identity], c_in, c_out)
+    def live_as(self, dtype: torch.dtype) -> torch.Tensor:
+        """``live`` as 0/1 of ``dtype`` (cached: a multiply without a cast)."""
+        m = self._live.get(dtype)
+        if m is None:
+            m = self._live[dtype] = self.live.to(dtype)
+        return m
+
+
+def _plan(rb: Rulebook) -> _Plan:
+    size = choose_slot([c for t, c in enumerate(rb.counts) if t != rb.identity])
     plan = rb.plans.get(size)
     if plan is None:
         plan = rb.plans[size] = _Plan(rb, size)
@@ -262,6 +301,16 @@ def _plan(rb: Rulebook, c_in: int, c_out: int) -> _Plan:
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t if t.dtype == dtype else t.to(dtype)
+
+
+def _kio(weight: torch.Tensor) -> torch.Tensor:
+    """conv3d-shaped ``(C_out, C_in, kz, ky, kx)`` → ``(K, C_in, C_out)``, taps row-major (kz, ky, kx)."""
+    return weight.permute(2, 3, 4, 1, 0).reshape(-1, weight.shape[1], weight.shape[0])
+
+
+def _from_kio(grad: torch.Tensor, shape) -> torch.Tensor:
+    """Inverse of :func:`_kio` for a gradient: back to the conv3d layout, contiguous."""
+    return grad.view(*shape[2:], shape[1], shape[0]).permute(4, 3, 0, 1, 2).contiguous()
 
 
 def _scatter_rows(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
@@ -275,50 +324,50 @@ class _FusedConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, feats, weight, rb: Rulebook, compute_dtype):
-        plan = _plan(rb, weight.shape[1], weight.shape[2])
+        plan = _plan(rb)
         acc = torch.promote_types(compute_dtype, torch.float32)
-        f, w = _cast(feats, compute_dtype), _cast(weight, compute_dtype)
-        c_out = weight.shape[2]
+        f, w = _cast(feats, compute_dtype), _kio(_cast(weight, compute_dtype))
+        c_out = w.shape[2]
         ws = None
         if rb.identity is not None:
-            out = torch.nn.functional.pad(_cast(torch.mm(f, w[rb.identity]), acc), (0, 0, 0, 1))
+            out = _cast(torch.mm(f, w[rb.identity]), acc)
         else:
-            out = torch.zeros((rb.n_out + 1, c_out), dtype=acc, device=feats.device)
-        if plan.n_slots and len(f):
+            out = torch.zeros((rb.n_out, c_out), dtype=acc, device=feats.device)
+        if plan.n_slots and len(f) and rb.n_out:
             ws = w.index_select(0, plan.slot_tap)  # (slots, C_in, C_out): each slot's tap weight
             x = f.index_select(0, plan.pad_in).view(plan.n_slots, plan.size, -1)
+            x.mul_(plan.live_as(compute_dtype))
             _scatter_rows(out, plan.pad_out, torch.bmm(x, ws).view(-1, c_out))
-        ctx.save_for_backward(feats, weight, ws)
-        ctx.rb, ctx.plan, ctx.compute_dtype = rb, plan, compute_dtype
-        return out[:rb.n_out]
+        ctx.save_for_backward(feats, w, ws)
+        ctx.rb, ctx.plan, ctx.compute_dtype, ctx.shape, ctx.wdtype = rb, plan, compute_dtype, weight.shape, weight.dtype
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        feats, weight, ws = ctx.saved_tensors
+        feats, w, ws = ctx.saved_tensors
         rb, plan, dt = ctx.rb, ctx.plan, ctx.compute_dtype
         acc = torch.promote_types(dt, torch.float32)
-        f, w, g = _cast(feats, dt), _cast(weight, dt), _cast(grad_out, dt)
+        f, g = _cast(feats, dt), _cast(grad_out, dt)
         need_f, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        c_in, c_out = weight.shape[1], weight.shape[2]
+        c_in, c_out = w.shape[1], w.shape[2]
         gf = gw = None
         if rb.identity is not None:
             gf = _cast(torch.mm(g, w[rb.identity].t()), acc) if need_f else None
         elif need_f:
             gf = torch.zeros((rb.n_in, c_in), dtype=acc, device=feats.device)
         if need_w:
-            gw = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+            gw = torch.zeros(w.shape, dtype=acc, device=w.device)
             if rb.identity is not None:
                 gw[rb.identity] = torch.mm(f.t(), g)
-        if ws is not None and len(g):
-            go = torch.nn.functional.pad(g, (0, 0, 0, 1)).index_select(0, plan.pad_out)
-            go = go.view(plan.n_slots, plan.size, c_out)  # padding rows read the zero row: no contribution
+        if ws is not None:
+            go = g.index_select(0, plan.pad_out).view(plan.n_slots, plan.size, c_out).mul_(plan.live_as(dt))
             if need_f:
                 _scatter_rows(gf, plan.pad_in, torch.bmm(go, ws.transpose(1, 2)).view(-1, c_in))
             if need_w:
                 x = f.index_select(0, plan.pad_in).view(plan.n_slots, plan.size, c_in)
                 _scatter_rows(gw, plan.slot_tap, torch.bmm(x.transpose(1, 2), go))
-        return (None if gf is None else _cast(gf, feats.dtype), None if gw is None else _cast(gw, weight.dtype),
-                None, None)
+        return (None if gf is None else _cast(gf, feats.dtype),
+                None if gw is None else _from_kio(_cast(gw, ctx.wdtype), ctx.shape), None, None)
 
 
 class _LoopConv(torch.autograd.Function):
@@ -329,8 +378,8 @@ class _LoopConv(torch.autograd.Function):
         ctx.save_for_backward(feats, weight)
         ctx.rb, ctx.compute_dtype = rb, compute_dtype
         acc = torch.promote_types(compute_dtype, torch.float32)
-        f, w = feats.to(compute_dtype), weight.to(compute_dtype)
-        out = torch.zeros((rb.n_out, weight.shape[2]), dtype=acc, device=feats.device)
+        f, w = feats.to(compute_dtype), _kio(weight.to(compute_dtype))
+        out = torch.zeros((rb.n_out, w.shape[2]), dtype=acc, device=feats.device)
         for t, s, e in rb.segments():
             if s == e:
                 continue
@@ -345,10 +394,10 @@ class _LoopConv(torch.autograd.Function):
         feats, weight = ctx.saved_tensors
         rb, dt = ctx.rb, ctx.compute_dtype
         acc = torch.promote_types(dt, torch.float32)
-        f, w, g = feats.to(dt), weight.to(dt), grad_out.to(dt)
+        f, w, g = feats.to(dt), _kio(weight.to(dt)), grad_out.to(dt)
         need_f, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gf = torch.zeros(feats.shape, dtype=acc, device=feats.device) if need_f else None
-        gw = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+        gw = torch.zeros(w.shape, dtype=acc, device=weight.device) if need_w else None
         for t, s, e in rb.segments():
             if s == e:
                 continue
@@ -364,12 +413,13 @@ class _LoopConv(torch.autograd.Function):
                     gf.index_add_(0, rb.in_idx[s:e], contrib)
             if need_w:
                 gw[t] = (fi.t() @ go).to(acc)
-        return (None if gf is None else gf.to(feats.dtype), None if gw is None else gw.to(weight.dtype),
-                None, None)
+        return (None if gf is None else gf.to(feats.dtype),
+                None if gw is None else _from_kio(gw.to(weight.dtype), weight.shape), None, None)
 
 
 def rulebook_conv(feats: torch.Tensor, weight: torch.Tensor, rb: Rulebook, compute_dtype: torch.dtype,
                   method: str = "fused") -> torch.Tensor:
-    """Apply ``rb`` with ``weight (K, C_in, C_out)``: ``(n_out, C_out)`` in float32 (float64 stays)."""
+    """Apply ``rb`` with a conv3d-shaped ``weight (C_out, C_in, kz, ky, kx)``: ``(n_out, C_out)`` in
+    float32 (float64 stays)."""
     fn = _FusedConv if method == "fused" else _LoopConv
     return fn.apply(feats, weight, rb, compute_dtype)

@@ -161,10 +161,6 @@ class _SparseConvBase(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, bias={self.bias is not None}")
 
-    def _kio_weight(self) -> torch.Tensor:
-        """``(K, C_in, C_out)`` with taps in (kz, ky, kx) row-major order."""
-        return self.weight.permute(2, 3, 4, 1, 0).reshape(-1, self.in_channels, self.out_channels)
-
     def _finish(self, out: torch.Tensor) -> torch.Tensor:
         return out if self.bias is None else out + self.bias.to(out.dtype)
 
@@ -234,7 +230,7 @@ class SubMConv3d(_SparseConvBase):
         rb = x.cache.get(key)
         if rb is None:
             rb = x.cache[key] = submanifold_rulebook(x.coords, x.spatial_shape, self.kernel_size, x.batch_size)
-        out = rulebook_conv(x.features, self._kio_weight(), rb, _compute_dtype(x.features),
+        out = rulebook_conv(x.features, self.weight, rb, _compute_dtype(x.features),
                             "loop" if backend == "torch-loop" else "fused")
         return x.replace(self._finish(out))
 
@@ -252,7 +248,7 @@ class SparseConv3d(_SparseConvBase):
             hit = x.cache[key] = strided_rulebook(x.coords, x.spatial_shape, self.kernel_size, self.stride,
                                                   self.padding)
         coords, shape, rb = hit
-        out = rulebook_conv(x.features, self._kio_weight(), rb, _compute_dtype(x.features),
+        out = rulebook_conv(x.features, self.weight, rb, _compute_dtype(x.features),
                             "loop" if backend == "torch-loop" else "fused")
         return SparseTensor(self._finish(out), coords, shape, x.batch_size)
 
