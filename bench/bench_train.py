@@ -108,7 +108,6 @@ def step_events(net, batch, opt, clip: float | None) -> tuple[int, int, dict]:
     """``aten::`` events of one training step (forward, backward, clip, optimiser): all, conv path, by name."""
     from collections import Counter
 
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from als_datasets.train.loop import clip_gradients

@@ -221,3 +221,39 @@ def test_slot_layout_covers_every_pair_once():
         want = {(t, int(i), int(o)) for t, s, e in rb.segments() if t != rb.identity
                 for i, o in zip(rb.in_idx[s:e], rb.out_idx[s:e])}
         assert got == want
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel launches: the profiler's aten:: events of one training step (a device-independent proxy)
+# --------------------------------------------------------------------------------------------
+#: conv-path events per step of the small BEV-MAE below (the base config's block layout 2-3-6-2,
+#: 27 submanifold and 4 strided convolutions): 423 measured with the fused path; the per-tap path
+#: made ~10 000 (bench/bench_train.py --events)
+CONV_PATH_BOUND = 500
+STEP_BOUND = 7500
+
+
+def test_a_training_step_launches_few_conv_kernels():
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from train_data import make_samples
+
+    from als_datasets.train.loop import clip_gradients, make_optimizer
+    from als_datasets.train.models import bev_mae, get_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_train as bench
+    cfg = get_config("bev-mae", "tiny", blocks=(2, 3, 6, 2))
+    batch = bev_mae.collate(make_samples("als", 2, seed=0, n_points=1500), np.random.default_rng(0), cfg)
+    torch.manual_seed(0)
+    net = bev_mae.build_model(cfg)
+    opt = make_optimizer(net, cfg, 1e-4)
+    net(batch)["loss"].backward()  # warm: rulebook constants, optimiser state
+    clip_gradients(list(net.parameters()), 10.0)
+    opt.step()
+    total, conv, _ = bench.step_events(net, batch, opt, 10.0)
+    print(f"aten events per step {total}, conv path {conv}")
+    assert conv <= CONV_PATH_BOUND, (conv, total)
+    assert total <= STEP_BOUND, (conv, total)

@@ -200,55 +200,94 @@ def crop_points(xyz: np.ndarray, rng: np.random.Generator, config: dict, train: 
     return keep, np.clip(d + half, 0.0, crop - 1e-6), zrel
 
 
-def voxel_features(loc, zrel, ix, iz, vinv, vcount, inten, rnum, nret, config: dict) -> np.ndarray:
-    """Per-voxel input features (mean over the voxel's points), see the module docstring."""
+def voxelise(loc: np.ndarray, zrel: np.ndarray, g: dict):
+    """Voxel of every point: ``(ix (n, 2), iz (n,), ukey, vinv, vcount, order, starts)``.
+
+    ``ukey`` the sorted voxel keys ``(iz · nxy + iy) · nxy + ix``, ``vinv`` each point's voxel,
+    ``vcount`` points per voxel, ``order`` the points sorted by voxel (stable) and ``starts`` where
+    each voxel's run begins in it: what ``np.unique`` computes, kept for the per-voxel sums.
+    """
+    v, nxy = g["voxel_m"], g["nxy"]
+    ix = np.minimum((loc / v).astype(np.int64), nxy - 1)
+    iz = np.minimum((zrel / v).astype(np.int64), g["nz"] - 1)
+    key = (iz * nxy + ix[:, 1]) * nxy + ix[:, 0]
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    first = np.ones(len(sk), bool)
+    np.not_equal(sk[1:], sk[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    vinv = np.empty(len(sk), np.int64)
+    vinv[order] = np.cumsum(first) - 1
+    return ix, iz, sk[starts], vinv, np.diff(np.append(starts, len(sk))), order, starts
+
+
+def voxel_features(loc, zrel, ix, iz, vinv, vcount, inten, rnum, nret, config: dict, order=None, starts=None
+                   ) -> np.ndarray:
+    """Per-voxel input features (mean over the voxel's points), see the module docstring.
+
+    With ``order``/``starts`` of :func:`voxelise` the means are one ``np.add.reduceat`` over the
+    points sorted by voxel (same values as per-column ``bincount``)."""
     crop, zr, v = float(config["crop_m"]), float(config["z_range_m"]), float(config["voxel_m"])
     nv, n = len(vcount), len(zrel)
     if not nv:
         return np.zeros((0, n_features(config)), np.float32)
-
-    def vmean(a):
-        return np.bincount(vinv, weights=a, minlength=nv) / np.maximum(vcount, 1)
-
     if config.get("features", "full") == "xyz":  # the ALS paper's absolute coordinates
-        cols = [loc[:, 0] / crop, loc[:, 1] / crop, zrel / zr]
+        cols = np.stack([loc[:, 0] / crop, loc[:, 1] / crop, zrel / zr], 1)
     else:
-        off = np.stack([loc[:, 0] / v - ix[:, 0], loc[:, 1] / v - ix[:, 1], zrel / v - iz], 1) - 0.5
-        ref = max(float(np.percentile(inten, 99)), 1.0) if inten is not None else 1.0
-        i_norm = np.clip(inten / ref, 0, 1) if inten is not None else np.zeros(n)
-        r_ratio = np.clip(rnum / np.maximum(nret, 1), 0, 1) if rnum is not None and nret is not None \
-            else np.ones(n)
-        cols = [off[:, 0], off[:, 1], off[:, 2], zrel / zr, i_norm, r_ratio]
-    return np.stack([vmean(a) for a in cols], 1).astype(np.float32)
+        cols = np.empty((n, 6))
+        cols[:, 0:2] = loc / v - ix - 0.5
+        cols[:, 2] = zrel / v - iz - 0.5
+        cols[:, 3] = zrel / zr
+        if inten is not None:
+            ref = max(float(np.percentile(inten, 99)), 1.0)
+            cols[:, 4] = np.clip(inten / ref, 0, 1)
+        else:
+            cols[:, 4] = 0.0
+        cols[:, 5] = np.clip(rnum / np.maximum(nret, 1), 0, 1) if rnum is not None and nret is not None else 1.0
+    if order is None:
+        sums = np.stack([np.bincount(vinv, weights=c, minlength=nv) for c in cols.T], 1)
+    else:
+        sums = np.add.reduceat(cols[order], starts, axis=0)
+    return (sums / np.maximum(vcount, 1)[:, None]).astype(np.float32)
 
 
 def cell_targets(loc, zrel, pcell, m_cells, rng: np.random.Generator, config: dict):
     """Up to ``max_target_points`` points of every masked cell, drawn with ``rng``: ``(M, T, 3)``, lengths.
 
     A target point is ``((x - cx) / cell, (y - cy) / cell, z / z_range)`` (BEV-MAE); padding is zero.
+    ``m_cells`` sorted; O(n) table look-ups and one sort of the masked cells' points.
     """
     g = grid_geometry(config)
     T, ncell, cm, zr = int(config["max_target_points"]), g["ncell"], g["cell_m"], float(config["z_range_m"])
-    pidx = np.flatnonzero(np.isin(pcell, m_cells))
-    order = pidx[np.lexsort((rng.random(len(pidx)), pcell[pidx]))]  # by cell, random within a cell
-    pc = pcell[order]
-    slot = np.searchsorted(m_cells, pc)
-    rank = np.arange(len(order)) - np.searchsorted(pc, pc, side="left")
+    slot_of = np.full(ncell * ncell, -1, np.int64)
+    slot_of[m_cells] = np.arange(len(m_cells))
+    ps = slot_of[pcell]
+    pidx = np.flatnonzero(ps >= 0)
+    # by cell, random within a cell (slot + a uniform in [0, 1) sorts as the pair (slot, uniform))
+    o = np.argsort(ps[pidx] + rng.random(len(pidx)))
+    order, sl = pidx[o], ps[pidx][o]
+    first = np.ones(len(sl), bool)
+    np.not_equal(sl[1:], sl[:-1], out=first[1:])
+    st = np.flatnonzero(first)
+    rank = np.arange(len(sl)) - np.repeat(st, np.diff(np.append(st, len(sl))))
     take = rank < T
-    sel, sl, rk = order[take], slot[take], rank[take]
+    sel, sl_t, rk = order[take], sl[take], rank[take]
     cy, cx = m_cells // ncell, m_cells % ncell
     tgt = np.zeros((len(m_cells), T, 3), np.float32)
-    tgt[sl, rk, 0] = (loc[sel, 0] - (cx[sl] + 0.5) * cm) / cm
-    tgt[sl, rk, 1] = (loc[sel, 1] - (cy[sl] + 0.5) * cm) / cm
-    tgt[sl, rk, 2] = zrel[sel] / zr
-    return tgt, np.minimum(np.bincount(slot, minlength=len(m_cells)), T).astype(np.int64)
+    tgt[sl_t, rk, 0] = (loc[sel, 0] - (cx[sl_t] + 0.5) * cm) / cm
+    tgt[sl_t, rk, 1] = (loc[sel, 1] - (cy[sl_t] + 0.5) * cm) / cm
+    tgt[sl_t, rk, 2] = zrel[sel] / zr
+    return tgt, np.minimum(np.bincount(sl, minlength=len(m_cells)), T).astype(np.int64)
 
 
 def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: bool = True) -> dict:
-    """One ALS sample → voxels, mask and targets (numpy), a function of ``(sample, rng, config, train)``."""
+    """One ALS sample → voxels, mask and targets (numpy), a function of ``(sample, rng, config, train)``.
+
+    Vectorised throughout (one sort of the points by voxel, table look-ups for cells): no
+    per-point or per-cell Python."""
     g = grid_geometry(config)
     xyz, inten, rnum, nret = _sample_arrays(sample)
-    v, cv, nxy, ncell = g["voxel_m"], g["cell_voxels"], g["nxy"], g["ncell"]
+    cv, nxy, ncell = g["cell_voxels"], g["nxy"], g["ncell"]
     if not train:
         rng = np.random.default_rng(zlib.crc32(str(sample.get("__key__", "")).encode()))
     # independent streams: the view does not depend on the mask ratio, nor the mask on the targets
@@ -256,17 +295,18 @@ def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: 
     keep, loc, zrel = crop_points(xyz, r_view, config, train)
 
     # voxels: unique (z, y, x) cells of the points
-    ix = np.minimum((loc / v).astype(np.int64), nxy - 1)
-    iz = np.minimum((zrel / v).astype(np.int64), g["nz"] - 1)
-    ukey, vinv, vcount = np.unique((iz * nxy + ix[:, 1]) * nxy + ix[:, 0], return_inverse=True,
-                                   return_counts=True)
+    ix, iz, ukey, vinv, vcount, order, starts = voxelise(loc, zrel, g)
     vox = np.stack([ukey // (nxy * nxy), (ukey // nxy) % nxy, ukey % nxy], 1)
     feats = voxel_features(loc, zrel, ix, iz, vinv, vcount, *(None if a is None else a[keep]
-                                                             for a in (inten, rnum, nret)), config)
+                                                             for a in (inten, rnum, nret)), config,
+                           order=order, starts=starts)
 
     # BEV cells: mask exactly round(ratio × occupied) of them
     vcell = (vox[:, 1] // cv) * ncell + vox[:, 2] // cv
-    cells, vcell_inv = np.unique(vcell, return_inverse=True)
+    occ = np.zeros(ncell * ncell, bool)
+    occ[vcell] = True
+    cells = np.flatnonzero(occ)
+    vcell_inv = (np.cumsum(occ) - 1)[vcell]
     cell_masked = np.zeros(len(cells), bool)
     cell_masked[r_mask.permutation(len(cells))[:masked_count(len(cells), float(config["mask_ratio"]))]] = True
     vmasked = cell_masked[vcell_inv]
