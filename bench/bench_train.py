@@ -82,7 +82,8 @@ def bench_one(model: str, config: str, root: Path, *, steps: int, warmup: int, d
                          seed=0, **DATA[(kind, config)])
     t0 = time.perf_counter()
     s = train(data, model, config, out=root / f"run-{model}-{config}", max_steps=steps, batch_size=batch_size,
-              num_workers=num_workers, device=device, log_every=1, ckpt_every=10**9, progress=False, resume=False)
+              num_workers=num_workers, device=device, log_every=1, ckpt_every=10**9, progress=False, resume=False,
+              accum_steps=1)  # one micro-batch per step: the figures are per micro-batch
     wall = time.perf_counter() - t0
     rows = [json.loads(line) for line in (root / f"run-{model}-{config}" / "metrics.jsonl").read_text().splitlines()]
     rows = rows[warmup:] or rows

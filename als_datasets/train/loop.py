@@ -118,6 +118,19 @@ def resolve_lr(cfg: dict, global_batch: int) -> float:
     return 1e-3
 
 
+def resolve_accum(cfg: dict, batch: int, world: int) -> int:
+    """Micro-batches per optimiser step: ``effective_batch`` / (batch × world) when the config states
+    an effective batch, else ``accum_steps`` (default 1)."""
+    eff = cfg.get("effective_batch")
+    if eff:
+        per_step = batch * world
+        if int(eff) % per_step:
+            raise InputError(None, f"effective batch {eff} is not a multiple of batch_size {batch} × {world} "
+                                   f"process(es); choose --batch-size or --accum-steps")
+        return max(int(eff) // per_step, 1)
+    return max(int(cfg.get("accum_steps") or 1), 1)
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no decay for biases, norm weights (1-d), tokens and position embeddings (MAE)."""
     skip = set(getattr(model, "no_weight_decay", lambda: ())())
@@ -290,11 +303,16 @@ def train(data, model: str, config: str | dict = "tiny", out=None, max_steps: in
           epochs: int | None = None, seed: int = 0, batch_size: int | None = None, lr: float | None = None,
           num_workers: int | None = None, resume: bool = True, device=None, log_every: int = 10,
           ckpt_every: int | None = 500, keep_every: int | None = None, stop_after: int | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, accum_steps: int | None = None, effective_batch: int | None = None) -> dict:
     """Pretrain ``model`` (``bev-mae`` | ``satmae`` | ``dem-mae``) on the build folder ``data``.
 
     ``batch_size`` is per process and micro-batch (global batch = batch_size × the config's
     ``accum_steps`` × world size); ``lr`` overrides the config's ``lr``/``blr``.
+    ``accum_steps`` overrides the config's; ``effective_batch`` (or the config's, when neither
+    ``accum_steps`` is given) sets it to effective batch / (batch_size × world size), which must
+    be a whole number: a paper's effective batch on however many GPUs (lr from ``blr`` follows it).
+    The resolved config (with ``accum_steps``, ``global_batch``, ``peak_lr``) is written to
+    ``out/config.json``.
     ``max_steps``/``epochs`` set the schedule's length (both: the shorter; neither: the config's
     ``epochs``); ``stop_after`` stops at that step without changing the schedule.
     ``ckpt_every``: steps between ``last.pt`` writes (and always at the end); ``keep_every``: also
@@ -306,7 +324,10 @@ def train(data, model: str, config: str | dict = "tiny", out=None, max_steps: in
     info = DatasetInfo.from_folder(data)
     try:
         module = get_model_module(model)
-        cfg = get_config(model, config, batch_size=batch_size, lr=lr)
+        cfg = get_config(model, config, batch_size=batch_size, lr=lr, accum_steps=accum_steps,
+                         effective_batch=effective_batch)
+        if accum_steps is not None and effective_batch is None and cfg.get("effective_batch"):
+            cfg["effective_batch"] = None  # an explicit accumulation wins over the config's effective batch
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     if module.KIND != info.kind:
@@ -341,7 +362,7 @@ def _run(info, module, model_name, cfg, config_name, out, max_steps, epochs, see
     from torch.nn.parallel import DistributedDataParallel
 
     batch = int(cfg.get("batch_size", 8))
-    accum = max(int(cfg.get("accum_steps") or 1), 1)
+    accum = resolve_accum(cfg, batch, world)
     probe = _make_loader(info, module, cfg, seed=seed, epoch=0, rank=rank, world_size=world,
                          num_workers=num_workers, start_batch=0)
     n_batches = len(probe)
@@ -414,6 +435,9 @@ def _run(info, module, model_name, cfg, config_name, out, max_steps, epochs, see
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         metrics = _open_metrics(out / "metrics.jsonl", step)
+        (out / "config.json").write_text(json.dumps(
+            {"model": model_name, "config_name": config_name, "world_size": world, "accum_steps": accum,
+             "global_batch": global_batch, "peak_lr": peak_lr, "config": cfg}, indent=2, default=str) + "\n")
     bar = _Progress(show_progress, total, step, f"{model_name} ({config_name})")
     stop_at = total if stop_after is None else min(total, int(stop_after))
     start_step, steps_run, t_start = step, 0, time.perf_counter()

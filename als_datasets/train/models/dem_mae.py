@@ -7,9 +7,13 @@ describe an MAE (ViT encoder / decoder) but this project could not check its pre
 settings (patch size, mask ratio, ViT size, schedule), so ``base`` uses **MAE's own defaults**
 (He et al. 2022, ``facebookresearch/mae`` PRETRAIN.md): ViT-Large/16 encoder (1024 / 24 / 16),
 decoder 512 / 8 blocks / 16 heads, mask ratio 0.75, normalised-pixel targets, AdamW betas (0.9,
-0.95), weight decay 0.05, blr 1.5e-4 with lr = blr × global batch / 256, 64 samples per GPU
-(MAE: 64 GPUs, effective batch 4096; ``batch_size`` here is per process), 40 warm-up epochs then
-half-cycle cosine, 800 epochs, no gradient clipping.  Image size: the
+0.95), weight decay 0.05, blr 1.5e-4 with lr = blr × global batch / 256, effective batch 4096
+(MAE: 64 GPUs × 64), 40 warm-up epochs then half-cycle cosine, 800 epochs, no gradient clipping.
+``batch_size`` is per process: **256** (MAE's 64 left an H200 idle: 12 % MFU at 64, 39 % at 256,
+67 vs 82 ms per step, ``bench/bench_train.py --device cuda``), and ``effective_batch`` 4096 is
+reached by gradient accumulation (16 micro-batches on one GPU, 1 on 16), so the learning rate,
+from ``blr`` and the effective batch, is the paper's on any number of GPUs; ``--batch-size``
+lowers it on a smaller GPU without changing the lr (accumulation makes up the difference).  Image size: the
 dataset's ``patch_size_px`` (MAE's 224 when unknown), cut to a multiple of 16.
 
 It is the one-group case of the shared :class:`~.vit.MaskedAutoencoderViT` (no group code).
@@ -53,7 +57,7 @@ CONFIGS = {
         "img_size": None, "patch_size": 16, "embed_dim": 1024, "depth": 24, "num_heads": 16,
         "decoder_embed_dim": 512, "decoder_depth": 8, "decoder_num_heads": 16, "mlp_ratio": 4.0,
         "mask_ratio": 0.75, "norm_pix_loss": True, "std_floor_m": 1.0, "hflip": True,
-        "batch_size": 64, "blr": 1.5e-4, "warmup_epochs": 40, "epochs": 800, "weight_decay": 0.05,
+        "batch_size": 256, "effective_batch": 4096, "blr": 1.5e-4, "warmup_epochs": 40, "epochs": 800, "weight_decay": 0.05,
         "betas": (0.9, 0.95), "schedule": "cosine", "min_lr": 0.0, "clip_grad": None,
     },
 }

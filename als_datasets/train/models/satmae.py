@@ -80,9 +80,10 @@ _OPTIM_PAPER = {"weight_decay": 0.05, "betas": (0.9, 0.95), "schedule": "cosine"
 #: half-cycle cosine after a linear warm-up, no gradient clipping; epochs 50 (the paper; the README
 #: notes its released checkpoints ran 200 with 20 warm-up epochs); warm-up 5 epochs (the setup of
 #: "Pretrain Where?", arXiv 2604.21104, which re-ran SatMAE for 50 epochs).
-#: ``batch_size`` is *per process* (the loop's global batch = batch_size × ranks, lr = blr × global
-#: / 256): 256 per GPU as "Pretrain Where?" (there with 16 accumulation steps); the paper's
-#: effective 4096 is 16 ranks of 256 — the loop has no gradient accumulation.
+#: ``batch_size`` is *per process*: 256 per GPU as "Pretrain Where?"; ``effective_batch`` 4096
+#: is the paper's, reached by gradient accumulation (``accum_steps`` = 4096 / (256 × ranks): 16
+#: on one GPU, 1 on 16) and lr = blr × 4096 / 256 = 1.6e-3 whatever the number of GPUs
+#: (``--accum-steps`` / ``--effective-batch`` override it).
 #: ``vit-base``: the same with ViT-Base (768 / 12 / 12), as "Pretrain Where?" used.
 #: ``tiny``: seconds on a CPU, same code path.
 CONFIGS = {
@@ -99,7 +100,7 @@ CONFIGS = {
         "channel_embed_dim": 256, "decoder_embed_dim": 512, "decoder_depth": 8, "decoder_num_heads": 16,
         "decoder_channel_embed_dim": 128, "mlp_ratio": 4.0, "mask_ratio": 0.75, "mask_mode": "independent",
         "norm_pix_loss": False, "drop_bands": SATMAE_DROPPED, "band_groups": None, "hflip": True,
-        "batch_size": 256, "blr": 1e-4, "warmup_epochs": 5, "epochs": 50, **_OPTIM_PAPER,
+        "batch_size": 256, "effective_batch": 4096, "blr": 1e-4, "warmup_epochs": 5, "epochs": 50, **_OPTIM_PAPER,
     },
 }
 CONFIGS["vit-base"] = {**CONFIGS["base"], "embed_dim": 768, "depth": 12, "num_heads": 12}
