@@ -46,7 +46,7 @@ import torch
 
 from ..errors import InputError
 from .info import DatasetInfo
-from .models import get_config, get_model_module
+from .models import get_config, get_model_module, with_dataset_statistics
 
 CHECKPOINT_FORMAT = "als-datasets-pretrain-v1"
 
@@ -235,8 +235,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def check_resume(ckpt: dict, expect: dict, path) -> None:
-    """Refuse (one line) to resume from a checkpoint of another run: model, config, data, seed..."""
-    what = {"model_name": "model", "config": "config", "fingerprint": "dataset (name or shards)",
+    """Refuse (one line) to resume from a checkpoint of another run: model, data, config, seed...
+    (the data before the config: a config can hold values measured on the data)."""
+    what = {"model_name": "model", "fingerprint": "dataset (name or shards)", "config": "config",
             "seed": "seed", "world_size": "number of processes",
             "num_workers": "loader workers per process (--num-workers)", "steps_per_epoch": "batches per epoch",
             "total_steps": "schedule length (--max-steps / --epochs)"}
@@ -334,6 +335,7 @@ def train(data, model: str, config: str | dict = "tiny", out=None, max_steps: in
         raise InputError(Path(info.root) / "manifest.json",
                          f"model {model} trains on {module.KIND} data but this dataset is {info.kind}")
     config_name = config if isinstance(config, str) else "custom"
+    cfg = with_dataset_statistics(module, cfg, info)
     cfg = plain(cfg)
     out = Path(out) if out is not None else Path("runs") / f"{info.name}-{model}-{config_name}"
 
