@@ -307,3 +307,21 @@ def test_vectorised_preparation_equals_the_previous_one(samples, train, features
         assert a.keys() == b.keys()
         for k in a:
             np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_batch_mask_scope_is_bev_maes(samples):
+    """mask_scope: batch keeps int(0.3 × n) of the batch's n occupied cells visible (BEV-MAE)."""
+    cfg = {**TINY, "mask_scope": "batch"}
+    b = M.collate(samples, np.random.default_rng(3), cfg)
+    again = M.collate(samples, np.random.default_rng(3), cfg)
+    assert all(torch.equal(b[k], again[k]) for k in b)
+    n = int(b["num_cells"].sum())
+    assert int(b["num_masked"].sum()) == n - int(n * 0.3)
+    # every masked voxel lies in a masked cell and the targets follow the cells
+    assert len(b["target_points"]) == len(b["cell_index"]) == int(b["num_masked"].sum())
+    cv = M.grid_geometry(cfg)["cell_voxels"]
+    masked_cells = {tuple(r) for r in b["cell_index"].tolist()}
+    vox_cells = {tuple(r) for r in _cells_of(b["coords"][b["masked"]], cv).tolist()}
+    assert vox_cells <= masked_cells
+    with pytest.raises(ValueError, match="mask_scope"):
+        M.collate(samples, np.random.default_rng(3), {**TINY, "mask_scope": "cells"})

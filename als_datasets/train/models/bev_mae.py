@@ -57,8 +57,9 @@ crop's ground level / z range, intensity divided by the crop's 99th percentile (
 sensors store 8- to 16-bit scales), and return number / number of returns.  The ALS paper used
 the mean absolute coordinates only (``used_feature_list: [x, y, z]``): ``features="xyz"``.
 
-Masking here is exact and per sample: ``round(0.7 × occupied cells)`` cells of every sample
-(BEV-MAE keeps ``int(0.3 × n)`` cells of the whole batch).  ``train=False`` gives the centre
+Masking here is exact and per sample (``mask_scope: sample``): ``round(0.7 × occupied cells)``
+cells of every sample; ``mask_scope: batch`` is BEV-MAE's: ``int(0.3 × n)`` of the batch's ``n``
+occupied cells stay visible, drawn over the whole batch.  ``train=False`` gives the centre
 crop, no augmentation, and a mask drawn from a generator seeded by the sample key (so a
 validation loss is reproducible); :meth:`BEVMAE.encode` never applies a mask.  ``encode`` pools
 the encoder's last sparse volume: max over height per BEV cell, mean over occupied cells
@@ -92,7 +93,7 @@ KIND = "als"
 
 _DATA = {"z_low_percentile": 0.1, "z_high_percentile": 99.9, "mask_ratio": 0.7, "num_pred_points": 20,
          "max_target_points": 30, "max_points_per_voxel": 5, "density_weight": 1.0, "features": "full",
-         "augment": True, "rotation_deg": 45.0, "scale_range": (0.95, 1.05), "min_points": 16,
+         "mask_scope": "sample", "augment": True, "rotation_deg": 45.0, "scale_range": (0.95, 1.05), "min_points": 16,
          "backend": None}
 _OPTIM = {"optimizer": "adamw", "betas": (0.9, 0.99), "weight_decay": 0.01, "schedule": "onecycle",
           "pct_start": 0.1, "div_factor": 10.0, "final_div_factor": 1e4, "moms": (0.95, 0.85), "clip_grad": 10.0}
@@ -280,11 +281,13 @@ def cell_targets(loc, zrel, pcell, m_cells, rng: np.random.Generator, config: di
     return tgt, np.minimum(np.bincount(sl, minlength=len(m_cells)), T).astype(np.int64)
 
 
-def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: bool = True) -> dict:
+def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: bool = True,
+                   cell_masked=None) -> dict:
     """One ALS sample → voxels, mask and targets (numpy), a function of ``(sample, rng, config, train)``.
 
     Vectorised throughout (one sort of the points by voxel, table look-ups for cells): no
-    per-point or per-cell Python."""
+    per-point or per-cell Python.  ``cell_masked=False`` returns the unmasked view (for
+    :func:`batch_cell_masks` then :func:`finish_sample`)."""
     g = grid_geometry(config)
     xyz, inten, rnum, nret = _sample_arrays(sample)
     cv, nxy, ncell = g["cell_voxels"], g["nxy"], g["ncell"]
@@ -301,19 +304,33 @@ def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: 
                                                              for a in (inten, rnum, nret)), config,
                            order=order, starts=starts)
 
-    # BEV cells: mask exactly round(ratio × occupied) of them
+    # BEV cells occupied by the sample
     vcell = (vox[:, 1] // cv) * ncell + vox[:, 2] // cv
     occ = np.zeros(ncell * ncell, bool)
     occ[vcell] = True
     cells = np.flatnonzero(occ)
-    vcell_inv = (np.cumsum(occ) - 1)[vcell]
-    cell_masked = np.zeros(len(cells), bool)
-    cell_masked[r_mask.permutation(len(cells))[:masked_count(len(cells), float(config["mask_ratio"]))]] = True
+    view = {"loc": loc, "zrel": zrel, "vox": vox, "feats": feats, "vcell": vcell, "cells": cells,
+            "vcell_inv": (np.cumsum(occ) - 1)[vcell], "vinv": vinv, "vcount": vcount, "keep": keep,
+            "r_mask": r_mask, "r_tgt": r_tgt}
+    if cell_masked is False:  # the batch draws the mask (mask_scope: batch)
+        return view
+    if cell_masked is None:  # mask exactly round(ratio × occupied) cells of this sample
+        cell_masked = np.zeros(len(cells), bool)
+        cell_masked[r_mask.permutation(len(cells))[:masked_count(len(cells), float(config["mask_ratio"]))]] = True
+    return finish_sample(view, cell_masked, config, train)
+
+
+def finish_sample(view: dict, cell_masked: np.ndarray, config: dict, train: bool = True) -> dict:
+    """The masked view of :func:`prepare_sample`: voxel mask, targets of the masked cells."""
+    g = grid_geometry(config)
+    cv, ncell = g["cell_voxels"], g["ncell"]
+    vox, feats, cells, vcell_inv, vcount = (view[k] for k in ("vox", "feats", "cells", "vcell_inv", "vcount"))
+    r_tgt = view["r_tgt"]
     vmasked = cell_masked[vcell_inv]
 
     # targets: points (Chamfer) and density = Σ_voxels min(count, cap) / cell_voxels² (BEV-MAE)
     m_cells = cells[cell_masked]
-    tgt, tlen = cell_targets(loc, zrel, vcell[vinv], m_cells, r_tgt, config)
+    tgt, tlen = cell_targets(view["loc"], view["zrel"], view["vcell"][view["vinv"]], m_cells, r_tgt, config)
     capped = np.bincount(vcell_inv, weights=np.minimum(vcount, int(config["max_points_per_voxel"])),
                          minlength=len(cells))
     density = (capped[cell_masked] / (cv * cv)).astype(np.float32)
@@ -325,7 +342,17 @@ def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: 
         vox, feats, vmasked = vox[sub], feats[sub], vmasked[sub]
     return {"coords": vox, "features": feats, "masked": vmasked,
             "cells": np.stack([m_cells // ncell, m_cells % ncell], 1), "target_points": tgt, "target_len": tlen,
-            "target_density": density, "num_cells": len(cells), "num_points": len(keep)}
+            "target_density": density, "num_cells": len(cells), "num_points": len(view["keep"])}
+
+
+def batch_cell_masks(views: list[dict], rng: np.random.Generator, ratio: float) -> list[np.ndarray]:
+    """BEV-MAE's masking: ``int((1 - ratio) × n)`` of the batch's ``n`` occupied cells stay visible,
+    drawn over the whole batch (samples get more or fewer masked cells than the ratio)."""
+    sizes = [len(v["cells"]) for v in views]
+    n = sum(sizes)
+    masked = np.ones(n, bool)
+    masked[rng.permutation(n)[:int(n * (1.0 - ratio))]] = False
+    return np.split(masked, np.cumsum(sizes)[:-1]) if views else []
 
 
 def collate(samples: list[dict], rng: np.random.Generator, config: dict, info=None, train: bool = True) -> dict:
@@ -337,7 +364,16 @@ def collate(samples: list[dict], rng: np.random.Generator, config: dict, info=No
     ``target_density`` (M,), per sample ``num_cells`` / ``num_masked`` / ``num_points`` (B,),
     and ``batch_size`` (scalar).
     """
-    parts = [prepare_sample(s, rng, config, train) for s in samples]
+    scope = config.get("mask_scope", "sample")
+    if scope == "sample":
+        parts = [prepare_sample(s, rng, config, train) for s in samples]
+    elif scope == "batch":
+        views = [prepare_sample(s, rng, config, train, cell_masked=False) for s in samples]
+        r_batch = np.random.default_rng(int(rng.integers(0, 2 ** 63 - 1))) if train else np.random.default_rng(0)
+        masks = batch_cell_masks(views, r_batch, float(config["mask_ratio"]))
+        parts = [finish_sample(v, m, config, train) for v, m in zip(views, masks)]
+    else:
+        raise ValueError(f"bev-mae mask_scope must be 'sample' or 'batch', not {scope!r}")
     cat = np.concatenate
 
     def with_b(key, width):
