@@ -167,6 +167,55 @@ def bench_events(config: str, points: int, threads: int, steps: int, backends) -
     return out
 
 
+def bev_gpu_profile(points: int, batch: int, steps: int = 5, backend: str | None = None) -> dict:
+    """BEV-MAE base on CUDA (bf16 autocast) on one fixed batch: step time, samples/s, peak memory and
+    the share of the step the GPU is busy (sum of CUDA kernel times / wall time, profiler)."""
+    import numpy as np
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from train_data import make_samples
+
+    from als_datasets.train.loop import _to_device, clip_gradients, make_optimizer
+    from als_datasets.train.models import bev_mae, get_config
+
+    dev = torch.device("cuda")
+    cfg = get_config("bev-mae", "base", batch_size=batch, backend=backend)
+    data = bev_mae.collate(make_samples("als", batch, seed=0, n_points=points), np.random.default_rng(0), cfg)
+    data = _to_device(data, dev)
+    torch.manual_seed(0)
+    net = bev_mae.build_model(cfg).to(dev)
+    opt = make_optimizer(net, cfg, 1e-4)
+    params = list(net.parameters())
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = net(data)["loss"]
+        loss.backward()
+        clip_gradients(params, 10.0)
+        opt.step()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / steps
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t1 = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t1
+    kernels = sum(e.self_device_time_total for e in prof.key_averages()) / 1e6
+    return {"points": points, "batch": batch, "backend": backend or "torch", "voxels": int(len(data["coords"])),
+            "step_s": round(dt, 4), "samples_per_s": round(batch / dt, 2),
+            "gpu_busy_share": round(min(kernels / wall, 1.0), 3),
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=list(KIND), choices=list(KIND))
@@ -186,7 +235,22 @@ def main(argv=None) -> None:
     p.add_argument("--events-steps", type=int, default=2, help="timed steps per path (after one warm-up step)")
     p.add_argument("--backends", nargs="+", default=["torch", "torch-loop"])
     p.add_argument("--collate", action="store_true", help="time BEV-MAE per-sample preparation")
+    p.add_argument("--bev-gpu", action="store_true",
+                   help="CUDA: BEV-MAE base at 90 k and 200 k points, batch 2 and 8: samples/s, GPU busy share, "
+                        "peak memory (and with --backends spconv if installed) into train_bev_gpu.json")
     a = p.parse_args(argv)
+    if a.bev_gpu:
+        rows = []
+        for backend in a.backends:
+            for pts in (90000, 200000):
+                for bs in (2, 8):
+                    r = bev_gpu_profile(pts, bs, backend=None if backend == "torch" else backend)
+                    print(json.dumps(r), flush=True)
+                    rows.append(r)
+        out = Path(a.out or HERE / "results" / "train_bev_gpu.json")
+        out.write_text(json.dumps({"machine": machine("cuda"), "results": rows}, indent=2) + "\n")
+        print(f"written: {out}")
+        return
     if a.events or a.collate:
         import torch
 
