@@ -138,12 +138,17 @@ def masked_count(n_cells: int, ratio: float) -> int:
     return int(np.floor(ratio * n_cells + 0.5))
 
 
+def _in_box(d: np.ndarray, half: float) -> np.ndarray:
+    """``(|d| < half).all(1)`` for (n, 2) ``d``, without the slow two-column reduction."""
+    return (np.abs(d[:, 0]) < half) & (np.abs(d[:, 1]) < half)
+
+
 def _crop_centre(xy: np.ndarray, half: float, rng, train: bool, min_points: int) -> np.ndarray:
     lo, hi = xy.min(0), xy.max(0)
     c_lo, c_hi = lo + half, hi - half
     c_lo, c_hi = np.minimum(c_lo, (lo + hi) / 2), np.maximum(c_hi, (lo + hi) / 2)  # tile narrower than crop
     c = rng.uniform(c_lo, c_hi) if train else (c_lo + c_hi) / 2
-    if int((np.abs(xy - c) < half).all(1).sum()) < min_points:  # empty corner: centre on a point instead
+    if int(np.count_nonzero(_in_box(xy - c, half))) < min_points:  # empty corner: centre on a point instead
         p = xy[rng.integers(len(xy))] if train else np.median(xy, 0)
         c = np.clip(p, c_lo, c_hi)
     return c
@@ -185,13 +190,13 @@ def crop_points(xyz: np.ndarray, rng: np.random.Generator, config: dict, train: 
         s = rng.uniform(*config["scale_range"])
         th = np.deg2rad(rng.uniform(-config["rotation_deg"], config["rotation_deg"]))
         flip = np.where(rng.random(2) < 0.5, -1.0, 1.0)
-        pre = np.flatnonzero((np.abs(d) < 1.5 * half).all(1))  # covers the rotated, scaled square
+        pre = np.flatnonzero(_in_box(d, 1.5 * half))  # covers the rotated, scaled square
         rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
         d = ((d[pre] * flip) @ rot.T) * s
-        inside = (np.abs(d) < half).all(1)
+        inside = _in_box(d, half)
         keep, d = pre[inside], d[inside]
     else:
-        inside = (np.abs(d) < half).all(1)
+        inside = _in_box(d, half)
         keep, d = np.flatnonzero(inside), d[inside]
     if not len(keep):
         return keep, np.zeros((0, 2)), np.zeros(0)
@@ -205,14 +210,14 @@ def voxelise(loc: np.ndarray, zrel: np.ndarray, g: dict):
     """Voxel of every point: ``(ix (n, 2), iz (n,), ukey, vinv, vcount, order, starts)``.
 
     ``ukey`` the sorted voxel keys ``(iz · nxy + iy) · nxy + ix``, ``vinv`` each point's voxel,
-    ``vcount`` points per voxel, ``order`` the points sorted by voxel (stable) and ``starts`` where
-    each voxel's run begins in it: what ``np.unique`` computes, kept for the per-voxel sums.
+    ``vcount`` points per voxel, ``order`` the points sorted by voxel and ``starts`` where each
+    voxel's run begins in it (what ``np.unique`` computes).
     """
     v, nxy = g["voxel_m"], g["nxy"]
     ix = np.minimum((loc / v).astype(np.int64), nxy - 1)
     iz = np.minimum((zrel / v).astype(np.int64), g["nz"] - 1)
     key = (iz * nxy + ix[:, 1]) * nxy + ix[:, 0]
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)
     sk = key[order]
     first = np.ones(len(sk), bool)
     np.not_equal(sk[1:], sk[:-1], out=first[1:])
@@ -222,34 +227,37 @@ def voxelise(loc: np.ndarray, zrel: np.ndarray, g: dict):
     return ix, iz, sk[starts], vinv, np.diff(np.append(starts, len(sk))), order, starts
 
 
-def voxel_features(loc, zrel, ix, iz, vinv, vcount, inten, rnum, nret, config: dict, order=None, starts=None
-                   ) -> np.ndarray:
-    """Per-voxel input features (mean over the voxel's points), see the module docstring.
-
-    With ``order``/``starts`` of :func:`voxelise` the means are one ``np.add.reduceat`` over the
-    points sorted by voxel (same values as per-column ``bincount``)."""
+def voxel_features(loc, zrel, ix, iz, vinv, vcount, inten, rnum, nret, config: dict) -> np.ndarray:
+    """Per-voxel input features (mean over the voxel's points), see the module docstring."""
     crop, zr, v = float(config["crop_m"]), float(config["z_range_m"]), float(config["voxel_m"])
-    nv, n = len(vcount), len(zrel)
+    nv = len(vcount)
     if not nv:
         return np.zeros((0, n_features(config)), np.float32)
+    out = np.empty((nv, n_features(config)), np.float32)
+    inv_count = 1.0 / np.maximum(vcount, 1)
+
+    def put(j, a):  # one contiguous column at a time: a bincount per feature, no (n, F) temporaries
+        out[:, j] = np.bincount(vinv, weights=a, minlength=nv) * inv_count
+
     if config.get("features", "full") == "xyz":  # the ALS paper's absolute coordinates
-        cols = np.stack([loc[:, 0] / crop, loc[:, 1] / crop, zrel / zr], 1)
+        put(0, loc[:, 0] / crop)
+        put(1, loc[:, 1] / crop)
+        put(2, zrel / zr)
+        return out
+    put(0, loc[:, 0] / v - ix[:, 0] - 0.5)
+    put(1, loc[:, 1] / v - ix[:, 1] - 0.5)
+    put(2, zrel / v - iz - 0.5)
+    put(3, zrel / zr)
+    if inten is not None:
+        ref = max(float(np.percentile(inten, 99)), 1.0)
+        put(4, np.clip(inten / ref, 0, 1))
     else:
-        cols = np.empty((n, 6))
-        cols[:, 0:2] = loc / v - ix - 0.5
-        cols[:, 2] = zrel / v - iz - 0.5
-        cols[:, 3] = zrel / zr
-        if inten is not None:
-            ref = max(float(np.percentile(inten, 99)), 1.0)
-            cols[:, 4] = np.clip(inten / ref, 0, 1)
-        else:
-            cols[:, 4] = 0.0
-        cols[:, 5] = np.clip(rnum / np.maximum(nret, 1), 0, 1) if rnum is not None and nret is not None else 1.0
-    if order is None:
-        sums = np.stack([np.bincount(vinv, weights=c, minlength=nv) for c in cols.T], 1)
+        out[:, 4] = 0.0
+    if rnum is not None and nret is not None:
+        put(5, np.clip(rnum / np.maximum(nret, 1), 0, 1))
     else:
-        sums = np.add.reduceat(cols[order], starts, axis=0)
-    return (sums / np.maximum(vcount, 1)[:, None]).astype(np.float32)
+        out[:, 5] = 1.0
+    return out
 
 
 def cell_targets(loc, zrel, pcell, m_cells, rng: np.random.Generator, config: dict):
@@ -301,8 +309,7 @@ def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: 
     ix, iz, ukey, vinv, vcount, order, starts = voxelise(loc, zrel, g)
     vox = np.stack([ukey // (nxy * nxy), (ukey // nxy) % nxy, ukey % nxy], 1)
     feats = voxel_features(loc, zrel, ix, iz, vinv, vcount, *(None if a is None else a[keep]
-                                                             for a in (inten, rnum, nret)), config,
-                           order=order, starts=starts)
+                                                             for a in (inten, rnum, nret)), config)
 
     # BEV cells occupied by the sample
     vcell = (vox[:, 1] // cv) * ncell + vox[:, 2] // cv
