@@ -125,6 +125,9 @@ def step_events(net, batch, opt, clip: float | None) -> tuple[int, int, dict]:
 
 
 def bench_events(config: str, points: int, threads: int, steps: int, backends) -> list[dict]:
+    """Events per step and step time of each backend on the same batch and initial weights; the
+    timed steps of the backends alternate (A B A B ...) so that a shared machine's changing load
+    falls on all of them alike."""
     import numpy as np
     import torch
     from train_data import make_samples
@@ -133,37 +136,41 @@ def bench_events(config: str, points: int, threads: int, steps: int, backends) -
     from als_datasets.train.models import bev_mae, get_config
 
     torch.set_num_threads(threads)
-    out = []
+    runs = {}
     for backend in backends:
         cfg = get_config("bev-mae", config, backend=backend)
         batch = bev_mae.collate(make_samples("als", 2, seed=0, n_points=points), np.random.default_rng(0), cfg)
         torch.manual_seed(0)
         net = bev_mae.build_model(cfg)
         net.train()
-        opt = make_optimizer(net, cfg, 1e-4)
-        params = [p for p in net.parameters() if p.requires_grad]
-        times = []
-        for i in range(steps + 1):  # the first step (allocator, caches) is left out
+        runs[backend] = (cfg, batch, net, make_optimizer(net, cfg, 1e-4), [])
+    for i in range(steps + 1):  # the first step of each (allocator, caches) is left out
+        for backend, (cfg, batch, net, opt, times) in runs.items():
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             res = net(batch)
             res["loss"].backward()
-            clip_gradients(params, float(cfg.get("clip_grad") or 1e9))
+            clip_gradients([p for p in net.parameters() if p.requires_grad], float(cfg.get("clip_grad") or 1e9))
             opt.step()
             if i:
                 times.append(time.perf_counter() - t0)
+            print(f"  {backend} step {i}: {time.perf_counter() - t0:.2f} s, loss {float(res['loss'].detach()):.4f}",
+                  flush=True)
+    out = []
+    for backend, (cfg, batch, net, opt, times) in runs.items():
         total, conv, top = step_events(net, batch, opt, cfg.get("clip_grad"))
         r = {"config": config, "backend": backend, "voxels": len(batch["coords"]), "points_per_tile": points,
              "torch_threads": threads, "aten_events_per_step": total, "conv_path_events_per_step": conv,
-             "step_s": round(statistics.median(times), 3), "loss": float(res["loss"]), "top_events": top}
+             "step_s": round(statistics.median(times), 3), "step_s_all": [round(t, 3) for t in times],
+             "top_events": top}
         print(f"bev-mae {config} {backend:<10} {r['voxels']} voxels: {total:>6} aten events/step, conv path {conv:>6},"
-              f" step {r['step_s']:.2f} s", flush=True)
+              f" step {r['step_s']:.2f} s (median of {len(times)})", flush=True)
         out.append(r)
-    if len(out) == 2:
-        a, b = out
+    if len(out) >= 2:
+        a, b = out[:2]
         print(f"events: {b['aten_events_per_step'] / a['aten_events_per_step']:.1f}x fewer with {a['backend']}; "
               f"conv path {b['conv_path_events_per_step'] / max(a['conv_path_events_per_step'], 1):.1f}x; "
-              f"step time {b['step_s'] / a['step_s']:.2f}x faster", flush=True)
+              f"step time {b['step_s'] / a['step_s']:.2f}x as fast", flush=True)
     return out
 
 
@@ -233,7 +240,7 @@ def main(argv=None) -> None:
     p.add_argument("--events-config", default="base")
     p.add_argument("--events-points", type=int, default=30000)
     p.add_argument("--events-steps", type=int, default=2, help="timed steps per path (after one warm-up step)")
-    p.add_argument("--backends", nargs="+", default=["torch", "torch-loop"])
+    p.add_argument("--backends", nargs="+", default=["torch-fused", "torch-loop", "torch"])
     p.add_argument("--collate", action="store_true", help="time BEV-MAE per-sample preparation")
     p.add_argument("--bev-gpu", action="store_true",
                    help="CUDA: BEV-MAE base at 90 k and 200 k points, batch 2 and 8: samples/s, GPU busy share, "

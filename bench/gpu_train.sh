@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python -m pytest -q -p no:cacheprovider tests/test_sparse_conv.py -k "fused or spconv"
-backends="torch torch-loop"
+backends="torch-fused torch-loop"
 python -c "import spconv.pytorch" 2>/dev/null && backends="$backends spconv"
 # shellcheck disable=SC2086
 python bench/bench_train.py --device cuda --bev-gpu --backends $backends

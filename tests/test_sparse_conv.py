@@ -139,6 +139,7 @@ def test_backend_selection(monkeypatch):
     expected = "spconv" if sparse.spconv_available() else "torch"
     assert sparse.resolve_backend() == expected
     assert sparse.resolve_backend("torch-loop") == "torch-loop"
+    assert sparse.resolve_backend("torch-fused") == "torch-fused"
     assert sparse.resolve_backend("torch") == "torch"
     with pytest.raises(ValueError):
         sparse.resolve_backend("cuda-magic")
@@ -152,7 +153,7 @@ def test_backend_selection(monkeypatch):
 def _both_paths(make_net, x: SparseTensor, seed: int):
     """Outputs and gradients (features, every parameter) of ``make_net()`` under both paths."""
     res = []
-    for backend in ("torch", "torch-loop"):
+    for backend in ("torch-fused", "torch-loop"):
         torch.manual_seed(seed)
         net = make_net(backend)
         feats = x.features.clone().requires_grad_(True)
@@ -245,7 +246,7 @@ def test_a_training_step_launches_few_conv_kernels():
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import bench_train as bench
-    cfg = get_config("bev-mae", "tiny", blocks=(2, 3, 6, 2))
+    cfg = get_config("bev-mae", "tiny", blocks=(2, 3, 6, 2), backend="torch-fused")
     batch = bev_mae.collate(make_samples("als", 2, seed=0, n_points=1500), np.random.default_rng(0), cfg)
     torch.manual_seed(0)
     net = bev_mae.build_model(cfg)
@@ -273,7 +274,7 @@ def test_spconv_bridge_equals_the_torch_path_on_cuda(kind):
             "down3z": lambda b: SparseConv3d(8, 16, (3, 1, 1), (2, 1, 1), 0, backend=b)}[kind]
     for autocast in (False, True):
         outs = []
-        for backend in ("torch", "spconv"):
+        for backend in ("torch-fused", "spconv"):
             torch.manual_seed(3)
             conv = make(backend).cuda()
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):

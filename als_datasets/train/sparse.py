@@ -21,8 +21,14 @@ spconv.  How: :mod:`.rulebook` builds the *rulebook* of a convolution (for each 
 pairs (input row, output row)) for all taps at once, and applies it with a handful of large ops
 per layer (one gather of every pair laid out by tap, one batched matmul, one scatter-add; the
 backward the same pairs transposed) — not one gather, matmul and scatter per tap, which made the
-step bound by kernel launches.  The per-tap path stays reachable as ``backend="torch-loop"``
-(comparison, benchmarks).  No Python loop over points; memory ~ that of the features (the
+step bound by kernel launches.  The per-tap path stays reachable as ``backend="torch-loop"``.
+``backend="torch"`` (default) takes the fused path on GPUs, and on the CPU for layers whose
+gathered pairs fit in ``FUSED_CPU_BYTES`` (16 MiB): on a CPU the fused path materialises every
+gathered pair in memory and is memory-bound — a BEV-MAE base step (2 tiles of ~30 k points, 2
+threads) took 39.6 s fused against 22.3 s per tap, while small layers, launch-bound, are faster
+fused (tiny config: 0.41 against 0.57 s).  ``backend="torch-fused"`` forces the fused path (the
+CPU event count of ``bench/bench_train.py --events`` and the tests measure it, as the kernel
+launches a GPU step makes).  No Python loop over points; memory ~ that of the features (the
 backward recomputes the gather).
 Rulebooks are cached on the tensor and shared by all convolutions with the same sites and
 kernel (spconv's ``indice_key``): each spatial level builds its submanifold map once per batch,
@@ -122,12 +128,25 @@ def spconv_available() -> bool:
     return True
 
 
-BACKENDS = ("torch", "torch-loop", "spconv")
+BACKENDS = ("torch", "torch-fused", "torch-loop", "spconv")
+
+#: on the CPU, ``backend="torch"`` runs a layer fused when its gathered pairs take at most this many bytes
+FUSED_CPU_BYTES = 16 << 20
+
+
+def conv_method(backend: str, rb: Rulebook, feats: torch.Tensor, c_out: int) -> str:
+    """``fused`` or ``loop`` for a pure-torch backend (see the module doc)."""
+    if backend == "torch-loop":
+        return "loop"
+    if backend == "torch-fused" or feats.device.type != "cpu":
+        return "fused"
+    size = rb.pairs() * max(feats.shape[1], c_out) * feats.element_size()
+    return "fused" if size <= FUSED_CPU_BYTES else "loop"
 
 
 def resolve_backend(backend: str | None = None) -> str:
-    """``torch`` (default: fused), ``torch-loop`` (per tap) or ``spconv``: the argument, else
-    ``$ALS_DATASETS_SPARSE_BACKEND``.
+    """``torch`` (default: fused on GPUs, by layer size on the CPU), ``torch-fused``, ``torch-loop``
+    (per tap) or ``spconv``: the argument, else ``$ALS_DATASETS_SPARSE_BACKEND``.
 
     ``spconv`` is used only if importable; otherwise the pure-torch (fused) path runs.
     """
@@ -231,7 +250,7 @@ class SubMConv3d(_SparseConvBase):
         if rb is None:
             rb = x.cache[key] = submanifold_rulebook(x.coords, x.spatial_shape, self.kernel_size, x.batch_size)
         out = rulebook_conv(x.features, self.weight, rb, _compute_dtype(x.features),
-                            "loop" if backend == "torch-loop" else "fused")
+                            conv_method(backend, rb, x.features, self.out_channels))
         return x.replace(self._finish(out))
 
 
@@ -249,7 +268,7 @@ class SparseConv3d(_SparseConvBase):
                                                   self.padding)
         coords, shape, rb = hit
         out = rulebook_conv(x.features, self.weight, rb, _compute_dtype(x.features),
-                            "loop" if backend == "torch-loop" else "fused")
+                            conv_method(backend, rb, x.features, self.out_channels))
         return SparseTensor(self._finish(out), coords, shape, x.batch_size)
 
 
