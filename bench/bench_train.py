@@ -16,6 +16,15 @@ peak of the device (:data:`als_datasets.train.loop.PEAK_FLOPS`). BEV-MAE has no 
 (sparse convolutions): no MFU for it.
 
 Writes ``bench/results/train.json`` (or ``--out``) with the machine's description.
+
+``--events`` measures instead what CI can check on any machine: torch-profiler ``aten::`` events
+per BEV-MAE training step on the CPU (``--events-config base``, batch 2, synthetic tiles of
+``--events-points`` ~30 k points, ``--threads`` 2), all of them and those of the convolution path
+(names containing index_select, gather, index_add, scatter, index_put, mm, addmm, bmm or
+matmul), and the step time without the profiler, for the fused sparse convolution and the
+per-tap path it replaced (``torch-loop``) side by side, on the same batch and weights; into
+``bench/results/train_events.json``.  ``--collate`` times BEV-MAE's per-sample preparation
+(``prepare_sample``) against the previous implementation kept in the bench.
 """
 
 from __future__ import annotations
@@ -73,7 +82,8 @@ def bench_one(model: str, config: str, root: Path, *, steps: int, warmup: int, d
                          seed=0, **DATA[(kind, config)])
     t0 = time.perf_counter()
     s = train(data, model, config, out=root / f"run-{model}-{config}", max_steps=steps, batch_size=batch_size,
-              num_workers=num_workers, device=device, log_every=1, ckpt_every=10**9, progress=False, resume=False)
+              num_workers=num_workers, device=device, log_every=1, ckpt_every=10**9, progress=False, resume=False,
+              accum_steps=1)  # one micro-batch per step: the figures are per micro-batch
     wall = time.perf_counter() - t0
     rows = [json.loads(line) for line in (root / f"run-{model}-{config}" / "metrics.jsonl").read_text().splitlines()]
     rows = rows[warmup:] or rows
@@ -92,6 +102,127 @@ def bench_one(model: str, config: str, root: Path, *, steps: int, warmup: int, d
     return out
 
 
+CONV_PATH = ("index_select", "gather", "index_add", "scatter", "index_put", "mm", "addmm", "bmm", "matmul")
+
+
+def step_events(net, batch, opt, clip: float | None) -> tuple[int, int, dict]:
+    """``aten::`` events of one training step (forward, backward, clip, optimiser): all, conv path, by name."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from als_datasets.train.loop import clip_gradients
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        opt.zero_grad(set_to_none=True)
+        net(batch)["loss"].backward()
+        if clip:
+            clip_gradients([p for p in net.parameters() if p.requires_grad], clip)
+        opt.step()
+    names = [e.name for e in prof.events() if e.name.startswith("aten::")]
+    conv = sum(any(c in n for c in CONV_PATH) for n in names)
+    return len(names), conv, dict(Counter(names).most_common(12))
+
+
+def bench_events(config: str, points: int, threads: int, steps: int, backends) -> list[dict]:
+    """Events per step and step time of each backend on the same batch and initial weights; the
+    timed steps of the backends alternate (A B A B ...) so that a shared machine's changing load
+    falls on all of them alike."""
+    import numpy as np
+    import torch
+    from train_data import make_samples
+
+    from als_datasets.train.loop import clip_gradients, make_optimizer
+    from als_datasets.train.models import bev_mae, get_config
+
+    torch.set_num_threads(threads)
+    runs = {}
+    for backend in backends:
+        cfg = get_config("bev-mae", config, backend=backend)
+        batch = bev_mae.collate(make_samples("als", 2, seed=0, n_points=points), np.random.default_rng(0), cfg)
+        torch.manual_seed(0)
+        net = bev_mae.build_model(cfg)
+        net.train()
+        runs[backend] = (cfg, batch, net, make_optimizer(net, cfg, 1e-4), [])
+    for i in range(steps + 1):  # the first step of each (allocator, caches) is left out
+        for backend, (cfg, batch, net, opt, times) in runs.items():
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            res = net(batch)
+            res["loss"].backward()
+            clip_gradients([p for p in net.parameters() if p.requires_grad], float(cfg.get("clip_grad") or 1e9))
+            opt.step()
+            if i:
+                times.append(time.perf_counter() - t0)
+            print(f"  {backend} step {i}: {time.perf_counter() - t0:.2f} s, loss {float(res['loss'].detach()):.4f}",
+                  flush=True)
+    out = []
+    for backend, (cfg, batch, net, opt, times) in runs.items():
+        total, conv, top = step_events(net, batch, opt, cfg.get("clip_grad"))
+        r = {"config": config, "backend": backend, "voxels": len(batch["coords"]), "points_per_tile": points,
+             "torch_threads": threads, "aten_events_per_step": total, "conv_path_events_per_step": conv,
+             "step_s": round(statistics.median(times), 3), "step_s_all": [round(t, 3) for t in times],
+             "top_events": top}
+        print(f"bev-mae {config} {backend:<10} {r['voxels']} voxels: {total:>6} aten events/step, conv path {conv:>6},"
+              f" step {r['step_s']:.2f} s (median of {len(times)})", flush=True)
+        out.append(r)
+    if len(out) >= 2:
+        a, b = out[:2]
+        print(f"events: {b['aten_events_per_step'] / a['aten_events_per_step']:.1f}x fewer with {a['backend']}; "
+              f"conv path {b['conv_path_events_per_step'] / max(a['conv_path_events_per_step'], 1):.1f}x; "
+              f"step time {b['step_s'] / a['step_s']:.2f}x as fast", flush=True)
+    return out
+
+
+def bev_gpu_profile(points: int, batch: int, steps: int = 5, backend: str | None = None) -> dict:
+    """BEV-MAE base on CUDA (bf16 autocast) on one fixed batch: step time, samples/s, peak memory and
+    the share of the step the GPU is busy (sum of CUDA kernel times / wall time, profiler)."""
+    import numpy as np
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from train_data import make_samples
+
+    from als_datasets.train.loop import _to_device, clip_gradients, make_optimizer
+    from als_datasets.train.models import bev_mae, get_config
+
+    dev = torch.device("cuda")
+    cfg = get_config("bev-mae", "base", batch_size=batch, backend=backend)
+    data = bev_mae.collate(make_samples("als", batch, seed=0, n_points=points), np.random.default_rng(0), cfg)
+    data = _to_device(data, dev)
+    torch.manual_seed(0)
+    net = bev_mae.build_model(cfg).to(dev)
+    opt = make_optimizer(net, cfg, 1e-4)
+    params = list(net.parameters())
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = net(data)["loss"]
+        loss.backward()
+        clip_gradients(params, 10.0)
+        opt.step()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / steps
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t1 = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t1
+    kernels = sum(e.self_device_time_total for e in prof.key_averages()) / 1e6
+    return {"points": points, "batch": batch, "backend": backend or "torch", "voxels": int(len(data["coords"])),
+            "step_s": round(dt, 4), "samples_per_s": round(batch / dt, 2),
+            "gpu_busy_share": round(min(kernels / wall, 1.0), 3),
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=list(KIND), choices=list(KIND))
@@ -103,8 +234,47 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="override every config's batch size")
     p.add_argument("--threads", type=int, nargs="+", default=None,
                    help="torch intra-op thread counts to measure (default: torch's own)")
-    p.add_argument("--out", default=str(HERE / "results" / "train.json"))
+    p.add_argument("--out", default=None, help="default bench/results/train.json (train_events.json, "
+                                                "train_collate.json)")
+    p.add_argument("--events", action="store_true", help="aten events per BEV-MAE CPU step, fused vs per-tap")
+    p.add_argument("--events-config", default="base")
+    p.add_argument("--events-points", type=int, default=30000)
+    p.add_argument("--events-steps", type=int, default=2, help="timed steps per path (after one warm-up step)")
+    p.add_argument("--backends", nargs="+", default=["torch-fused", "torch-loop", "torch"])
+    p.add_argument("--collate", action="store_true", help="time BEV-MAE per-sample preparation")
+    p.add_argument("--bev-gpu", action="store_true",
+                   help="CUDA: BEV-MAE base at 90 k and 200 k points, batch 2 and 8: samples/s, GPU busy share, "
+                        "peak memory (and with --backends spconv if installed) into train_bev_gpu.json")
     a = p.parse_args(argv)
+    if a.bev_gpu:
+        rows = []
+        for backend in a.backends:
+            for pts in (90000, 200000):
+                for bs in (2, 8):
+                    r = bev_gpu_profile(pts, bs, backend=None if backend == "torch" else backend)
+                    print(json.dumps(r), flush=True)
+                    rows.append(r)
+        out = Path(a.out or HERE / "results" / "train_bev_gpu.json")
+        out.write_text(json.dumps({"machine": machine("cuda"), "results": rows}, indent=2) + "\n")
+        print(f"written: {out}")
+        return
+    if a.events or a.collate:
+        import torch
+
+        threads = (a.threads or [2])[0]
+        doc = {"machine": machine("cpu")}
+        if a.events:
+            doc["events"] = bench_events(a.events_config, a.events_points, threads, a.events_steps, a.backends)
+        if a.collate:
+            from bench_collate import bench_collate
+
+            doc["collate"] = bench_collate(a.events_config)
+        name = "train_events.json" if a.events else "train_collate.json"
+        out = Path(a.out or HERE / "results" / name)
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"written: {out}")
+        return
+    a.out = a.out or str(HERE / "results" / "train.json")
     import torch
 
     from als_datasets.train.loop import default_workers

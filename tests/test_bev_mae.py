@@ -286,3 +286,42 @@ def test_bad_inputs_name_the_sample():
     bad = {**_tile(1, n=10), "intensity.npy": np.zeros(3, np.uint16)}
     with pytest.raises(InputError, match="intensity"):
         M.collate([bad], np.random.default_rng(0), TINY, None)
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("features", ["full", "xyz"])
+def test_vectorised_preparation_equals_the_previous_one(samples, train, features):
+    """prepare_sample (one sort by voxel, table look-ups) gives the arrays of the previous
+    implementation (np.unique, bincount per column, isin + lexsort), kept in bench/bench_collate.py."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_collate import prepare_sample_old
+
+    cfg = {**TINY, "features": features}
+    for i, s in enumerate([*samples, _tile(9, n=40), {**_tile(10, n=3000), "intensity.npy": None}]):
+        s = {k: v for k, v in s.items() if v is not None}
+        a = M.prepare_sample(s, np.random.default_rng(i), cfg, train)
+        b = prepare_sample_old(s, np.random.default_rng(i), cfg, train)
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_batch_mask_scope_is_bev_maes(samples):
+    """mask_scope: batch keeps int(0.3 × n) of the batch's n occupied cells visible (BEV-MAE)."""
+    cfg = {**TINY, "mask_scope": "batch"}
+    b = M.collate(samples, np.random.default_rng(3), cfg)
+    again = M.collate(samples, np.random.default_rng(3), cfg)
+    assert all(torch.equal(b[k], again[k]) for k in b)
+    n = int(b["num_cells"].sum())
+    assert int(b["num_masked"].sum()) == n - int(n * 0.3)
+    # every masked voxel lies in a masked cell and the targets follow the cells
+    assert len(b["target_points"]) == len(b["cell_index"]) == int(b["num_masked"].sum())
+    cv = M.grid_geometry(cfg)["cell_voxels"]
+    masked_cells = {tuple(r) for r in b["cell_index"].tolist()}
+    vox_cells = {tuple(r) for r in _cells_of(b["coords"][b["masked"]], cv).tolist()}
+    assert vox_cells <= masked_cells
+    with pytest.raises(ValueError, match="mask_scope"):
+        M.collate(samples, np.random.default_rng(3), {**TINY, "mask_scope": "cells"})

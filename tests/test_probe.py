@@ -128,3 +128,22 @@ def test_cli_probe(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["probe", "--data", str(data), "--label", "stratum"])
     assert exc.value.code == 2 and "--checkpoint" in capsys.readouterr().err
+
+
+def test_dem_probe_recovers_slope_with_dataset_wide_normalisation(tmp_path):
+    """DEM inputs keep their relief (crop mean removed, one dataset-wide scale): a linear probe of
+    slope class on the (briefly) pretrained encoder separates flat / sloped / steep; per-patch
+    z-scores (``normalise: sample``, the previous behaviour) normalise the relief away."""
+    from als_datasets.train.models import get_config
+
+    data = write_dataset(tmp_path / "dem", "dem", n_train=48, n_val=24, shard_size=12, seed=2)
+    acc = {}
+    for mode in ("dataset", "sample"):
+        cfg = {**get_config("dem-mae", "tiny"), "normalise": mode}
+        train(data, "dem-mae", cfg, out=tmp_path / mode, max_steps=10, num_workers=0, progress=False)
+        r = probe(data, tmp_path / mode / "last.pt", "slope_class")
+        acc[mode] = r["encoders"]["pretrained"]["accuracy"]
+        card = json.loads((tmp_path / mode / "config.json").read_text())["config"]
+        assert card["normalise"] == mode
+        assert (card["relief_scale_m"] is not None) == (mode == "dataset")  # measured on the train split
+    assert acc["dataset"] >= 0.8 and acc["dataset"] > acc["sample"] + 0.2, acc

@@ -332,3 +332,22 @@ def test_base_config_builds_and_runs(tmp_path):
     assert batch["noise"].shape == (2, 3 * 144)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.isfinite(model(batch)["loss"])
+
+
+def test_random_resized_crop_is_satmaes_augmentation():
+    """base: RandomResizedCrop(96, scale 0.2-1, bicubic) + flip (SatMAE); tiny keeps the native crop."""
+    assert satmae.CONFIGS["base"]["augment"] == "rrc" and tuple(satmae.CONFIGS["base"]["rrc_scale"]) == (0.2, 1.0)
+    assert satmae.CONFIGS["tiny"]["augment"] == "crop"
+    ramp = np.broadcast_to(np.linspace(0, 1, 96, dtype=np.float32), (2, 96, 96)).copy()  # value = x / width
+    valid = np.ones(ramp.shape, bool)
+    valid[:, :10, :10] = False
+    spans = []
+    for seed in range(20):
+        out, ok = satmae.random_resized_crop(ramp, valid, 96, np.random.default_rng(seed))
+        again, _ = satmae.random_resized_crop(ramp, valid, 96, np.random.default_rng(seed))
+        assert out.shape == (2, 96, 96) and ok.shape == (2, 96, 96) and np.array_equal(out, again)
+        assert not out[~ok].any()  # invalid pixels are zero
+        vals = out[ok]
+        spans.append(float(vals.max() - vals.min()))
+    # a box of 20-100 % of the area and aspect 3/4-4/3 spans ~0.39-1 of the width (bicubic overshoot aside)
+    assert 0.3 < min(spans) and max(spans) > 0.85 and min(spans) < 0.8, spans

@@ -35,4 +35,4 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert [r["step"] for r in rows] == [2, 4, 5]  # one writer: no duplicated rows
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["step"] == 5 and ck["world_size"] == 2 and ck["epoch"] == 2 and ck["batch_in_epoch"] == 1
-    assert sorted(q.name for q in out.iterdir()) == ["last.pt", "metrics.jsonl", "summary.json"]
+    assert sorted(q.name for q in out.iterdir()) == ["config.json", "last.pt", "metrics.jsonl", "summary.json"]

@@ -234,3 +234,25 @@ def test_cli_pretrain(dem, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "manifest.json" in err and "satellite" in err and "\n" not in err
+
+
+def test_effective_batch_sets_accumulation_and_lr(dem, tmp_path):
+    """A config's effective batch is reached by accumulation; lr = blr × effective / 256; config.json says so."""
+    cfg = {**get_config("dem-mae", "tiny"), "lr": None, "blr": 1e-3, "batch_size": 4, "effective_batch": 16}
+    s = train(dem, "dem-mae", cfg, out=tmp_path / "eff", max_steps=1, **FAST)
+    assert (s["accum_steps"], s["global_batch"], s["steps_per_epoch"]) == (4, 16, 2)
+    assert s["peak_lr"] == pytest.approx(1e-3 * 16 / 256)
+    card = json.loads((tmp_path / "eff" / "config.json").read_text())
+    assert card["accum_steps"] == 4 and card["global_batch"] == 16 and card["config"]["effective_batch"] == 16
+    # an explicit --accum-steps wins over the config's effective batch
+    s = train(dem, "dem-mae", cfg, out=tmp_path / "acc", max_steps=1, accum_steps=2, **FAST)
+    assert (s["accum_steps"], s["global_batch"]) == (2, 8) and s["peak_lr"] == pytest.approx(1e-3 * 8 / 256)
+    with pytest.raises(InputError, match="effective batch 10 is not a multiple"):
+        train(dem, "dem-mae", cfg, out=tmp_path / "bad", max_steps=1, effective_batch=10, **FAST)
+
+
+def test_cli_accepts_accumulation_flags():
+    from als_datasets.train.__main__ import parse_args
+
+    a = parse_args(["--data", "d", "--model", "satmae", "--accum-steps", "16", "--effective-batch", "4096"])
+    assert (a.accum_steps, a.effective_batch) == (16, 4096)

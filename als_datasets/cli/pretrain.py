@@ -27,6 +27,11 @@ def pretrain(
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, shuffles, crops and masks."),
     batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Per process (default: the config's)."),
     lr: float = typer.Option(None, "--lr", help="Peak learning rate (default: the config's lr or blr)."),
+    accum_steps: int = typer.Option(None, "--accum-steps", min=1,
+                                    help="Micro-batches per optimiser step (global batch = batch × accum × GPUs)."),
+    effective_batch: int = typer.Option(None, "--effective-batch", min=1,
+                                        help="Global batch per step; sets --accum-steps (default: the config's, "
+                                             "e.g. 4096 for SatMAE/DEM MAE base)."),
     num_workers: int = typer.Option(None, "--num-workers", "-w", min=0, help="Loader worker processes."),
     device: str = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Steps per metrics.jsonl row."),
@@ -42,7 +47,8 @@ def pretrain(
 
     s = train(data, model, config, out=out, max_steps=max_steps, epochs=epochs, stop_after=stop_after, seed=seed,
               batch_size=batch_size, lr=lr, num_workers=num_workers, resume=not no_resume, device=device,
-              log_every=log_every, ckpt_every=ckpt_every, keep_every=keep_every, progress=not quiet)
+              log_every=log_every, ckpt_every=ckpt_every, keep_every=keep_every, progress=not quiet,
+              accum_steps=accum_steps, effective_batch=effective_batch)
     loss = "n/a" if s["final_loss"] is None else f"{s['final_loss']:.4f}"
     speed = "" if s["samples_per_s"] is None else f", {s['samples_per_s']:.1f} samples/s"
     resumed = "" if s["resumed_from"] is None else f" (resumed at step {s['resumed_from']})"

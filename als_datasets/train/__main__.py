@@ -28,6 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="run folder (default runs/<data folder name>-<model>-<config>, under the current directory)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="per process (default: the config's)")
+    p.add_argument("--accum-steps", type=int, default=None,
+                   help="micro-batches per optimiser step (global batch = batch × accum × processes)")
+    p.add_argument("--effective-batch", type=int, default=None,
+                   help="global batch per optimiser step; sets --accum-steps (default: the config's, e.g. "
+                        "SatMAE/MAE 4096)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the config's lr or blr)")
     p.add_argument("--num-workers", type=int, default=None, help="loader worker processes per process")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
@@ -48,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = train(a.data, a.model, a.config, out=a.out, max_steps=a.max_steps, epochs=a.epochs,
                         stop_after=a.stop_after, seed=a.seed, batch_size=a.batch_size, lr=a.lr,
                         num_workers=a.num_workers, resume=not a.no_resume, device=a.device, log_every=a.log_every,
-                        ckpt_every=a.ckpt_every, keep_every=a.keep_every, progress=not a.no_progress)
+                        ckpt_every=a.ckpt_every, keep_every=a.keep_every, progress=not a.no_progress,
+                        accum_steps=a.accum_steps, effective_batch=a.effective_batch)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

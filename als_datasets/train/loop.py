@@ -46,7 +46,7 @@ import torch
 
 from ..errors import InputError
 from .info import DatasetInfo
-from .models import get_config, get_model_module
+from .models import get_config, get_model_module, with_dataset_statistics
 
 CHECKPOINT_FORMAT = "als-datasets-pretrain-v1"
 
@@ -118,6 +118,19 @@ def resolve_lr(cfg: dict, global_batch: int) -> float:
     return 1e-3
 
 
+def resolve_accum(cfg: dict, batch: int, world: int) -> int:
+    """Micro-batches per optimiser step: ``effective_batch`` / (batch × world) when the config states
+    an effective batch, else ``accum_steps`` (default 1)."""
+    eff = cfg.get("effective_batch")
+    if eff:
+        per_step = batch * world
+        if int(eff) % per_step:
+            raise InputError(None, f"effective batch {eff} is not a multiple of batch_size {batch} × {world} "
+                                   f"process(es); choose --batch-size or --accum-steps")
+        return max(int(eff) // per_step, 1)
+    return max(int(cfg.get("accum_steps") or 1), 1)
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no decay for biases, norm weights (1-d), tokens and position embeddings (MAE)."""
     skip = set(getattr(model, "no_weight_decay", lambda: ())())
@@ -131,6 +144,29 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             decay.append(p)
     return [g for g in ({"params": decay, "weight_decay": weight_decay},
                         {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+def make_optimizer(net: torch.nn.Module, cfg: dict, lr: float) -> torch.optim.AdamW:
+    """AdamW of the config (betas, weight decay, no decay on norms/biases/tokens), one fused kernel
+    for all parameters where torch has one (CPU and CUDA), so a step is not ~20 ops per tensor."""
+    betas = tuple(float(b) for b in cfg.get("betas", (0.9, 0.95)))
+    groups = param_groups(net, float(cfg.get("weight_decay", 0.05)))
+    devs = {p.device.type for g in groups for p in g["params"]}
+    fused = devs <= {"cpu", "cuda"} and all(p.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+                                           for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+
+def clip_gradients(params: list, max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_`` (total L2 norm of all gradients, scaled down to ``max_norm``) with
+    multi-tensor ops and no per-tensor device moves; returns the norm before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norms = torch._foreach_norm(grads)
+    total = torch.linalg.vector_norm(torch.cat([n.view(1) for n in norms]))
+    torch._foreach_mul_(grads, (float(max_norm) / (total + 1e-6)).clamp(max=1.0))
+    return total
 
 
 def plain(obj):
@@ -199,8 +235,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def check_resume(ckpt: dict, expect: dict, path) -> None:
-    """Refuse (one line) to resume from a checkpoint of another run: model, config, data, seed..."""
-    what = {"model_name": "model", "config": "config", "fingerprint": "dataset (name or shards)",
+    """Refuse (one line) to resume from a checkpoint of another run: model, data, config, seed...
+    (the data before the config: a config can hold values measured on the data)."""
+    what = {"model_name": "model", "fingerprint": "dataset (name or shards)", "config": "config",
             "seed": "seed", "world_size": "number of processes",
             "num_workers": "loader workers per process (--num-workers)", "steps_per_epoch": "batches per epoch",
             "total_steps": "schedule length (--max-steps / --epochs)"}
@@ -267,11 +304,16 @@ def train(data, model: str, config: str | dict = "tiny", out=None, max_steps: in
           epochs: int | None = None, seed: int = 0, batch_size: int | None = None, lr: float | None = None,
           num_workers: int | None = None, resume: bool = True, device=None, log_every: int = 10,
           ckpt_every: int | None = 500, keep_every: int | None = None, stop_after: int | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, accum_steps: int | None = None, effective_batch: int | None = None) -> dict:
     """Pretrain ``model`` (``bev-mae`` | ``satmae`` | ``dem-mae``) on the build folder ``data``.
 
     ``batch_size`` is per process and micro-batch (global batch = batch_size × the config's
     ``accum_steps`` × world size); ``lr`` overrides the config's ``lr``/``blr``.
+    ``accum_steps`` overrides the config's; ``effective_batch`` (or the config's, when neither
+    ``accum_steps`` is given) sets it to effective batch / (batch_size × world size), which must
+    be a whole number: a paper's effective batch on however many GPUs (lr from ``blr`` follows it).
+    The resolved config (with ``accum_steps``, ``global_batch``, ``peak_lr``) is written to
+    ``out/config.json``.
     ``max_steps``/``epochs`` set the schedule's length (both: the shorter; neither: the config's
     ``epochs``); ``stop_after`` stops at that step without changing the schedule.
     ``ckpt_every``: steps between ``last.pt`` writes (and always at the end); ``keep_every``: also
@@ -283,13 +325,17 @@ def train(data, model: str, config: str | dict = "tiny", out=None, max_steps: in
     info = DatasetInfo.from_folder(data)
     try:
         module = get_model_module(model)
-        cfg = get_config(model, config, batch_size=batch_size, lr=lr)
+        cfg = get_config(model, config, batch_size=batch_size, lr=lr, accum_steps=accum_steps,
+                         effective_batch=effective_batch)
+        if accum_steps is not None and effective_batch is None and cfg.get("effective_batch"):
+            cfg["effective_batch"] = None  # an explicit accumulation wins over the config's effective batch
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     if module.KIND != info.kind:
         raise InputError(Path(info.root) / "manifest.json",
                          f"model {model} trains on {module.KIND} data but this dataset is {info.kind}")
     config_name = config if isinstance(config, str) else "custom"
+    cfg = with_dataset_statistics(module, cfg, info)
     cfg = plain(cfg)
     out = Path(out) if out is not None else info.run_dir(f"{model}-{config_name}")
 
@@ -321,7 +367,7 @@ def _run(info, module, model_name, cfg, config_name, out, max_steps, epochs, see
     from torch.nn.parallel import DistributedDataParallel
 
     batch = int(cfg.get("batch_size", 8))
-    accum = max(int(cfg.get("accum_steps") or 1), 1)
+    accum = resolve_accum(cfg, batch, world)
     probe = _make_loader(info, module, cfg, seed=seed, epoch=0, rank=rank, world_size=world,
                          num_workers=num_workers, start_batch=0)
     n_batches = len(probe)
@@ -357,7 +403,7 @@ def _run(info, module, model_name, cfg, config_name, out, max_steps, epochs, see
     torch.manual_seed(seed)  # same initial weights on every rank and every run
     net = module.build_model(cfg, info).to(dev)
     betas = tuple(float(b) for b in cfg.get("betas", (0.9, 0.95)))
-    opt = torch.optim.AdamW(param_groups(net, float(cfg.get("weight_decay", 0.05))), lr=peak_lr, betas=betas)
+    opt = make_optimizer(net, cfg, peak_lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total, warmup, schedule, min_ratio, **shape))
     expect = {"model_name": model_name, "config": cfg, "fingerprint": dataset_fingerprint(info), "seed": seed,
@@ -394,6 +440,9 @@ def _run(info, module, model_name, cfg, config_name, out, max_steps, epochs, see
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         metrics = _open_metrics(out / "metrics.jsonl", step)
+        (out / "config.json").write_text(json.dumps(
+            {"model": model_name, "config_name": config_name, "world_size": world, "accum_steps": accum,
+             "global_batch": global_batch, "peak_lr": peak_lr, "config": cfg}, indent=2, default=str) + "\n")
     bar = _Progress(show_progress, total, step, f"{model_name} ({config_name})")
     stop_at = total if stop_after is None else min(total, int(stop_after))
     start_step, steps_run, t_start = step, 0, time.perf_counter()
@@ -437,7 +486,7 @@ def _run(info, module, model_name, cfg, config_name, out, max_steps, epochs, see
                             continue
                         scalars[k] = scalars.get(k, 0.0) + v / accum
                 if clip:
-                    scalars["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, float(clip)).detach().float()
+                    scalars["grad_norm"] = clip_gradients(params, float(clip)).detach().float()
                 lr_now = opt.param_groups[0]["lr"]
                 updating = True  # an interrupt in here leaves a half-updated model: no checkpoint then
                 opt.step()

@@ -31,7 +31,7 @@ import torch
 
 from ..errors import InputError
 from .info import DatasetInfo
-from .models import get_config, get_model_module
+from .models import get_config, get_model_module, with_dataset_statistics
 
 #: the probe labels that make sense per dataset kind (any metadata field works)
 LABELS = {"als": ("landcover", "slope_class", "stratum"), "satellite": ("continent", "biome", "landcover"),
@@ -210,6 +210,7 @@ def probe(data, checkpoint=None, label: str = "stratum", *, model: str | None = 
     if module.KIND != info.kind:
         raise InputError(Path(info.root) / "manifest.json",
                          f"model {model} encodes {module.KIND} data but this dataset is {info.kind}")
+    cfg = with_dataset_statistics(module, cfg, info)
     dev = resolve_device(device)
     encoders = {}
     if ckpt is not None:

@@ -9,6 +9,8 @@ Each model module provides:
 * ``build_model(config: dict, info: DatasetInfo) -> torch.nn.Module`` whose
   ``forward(batch) -> dict`` returns ``"loss"`` (scalar tensor) and other scalar metrics, and
   ``encode(batch) -> Tensor (B, D)``: pooled features of the unmasked input (for the probe);
+* optionally ``dataset_statistics(info, config) -> dict``: config values measured on the
+  dataset once before training or probing (:func:`with_dataset_statistics`);
 * ``collate(samples, rng, config, info, train=True) -> dict[str, Tensor]`` — runs in the loader
   worker on decoded samples (``{"__key__", "json": dict, "<name>.npy": ndarray}``); ALL
   randomness (crops, masks) comes from ``rng`` (a ``numpy.random.Generator`` the loader seeds from
@@ -42,3 +44,11 @@ def get_config(name: str, config: str | dict = "tiny", **overrides) -> dict:
             raise ValueError(f"model {name!r} has no config {config!r} (choose from {', '.join(mod.CONFIGS)})")
         config = mod.CONFIGS[config]
     return {**config, **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def with_dataset_statistics(module: ModuleType, config: dict, info) -> dict:
+    """``config`` plus what the model measures on the dataset before training (its optional
+    ``dataset_statistics(info, config) -> dict``, e.g. DEM MAE's relief scale), so that collate
+    in every worker, the checkpoint and ``config.json`` see the same values."""
+    fn = getattr(module, "dataset_statistics", None)
+    return {**config, **fn(info, config)} if fn is not None else config

@@ -57,8 +57,9 @@ crop's ground level / z range, intensity divided by the crop's 99th percentile (
 sensors store 8- to 16-bit scales), and return number / number of returns.  The ALS paper used
 the mean absolute coordinates only (``used_feature_list: [x, y, z]``): ``features="xyz"``.
 
-Masking here is exact and per sample: ``round(0.7 × occupied cells)`` cells of every sample
-(BEV-MAE keeps ``int(0.3 × n)`` cells of the whole batch).  ``train=False`` gives the centre
+Masking here is exact and per sample (``mask_scope: sample``): ``round(0.7 × occupied cells)``
+cells of every sample; ``mask_scope: batch`` is BEV-MAE's: ``int(0.3 × n)`` of the batch's ``n``
+occupied cells stay visible, drawn over the whole batch.  ``train=False`` gives the centre
 crop, no augmentation, and a mask drawn from a generator seeded by the sample key (so a
 validation loss is reproducible); :meth:`BEVMAE.encode` never applies a mask.  ``encode`` pools
 the encoder's last sparse volume: max over height per BEV cell, mean over occupied cells
@@ -92,7 +93,7 @@ KIND = "als"
 
 _DATA = {"z_low_percentile": 0.1, "z_high_percentile": 99.9, "mask_ratio": 0.7, "num_pred_points": 20,
          "max_target_points": 30, "max_points_per_voxel": 5, "density_weight": 1.0, "features": "full",
-         "augment": True, "rotation_deg": 45.0, "scale_range": (0.95, 1.05), "min_points": 16,
+         "mask_scope": "sample", "augment": True, "rotation_deg": 45.0, "scale_range": (0.95, 1.05), "min_points": 16,
          "backend": None}
 _OPTIM = {"optimizer": "adamw", "betas": (0.9, 0.99), "weight_decay": 0.01, "schedule": "onecycle",
           "pct_start": 0.1, "div_factor": 10.0, "final_div_factor": 1e4, "moms": (0.95, 0.85), "clip_grad": 10.0}
@@ -137,12 +138,17 @@ def masked_count(n_cells: int, ratio: float) -> int:
     return int(np.floor(ratio * n_cells + 0.5))
 
 
+def _in_box(d: np.ndarray, half: float) -> np.ndarray:
+    """``(|d| < half).all(1)`` for (n, 2) ``d``, without the slow two-column reduction."""
+    return (np.abs(d[:, 0]) < half) & (np.abs(d[:, 1]) < half)
+
+
 def _crop_centre(xy: np.ndarray, half: float, rng, train: bool, min_points: int) -> np.ndarray:
     lo, hi = xy.min(0), xy.max(0)
     c_lo, c_hi = lo + half, hi - half
     c_lo, c_hi = np.minimum(c_lo, (lo + hi) / 2), np.maximum(c_hi, (lo + hi) / 2)  # tile narrower than crop
     c = rng.uniform(c_lo, c_hi) if train else (c_lo + c_hi) / 2
-    if int((np.abs(xy - c) < half).all(1).sum()) < min_points:  # empty corner: centre on a point instead
+    if int(np.count_nonzero(_in_box(xy - c, half))) < min_points:  # empty corner: centre on a point instead
         p = xy[rng.integers(len(xy))] if train else np.median(xy, 0)
         c = np.clip(p, c_lo, c_hi)
     return c
@@ -184,13 +190,13 @@ def crop_points(xyz: np.ndarray, rng: np.random.Generator, config: dict, train: 
         s = rng.uniform(*config["scale_range"])
         th = np.deg2rad(rng.uniform(-config["rotation_deg"], config["rotation_deg"]))
         flip = np.where(rng.random(2) < 0.5, -1.0, 1.0)
-        pre = np.flatnonzero((np.abs(d) < 1.5 * half).all(1))  # covers the rotated, scaled square
+        pre = np.flatnonzero(_in_box(d, 1.5 * half))  # covers the rotated, scaled square
         rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
         d = ((d[pre] * flip) @ rot.T) * s
-        inside = (np.abs(d) < half).all(1)
+        inside = _in_box(d, half)
         keep, d = pre[inside], d[inside]
     else:
-        inside = (np.abs(d) < half).all(1)
+        inside = _in_box(d, half)
         keep, d = np.flatnonzero(inside), d[inside]
     if not len(keep):
         return keep, np.zeros((0, 2)), np.zeros(0)
@@ -200,55 +206,99 @@ def crop_points(xyz: np.ndarray, rng: np.random.Generator, config: dict, train: 
     return keep, np.clip(d + half, 0.0, crop - 1e-6), zrel
 
 
+def voxelise(loc: np.ndarray, zrel: np.ndarray, g: dict):
+    """Voxel of every point: ``(ix (n, 2), iz (n,), ukey, vinv, vcount, order, starts)``.
+
+    ``ukey`` the sorted voxel keys ``(iz · nxy + iy) · nxy + ix``, ``vinv`` each point's voxel,
+    ``vcount`` points per voxel, ``order`` the points sorted by voxel and ``starts`` where each
+    voxel's run begins in it (what ``np.unique`` computes).
+    """
+    v, nxy = g["voxel_m"], g["nxy"]
+    ix = np.minimum((loc / v).astype(np.int64), nxy - 1)
+    iz = np.minimum((zrel / v).astype(np.int64), g["nz"] - 1)
+    key = (iz * nxy + ix[:, 1]) * nxy + ix[:, 0]
+    order = np.argsort(key)
+    sk = key[order]
+    first = np.ones(len(sk), bool)
+    np.not_equal(sk[1:], sk[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    vinv = np.empty(len(sk), np.int64)
+    vinv[order] = np.cumsum(first) - 1
+    return ix, iz, sk[starts], vinv, np.diff(np.append(starts, len(sk))), order, starts
+
+
 def voxel_features(loc, zrel, ix, iz, vinv, vcount, inten, rnum, nret, config: dict) -> np.ndarray:
     """Per-voxel input features (mean over the voxel's points), see the module docstring."""
     crop, zr, v = float(config["crop_m"]), float(config["z_range_m"]), float(config["voxel_m"])
-    nv, n = len(vcount), len(zrel)
+    nv = len(vcount)
     if not nv:
         return np.zeros((0, n_features(config)), np.float32)
+    out = np.empty((nv, n_features(config)), np.float32)
+    inv_count = 1.0 / np.maximum(vcount, 1)
 
-    def vmean(a):
-        return np.bincount(vinv, weights=a, minlength=nv) / np.maximum(vcount, 1)
+    def put(j, a):  # one contiguous column at a time: a bincount per feature, no (n, F) temporaries
+        out[:, j] = np.bincount(vinv, weights=a, minlength=nv) * inv_count
 
     if config.get("features", "full") == "xyz":  # the ALS paper's absolute coordinates
-        cols = [loc[:, 0] / crop, loc[:, 1] / crop, zrel / zr]
+        put(0, loc[:, 0] / crop)
+        put(1, loc[:, 1] / crop)
+        put(2, zrel / zr)
+        return out
+    put(0, loc[:, 0] / v - ix[:, 0] - 0.5)
+    put(1, loc[:, 1] / v - ix[:, 1] - 0.5)
+    put(2, zrel / v - iz - 0.5)
+    put(3, zrel / zr)
+    if inten is not None:
+        ref = max(float(np.percentile(inten, 99)), 1.0)
+        put(4, np.clip(inten / ref, 0, 1))
     else:
-        off = np.stack([loc[:, 0] / v - ix[:, 0], loc[:, 1] / v - ix[:, 1], zrel / v - iz], 1) - 0.5
-        ref = max(float(np.percentile(inten, 99)), 1.0) if inten is not None else 1.0
-        i_norm = np.clip(inten / ref, 0, 1) if inten is not None else np.zeros(n)
-        r_ratio = np.clip(rnum / np.maximum(nret, 1), 0, 1) if rnum is not None and nret is not None \
-            else np.ones(n)
-        cols = [off[:, 0], off[:, 1], off[:, 2], zrel / zr, i_norm, r_ratio]
-    return np.stack([vmean(a) for a in cols], 1).astype(np.float32)
+        out[:, 4] = 0.0
+    if rnum is not None and nret is not None:
+        put(5, np.clip(rnum / np.maximum(nret, 1), 0, 1))
+    else:
+        out[:, 5] = 1.0
+    return out
 
 
 def cell_targets(loc, zrel, pcell, m_cells, rng: np.random.Generator, config: dict):
     """Up to ``max_target_points`` points of every masked cell, drawn with ``rng``: ``(M, T, 3)``, lengths.
 
     A target point is ``((x - cx) / cell, (y - cy) / cell, z / z_range)`` (BEV-MAE); padding is zero.
+    ``m_cells`` sorted; O(n) table look-ups and one sort of the masked cells' points.
     """
     g = grid_geometry(config)
     T, ncell, cm, zr = int(config["max_target_points"]), g["ncell"], g["cell_m"], float(config["z_range_m"])
-    pidx = np.flatnonzero(np.isin(pcell, m_cells))
-    order = pidx[np.lexsort((rng.random(len(pidx)), pcell[pidx]))]  # by cell, random within a cell
-    pc = pcell[order]
-    slot = np.searchsorted(m_cells, pc)
-    rank = np.arange(len(order)) - np.searchsorted(pc, pc, side="left")
+    slot_of = np.full(ncell * ncell, -1, np.int64)
+    slot_of[m_cells] = np.arange(len(m_cells))
+    ps = slot_of[pcell]
+    pidx = np.flatnonzero(ps >= 0)
+    # by cell, random within a cell (slot + a uniform in [0, 1) sorts as the pair (slot, uniform))
+    o = np.argsort(ps[pidx] + rng.random(len(pidx)))
+    order, sl = pidx[o], ps[pidx][o]
+    first = np.ones(len(sl), bool)
+    np.not_equal(sl[1:], sl[:-1], out=first[1:])
+    st = np.flatnonzero(first)
+    rank = np.arange(len(sl)) - np.repeat(st, np.diff(np.append(st, len(sl))))
     take = rank < T
-    sel, sl, rk = order[take], slot[take], rank[take]
+    sel, sl_t, rk = order[take], sl[take], rank[take]
     cy, cx = m_cells // ncell, m_cells % ncell
     tgt = np.zeros((len(m_cells), T, 3), np.float32)
-    tgt[sl, rk, 0] = (loc[sel, 0] - (cx[sl] + 0.5) * cm) / cm
-    tgt[sl, rk, 1] = (loc[sel, 1] - (cy[sl] + 0.5) * cm) / cm
-    tgt[sl, rk, 2] = zrel[sel] / zr
-    return tgt, np.minimum(np.bincount(slot, minlength=len(m_cells)), T).astype(np.int64)
+    tgt[sl_t, rk, 0] = (loc[sel, 0] - (cx[sl_t] + 0.5) * cm) / cm
+    tgt[sl_t, rk, 1] = (loc[sel, 1] - (cy[sl_t] + 0.5) * cm) / cm
+    tgt[sl_t, rk, 2] = zrel[sel] / zr
+    return tgt, np.minimum(np.bincount(sl, minlength=len(m_cells)), T).astype(np.int64)
 
 
-def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: bool = True) -> dict:
-    """One ALS sample → voxels, mask and targets (numpy), a function of ``(sample, rng, config, train)``."""
+def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: bool = True,
+                   cell_masked=None) -> dict:
+    """One ALS sample → voxels, mask and targets (numpy), a function of ``(sample, rng, config, train)``.
+
+    Vectorised throughout (one sort of the points by voxel, table look-ups for cells): no
+    per-point or per-cell Python.  ``cell_masked=False`` returns the unmasked view (for
+    :func:`batch_cell_masks` then :func:`finish_sample`)."""
     g = grid_geometry(config)
     xyz, inten, rnum, nret = _sample_arrays(sample)
-    v, cv, nxy, ncell = g["voxel_m"], g["cell_voxels"], g["nxy"], g["ncell"]
+    cv, nxy, ncell = g["cell_voxels"], g["nxy"], g["ncell"]
     if not train:
         rng = np.random.default_rng(zlib.crc32(str(sample.get("__key__", "")).encode()))
     # independent streams: the view does not depend on the mask ratio, nor the mask on the targets
@@ -256,24 +306,38 @@ def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: 
     keep, loc, zrel = crop_points(xyz, r_view, config, train)
 
     # voxels: unique (z, y, x) cells of the points
-    ix = np.minimum((loc / v).astype(np.int64), nxy - 1)
-    iz = np.minimum((zrel / v).astype(np.int64), g["nz"] - 1)
-    ukey, vinv, vcount = np.unique((iz * nxy + ix[:, 1]) * nxy + ix[:, 0], return_inverse=True,
-                                   return_counts=True)
+    ix, iz, ukey, vinv, vcount, order, starts = voxelise(loc, zrel, g)
     vox = np.stack([ukey // (nxy * nxy), (ukey // nxy) % nxy, ukey % nxy], 1)
     feats = voxel_features(loc, zrel, ix, iz, vinv, vcount, *(None if a is None else a[keep]
                                                              for a in (inten, rnum, nret)), config)
 
-    # BEV cells: mask exactly round(ratio × occupied) of them
+    # BEV cells occupied by the sample
     vcell = (vox[:, 1] // cv) * ncell + vox[:, 2] // cv
-    cells, vcell_inv = np.unique(vcell, return_inverse=True)
-    cell_masked = np.zeros(len(cells), bool)
-    cell_masked[r_mask.permutation(len(cells))[:masked_count(len(cells), float(config["mask_ratio"]))]] = True
+    occ = np.zeros(ncell * ncell, bool)
+    occ[vcell] = True
+    cells = np.flatnonzero(occ)
+    view = {"loc": loc, "zrel": zrel, "vox": vox, "feats": feats, "vcell": vcell, "cells": cells,
+            "vcell_inv": (np.cumsum(occ) - 1)[vcell], "vinv": vinv, "vcount": vcount, "keep": keep,
+            "r_mask": r_mask, "r_tgt": r_tgt}
+    if cell_masked is False:  # the batch draws the mask (mask_scope: batch)
+        return view
+    if cell_masked is None:  # mask exactly round(ratio × occupied) cells of this sample
+        cell_masked = np.zeros(len(cells), bool)
+        cell_masked[r_mask.permutation(len(cells))[:masked_count(len(cells), float(config["mask_ratio"]))]] = True
+    return finish_sample(view, cell_masked, config, train)
+
+
+def finish_sample(view: dict, cell_masked: np.ndarray, config: dict, train: bool = True) -> dict:
+    """The masked view of :func:`prepare_sample`: voxel mask, targets of the masked cells."""
+    g = grid_geometry(config)
+    cv, ncell = g["cell_voxels"], g["ncell"]
+    vox, feats, cells, vcell_inv, vcount = (view[k] for k in ("vox", "feats", "cells", "vcell_inv", "vcount"))
+    r_tgt = view["r_tgt"]
     vmasked = cell_masked[vcell_inv]
 
     # targets: points (Chamfer) and density = Σ_voxels min(count, cap) / cell_voxels² (BEV-MAE)
     m_cells = cells[cell_masked]
-    tgt, tlen = cell_targets(loc, zrel, vcell[vinv], m_cells, r_tgt, config)
+    tgt, tlen = cell_targets(view["loc"], view["zrel"], view["vcell"][view["vinv"]], m_cells, r_tgt, config)
     capped = np.bincount(vcell_inv, weights=np.minimum(vcount, int(config["max_points_per_voxel"])),
                          minlength=len(cells))
     density = (capped[cell_masked] / (cv * cv)).astype(np.float32)
@@ -285,7 +349,17 @@ def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: 
         vox, feats, vmasked = vox[sub], feats[sub], vmasked[sub]
     return {"coords": vox, "features": feats, "masked": vmasked,
             "cells": np.stack([m_cells // ncell, m_cells % ncell], 1), "target_points": tgt, "target_len": tlen,
-            "target_density": density, "num_cells": len(cells), "num_points": len(keep)}
+            "target_density": density, "num_cells": len(cells), "num_points": len(view["keep"])}
+
+
+def batch_cell_masks(views: list[dict], rng: np.random.Generator, ratio: float) -> list[np.ndarray]:
+    """BEV-MAE's masking: ``int((1 - ratio) × n)`` of the batch's ``n`` occupied cells stay visible,
+    drawn over the whole batch (samples get more or fewer masked cells than the ratio)."""
+    sizes = [len(v["cells"]) for v in views]
+    n = sum(sizes)
+    masked = np.ones(n, bool)
+    masked[rng.permutation(n)[:int(n * (1.0 - ratio))]] = False
+    return np.split(masked, np.cumsum(sizes)[:-1]) if views else []
 
 
 def collate(samples: list[dict], rng: np.random.Generator, config: dict, info=None, train: bool = True) -> dict:
@@ -297,7 +371,16 @@ def collate(samples: list[dict], rng: np.random.Generator, config: dict, info=No
     ``target_density`` (M,), per sample ``num_cells`` / ``num_masked`` / ``num_points`` (B,),
     and ``batch_size`` (scalar).
     """
-    parts = [prepare_sample(s, rng, config, train) for s in samples]
+    scope = config.get("mask_scope", "sample")
+    if scope == "sample":
+        parts = [prepare_sample(s, rng, config, train) for s in samples]
+    elif scope == "batch":
+        views = [prepare_sample(s, rng, config, train, cell_masked=False) for s in samples]
+        r_batch = np.random.default_rng(int(rng.integers(0, 2 ** 63 - 1))) if train else np.random.default_rng(0)
+        masks = batch_cell_masks(views, r_batch, float(config["mask_ratio"]))
+        parts = [finish_sample(v, m, config, train) for v, m in zip(views, masks)]
+    else:
+        raise ValueError(f"bev-mae mask_scope must be 'sample' or 'batch', not {scope!r}")
     cat = np.concatenate
 
     def with_b(key, width):

@@ -35,9 +35,13 @@ std of its train split's valid pixels (``_info.json`` ``band_stats``), so sensor
 different units (reflectance × 10000, DN) are each normalised by their own table.  Where a
 dataset has no table (older builds, synthetic folders) or ``config["normalise"] == "sample"``,
 the sample's own statistics are used (per band, over its valid pixels, population σ, on the
-whole patch before cropping).  A constant band maps to 0.  Training
-views are a random ``img_size`` crop and a horizontal flip (SatMAE's RandomResizedCrop rescales;
-here the ground resolution is kept); ``train=False`` takes the centre crop.
+whole patch before cropping).  A constant band maps to 0.  Training views (``augment``):
+``"rrc"`` (``base``: SatMAE's ``RandomResizedCrop(input_size, scale=(0.2, 1.0),
+interpolation=BICUBIC)``, :func:`random_resized_crop`: a box of 20-100 % of the patch's area and
+aspect 3/4-4/3, resized bicubically to ``img_size``; the validity mask by nearest neighbour) or
+``"crop"`` (``tiny``, and the previous default: an ``img_size`` crop at native ground resolution,
+which does nothing when the patch is ``img_size`` wide), each followed by a horizontal flip
+(``hflip``); ``train=False`` takes the centre crop.
 """
 
 from __future__ import annotations
@@ -80,9 +84,10 @@ _OPTIM_PAPER = {"weight_decay": 0.05, "betas": (0.9, 0.95), "schedule": "cosine"
 #: half-cycle cosine after a linear warm-up, no gradient clipping; epochs 50 (the paper; the README
 #: notes its released checkpoints ran 200 with 20 warm-up epochs); warm-up 5 epochs (the setup of
 #: "Pretrain Where?", arXiv 2604.21104, which re-ran SatMAE for 50 epochs).
-#: ``batch_size`` is *per process* (the loop's global batch = batch_size × ranks, lr = blr × global
-#: / 256): 256 per GPU as "Pretrain Where?" (there with 16 accumulation steps); the paper's
-#: effective 4096 is 16 ranks of 256 — the loop has no gradient accumulation.
+#: ``batch_size`` is *per process*: 256 per GPU as "Pretrain Where?"; ``effective_batch`` 4096
+#: is the paper's, reached by gradient accumulation (``accum_steps`` = 4096 / (256 × ranks): 16
+#: on one GPU, 1 on 16) and lr = blr × 4096 / 256 = 1.6e-3 whatever the number of GPUs
+#: (``--accum-steps`` / ``--effective-batch`` override it).
 #: ``vit-base``: the same with ViT-Base (768 / 12 / 12), as "Pretrain Where?" used.
 #: ``tiny``: seconds on a CPU, same code path.
 CONFIGS = {
@@ -90,7 +95,7 @@ CONFIGS = {
         "img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 4, "channel_embed_dim": 16,
         "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 4, "decoder_channel_embed_dim": 8,
         "mlp_ratio": 4.0, "mask_ratio": 0.75, "mask_mode": "independent", "norm_pix_loss": False,
-        "drop_bands": (), "band_groups": None, "hflip": True,
+        "drop_bands": (), "band_groups": None, "hflip": True, "augment": "crop", "rrc_scale": (0.2, 1.0),
         "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "epochs": 1,
         **_OPTIM_PAPER, "clip_grad": 1.0,
     },
@@ -99,7 +104,8 @@ CONFIGS = {
         "channel_embed_dim": 256, "decoder_embed_dim": 512, "decoder_depth": 8, "decoder_num_heads": 16,
         "decoder_channel_embed_dim": 128, "mlp_ratio": 4.0, "mask_ratio": 0.75, "mask_mode": "independent",
         "norm_pix_loss": False, "drop_bands": SATMAE_DROPPED, "band_groups": None, "hflip": True,
-        "batch_size": 256, "blr": 1e-4, "warmup_epochs": 5, "epochs": 50, **_OPTIM_PAPER,
+        "augment": "rrc", "rrc_scale": (0.2, 1.0),
+        "batch_size": 256, "effective_batch": 4096, "blr": 1e-4, "warmup_epochs": 5, "epochs": 50, **_OPTIM_PAPER,
     },
 }
 CONFIGS["vit-base"] = {**CONFIGS["base"], "embed_dim": 768, "depth": 12, "num_heads": 12}
@@ -237,6 +243,37 @@ def info_band_stats(info, config: dict) -> dict | None:
     return getattr(info, "band_stats", None) or None
 
 
+def random_resized_crop(x: np.ndarray, valid: np.ndarray, size: int, rng: np.random.Generator,
+                        scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision's ``RandomResizedCrop`` box (10 tries of area × aspect, else the centred largest
+    box of an allowed aspect) on (C, H, W) ``x``, resized bicubically to (C, size, size); ``valid``
+    by nearest neighbour.  All randomness from ``rng``."""
+    import torch.nn.functional as F
+
+    _, h, w = x.shape
+    area = h * w
+    box = None
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+        cw, ch = int(round(np.sqrt(target * aspect))), int(round(np.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            box = (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
+            break
+    if box is None:  # torchvision's fallback: centre crop, aspect clamped into ``ratio``
+        r = w / h
+        cw, ch = (w, int(round(w / ratio[0]))) if r < ratio[0] else \
+            ((int(round(h * ratio[1])), h) if r > ratio[1] else (w, h))
+        ch, cw = min(ch, h), min(cw, w)
+        box = ((h - ch) // 2, (w - cw) // 2, ch, cw)
+    i, j, ch, cw = box
+    xs = torch.from_numpy(np.ascontiguousarray(x[None, :, i:i + ch, j:j + cw], np.float32))
+    vs = torch.from_numpy(np.ascontiguousarray(valid[None, :, i:i + ch, j:j + cw], np.float32))
+    out = F.interpolate(xs, size=(size, size), mode="bicubic", align_corners=False)[0]
+    ok = F.interpolate(vs, size=(size, size), mode="nearest")[0] > 0.5
+    return (out * ok).numpy(), ok.numpy()
+
+
 def collate(samples, rng: np.random.Generator, config: dict, info, train: bool = True) -> dict:
     """Decoded samples → ``pixels`` (B, C, S, S) float32, ``valid`` (B, C, S, S) bool, ``noise``.
 
@@ -247,12 +284,18 @@ def collate(samples, rng: np.random.Generator, config: dict, info, train: bool =
     """
     bands, groups = _groups_for(config, info)
     size = resolve_img_size(config, info, DEFAULT_IMG_SIZE)
+    augment = config.get("augment", "crop")
+    if augment not in ("crop", "rrc"):
+        raise ValueError(f"satmae augment must be 'crop' or 'rrc', not {augment!r}")
     b = len(samples)
     pix = np.zeros((b, len(bands), size, size), np.float32)
     val = np.zeros((b, len(bands), size, size), bool)
     for j, s in enumerate(samples):
         x, v = sample_bands(s, bands, info_band_stats(info, config))
-        x, v = crop_or_pad(x, v, size, rng if train else None)
+        if train and augment == "rrc":
+            x, v = random_resized_crop(x, v, size, rng, tuple(config.get("rrc_scale", (0.2, 1.0))))
+        else:
+            x, v = crop_or_pad(x, v, size, rng if train else None)
         if train and config.get("hflip", True) and rng.random() < 0.5:
             x, v = x[..., ::-1], v[..., ::-1]
         pix[j], val[j] = x, v
