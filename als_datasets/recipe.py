@@ -224,13 +224,14 @@ def load_recipe(
 
 def dump_recipe(recipe) -> str:
     """``recipe.yaml``: the resolved recipe as it is published, with no path of this machine in it:
-    local paths relative to the recipe's folder (a path outside it keeps only the ``..`` steps to
-    it), no output folder (``--out`` chooses it), URLs as given (their tokens already removed)."""
+    local paths relative to the recipe's folder (a file outside that folder by its name only: a
+    ``../../home/<user>/…`` path would publish this machine's layout), no output folder (``--out`` chooses it), URLs as given (their tokens already removed)."""
     return yaml.safe_dump(portable_recipe(recipe.raw, recipe_base(getattr(recipe, "path", None))), sort_keys=False)
 
 
 def portable_recipe(raw: dict, base: Path) -> dict:
-    """``raw`` with absolute local paths made relative to ``base`` and ``output.dir`` left out."""
+    """``raw`` with absolute local paths made relative to ``base`` (outside it: the file name only)
+    and ``output.dir`` left out."""
     import os
 
     def walk(v):
@@ -239,7 +240,8 @@ def portable_recipe(raw: dict, base: Path) -> dict:
         if isinstance(v, list):
             return [walk(x) for x in v]
         if isinstance(v, str) and "://" not in v and os.path.isabs(v):
-            return Path(os.path.relpath(v, base)).as_posix()
+            rel = Path(os.path.relpath(v, base))
+            return Path(v).name if rel.parts[:1] == ("..",) else rel.as_posix()
         return v
 
     out = walk(raw)

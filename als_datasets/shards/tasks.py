@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from als_datasets.shards.writer import write_parquet_shard, write_tar_shard
+from als_datasets.shards.writer import commit_writes, write_parquet_shard, write_tar_shard
 
 
 class ShardOutputs:
@@ -110,15 +110,21 @@ def run_shard_task(task: ShardOutputs, features=None) -> list[dict]:
     paths = task.paths()
     for rel in paths.values():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-    sinks, kinds = [], []
+    sinks, kinds, pending = [], [], []  # every format written first, then all renamed into place together
     if "webdataset" in paths:
-        sinks.append(lambda s, p=out / paths["webdataset"]: write_tar_shard(p, s, features))
+        sinks.append(lambda s, p=out / paths["webdataset"]: write_tar_shard(p, s, features, commit=pending))
         kinds.append("webdataset")
     if "parquet" in paths:
         # one row group per sample: an ALS tile can hold millions of points, so memory stays at one sample
         rg = getattr(task, "row_group_size", 1)
-        sinks.append(lambda s, p=out / paths["parquet"]: write_parquet_shard(p, s, features, row_group_size=rg))
+        sinks.append(lambda s, p=out / paths["parquet"]: write_parquet_shard(p, s, features, row_group_size=rg,
+                                                                               commit=pending))
         kinds.append("parquet")
-    entries = _lockstep(task.iter_samples(), sinks)
+    ok = False
+    try:
+        entries = _lockstep(task.iter_samples(), sinks)
+        ok = True
+    finally:
+        commit_writes(pending, ok)  # a failure of one format leaves the other's previous file in place too
     return [{**e, "path": paths[k], "format": k, "split": task.split, "shard": task.index}
             for k, e in zip(kinds, entries)]

@@ -78,10 +78,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], None],
+                 commit: list | None = None) -> Path:
     """Call ``write_fn(f)`` on a temp file in ``path``'s folder, then atomically replace ``path``.
 
     On any exception the temp file is removed and ``path`` (if it existed) is left untouched.
+    With ``commit`` (a list), ``path`` is not replaced yet: ``(temp, path)`` is appended and the
+    temp file returned, for :func:`commit_writes` to rename once every writer of a shard has
+    succeeded (a shard's tar and Parquet part are replaced together or not at all).
     """
     path = Path(path)
     directory = path.parent
@@ -92,12 +96,29 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], None]) 
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        if commit is not None:
+            commit.append((tmp, path))
+            return tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+    return path
+
+
+def commit_writes(pending: list, ok: bool) -> None:
+    """Rename every ``(temp, path)`` of ``pending`` into place when ``ok``, else remove the temps."""
+    if not ok:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return
+    for tmp, path in pending:
+        os.replace(tmp, path)
+    for directory in sorted({path.parent for _, path in pending}):
+        _fsync_dir(directory)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -195,7 +216,8 @@ def tar_shard_bytes(samples: Iterable[Mapping[str, Any]], features=None) -> byte
     return buf.getvalue()
 
 
-def write_tar_shard(path: str | os.PathLike, samples: Iterable[Mapping[str, Any]], features=None) -> dict:
+def write_tar_shard(path: str | os.PathLike, samples: Iterable[Mapping[str, Any]], features=None,
+                    commit: list | None = None) -> dict:
     """Write a deterministic WebDataset tar atomically; members ``<key>.<name>`` in sample order,
     names sorted within a sample.  ``features`` (optional) validates every sample and casts
     its arrays to the declared dtypes first (recommended: tar and Parquet then hold the same)."""
@@ -204,8 +226,8 @@ def write_tar_shard(path: str | os.PathLike, samples: Iterable[Mapping[str, Any]
     def write(f: BinaryIO) -> None:
         count[0] = _write_tar(f, samples, features)
 
-    atomic_write(path, write)
-    return _entry(path, count[0])
+    written = atomic_write(path, write, commit)
+    return {**_entry(written, count[0]), "path": str(path)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,6 +238,7 @@ def write_parquet_shard(
     samples: Iterable[Mapping[str, Any]],
     features,
     row_group_size: int = 8,
+    commit: list | None = None,
 ) -> dict:
     """Write the samples as Parquet rows (columns named like the webdataset fields), schema =
     ``features.arrow_schema`` (with the ``huggingface`` features metadata), zstd, one row group
@@ -264,8 +287,8 @@ def write_parquet_shard(
         finally:
             writer.close()
 
-    atomic_write(path, write)
-    return {**_entry(path, count[0]), "arrow_bytes": arrow_bytes(path)}
+    written = atomic_write(path, write, commit)
+    return {**_entry(written, count[0]), "path": str(path), "arrow_bytes": arrow_bytes(written)}
 
 
 def arrow_bytes(path: str | os.PathLike) -> int:
