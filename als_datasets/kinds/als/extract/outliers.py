@@ -66,6 +66,8 @@ COARSE = 3.0
 #: the coarse pass indexes each cell's z-sorted points by z buckets this many cells high
 Z_BUCKET = 1.0 / 3.0
 _NO_BUCKETS = (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
+#: _select ranks this many values or fewer directly (quadratic, without a branch)
+RANK_SELECT = 32
 #: the second pass first searches within this many times the previous query's k+1-th distance
 GUESS_GROWTH = 1.25
 
@@ -123,9 +125,8 @@ def _build_grid(x, y, z, x0, y0, cell, nx, ny):
 
 
 @njit(cache=True)
-def _insert(best, cnt, d2):
-    """Insert ``d2`` into the ascending ``best[:cnt]`` (capacity ``len(best)``); new count."""
-    kk = len(best)
+def _insert(best, cnt, d2, kk):
+    """Insert ``d2`` into the ascending ``best[:cnt]`` (capacity ``kk``); new count."""
     if cnt == kk:
         if d2 >= best[kk - 1]:
             return cnt
@@ -170,7 +171,7 @@ def _scan_column(best, cnt, qx, qy, qz, x, y, z, order, a, b):
         dx = qx - x[p]
         dy = qy - y[p]
         d2 = (dx * dx + dy * dy) + dz * dz
-        cnt = _insert(best, cnt, d2)
+        cnt = _insert(best, cnt, d2, kk)
         if go_up:
             up += 1
         else:
@@ -231,12 +232,22 @@ def _mean_distance(best, k):
 
 @njit(cache=True)
 def _select(best, kk, tmp, m):
-    """The ``kk`` smallest of ``tmp[:m]`` (``m ≥ kk``), ascending, into ``best``."""
+    """The ``kk`` smallest of ``tmp[:m]`` (``m ≥ kk``), ascending, into ``best`` (capacity
+    ``kk + 1``: the last slot takes what falls past the kk-th).  Few values: each goes straight to
+    its rank (the number of smaller values, ties broken by position), without a branch."""
+    if m <= RANK_SELECT:
+        for i in range(m):
+            d2 = tmp[i]
+            r = 0
+            for j in range(m):
+                r += (tmp[j] < d2) | ((tmp[j] == d2) & (j < i))
+            best[min(r, kk)] = d2
+        return kk
     cnt = 0
     for j in range(m):
         d2 = tmp[j]
         if cnt < kk or d2 < best[kk - 1]:
-            cnt = _insert(best, cnt, d2)
+            cnt = _insert(best, cnt, d2, kk)
     return cnt
 
 
@@ -296,6 +307,13 @@ def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, bes
             continue
         g = min(guess, rb) if guess > 0 else rb
         if not zwin:
+            # a query with fewer than two points within a cell's height of it among its own cell's
+            # nearest in z (canopy) is left to the coarse pass, where it would end anyway
+            near = 0
+            for j in range(max(t - 2, a0), min(t + 3, b0)):
+                near += abs(zs[j] - qz) < cell
+            if near < 3:  # the query itself and two others
+                continue
             # every squared distance of the block once (the three rows: contiguous runs) ...
             m = 0
             kept = 0
@@ -393,7 +411,7 @@ def _max_block(start, nx, ny, reach):
 @njit(cache=True)
 def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, zb0, boff, bst, h, reach):
     """One block pass over a grid; every array in grid order."""
-    best = np.empty(k + 1, np.float64)
+    best = np.empty(k + 2, np.float64)  # a spare slot for _select
     size = _max_block(start, nx, ny, reach)
     buf, tmp = np.empty(size, np.float64), np.empty(size, np.float64)
     for c in range(nx * ny):
@@ -405,7 +423,7 @@ def _block_pass_parallel(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, ou
     jobs = (ny + rows_per_job - 1) // rows_per_job
     size = _max_block(start, nx, ny, reach)
     for jb in prange(jobs):
-        best = np.empty(k + 1, np.float64)
+        best = np.empty(k + 2, np.float64)  # a spare slot for _select
         buf, tmp = np.empty(size, np.float64), np.empty(size, np.float64)
         for c in range(jb * rows_per_job * nx, min((jb + 1) * rows_per_job, ny) * nx):
             _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach)
