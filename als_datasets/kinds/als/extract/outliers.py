@@ -36,8 +36,10 @@ and every query is answered by the first of three exact searches that can answer
 Both block searches first try a guessed radius g (the previous answer's, grown by
 :data:`GUESS_GROWTH`), then the distance to the block's edge.  A block search keeps only squared
 distances below ``r²``, r the distance from the query to the block's edge (or to g), appending
-them without a branch, and selects the k+1 smallest; it answers when k+1 of them remain, and then no point outside the block
-or the z window can be nearer.  Every pruning discards only candidates at least as far as the
+them without a branch, and selects the k+1 smallest; it answers when k+1 of them remain, and
+then no point outside the block or the z window can be nearer.  A query whose own cell holds
+fewer than two other points within a cell's height of it (canopy) skips the fine pass, where it
+would fail anyway.  Every pruning discards only candidates at least as far as the
 k+1-th, so the k+1 smallest squared distances — all that rule 2 reads — are those of an
 exhaustive search (which of several tied points is kept does not matter).  The kernels are
 compiled with numba (no fast-math: no reassociation, no fused multiply-add), once per machine
@@ -278,16 +280,18 @@ def _compact(tmp, buf, m, bar2):
 
 @njit(cache=True)
 def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach):
-    """Every pending query of cell ``c`` against the points of the 3x3 cells around it.
+    """Every pending query of cell ``c`` against the points of the (2 ``reach`` + 1)² cells
+    around it (3x3 in both passes).
 
     ``xs, ys, zs``: the points in grid order (row-major cells, z ascending within a cell), so a
     row of the block is one contiguous run.  A query at distance ``rb`` from the block's edge
     (infinite on a side where the grid ends) is exact when k+1 of the block's squared distances
     are ``< rb²``: no point outside the block can be nearer.  Only the distances below a bar are
     kept (a guess g ≤ rb first: the last answer's radius, grown; then rb itself) and the k+1
-    smallest of those selected.  With ``zwin`` only the block's points with ``|dz| ≤ g`` are
-    looked at (a point further in z is further than ``g``), found by bisection in each cell's
-    z-sorted run.  A query that is not exact stays pending for a coarser grid."""
+    smallest of those selected.  With ``zwin`` only the block's points within ``√(g² − e²)`` of
+    the query's z are looked at (e: their cell's distance in x, y; a point further is further than
+    ``g``), found through each cell's z buckets (``zb0, boff, bst``, ``h`` buckets per metre:
+    :func:`_z_buckets`).  A query that is not exact stays pending for a coarser grid."""
     cx, cy = c % nx, c // nx
     a0, b0 = start[c], start[c + 1]
     lox = x0 + (cx - reach) * cell if cx >= reach else -np.inf
