@@ -146,9 +146,10 @@ class AlsKind(Kind):
         return {"samples_per_project": plan.recipe.samples_per_project}
 
     def features(self, manifest: dict, recipe: dict):
-        from als_datasets.kinds.als.tasks import als_features, recipe_raster_px
+        from als_datasets.kinds.als.tasks import als_features, recipe_attributes, recipe_raster_px
 
-        return als_features([*((recipe.get("landcover") or {}).get("classes") or {}), "other"], recipe_raster_px(recipe))
+        return als_features([*((recipe.get("landcover") or {}).get("classes") or {}), "other"], recipe_raster_px(recipe),
+                            recipe_attributes(recipe))
 
     def render_card(self, out, div, plots, repo_id=None):
         from als_datasets.kinds.als.card import render_als_card
@@ -175,4 +176,5 @@ class AlsKind(Kind):
                     "(arXiv 2501.05095)")
         return {"what": "airborne laser scanning (ALS) point-cloud tiles",
                 "keywords": {"airborne-laser-scanning", "lidar", "point-cloud"}, "resolution": res,
-                "bands": list(ALS_POINT_ATTRIBUTES), "strategy_note": note}
+                "bands": [*ALS_POINT_ATTRIBUTES, *(a["name"] for a in recipe.get("point_attributes") or ())],
+                "strategy_note": note}
