@@ -147,33 +147,39 @@ def test_ept_attributes_and_extra_dimension():
         list(ept.iter_ept_points(meta, [box], 100_000, attributes=parse_point_attributes("r", ["red"])))
 
 
-@pytest.fixture
-def recipe_path(tmp_path):
+WANT = {"red.npy": "uint16", "nir.npy": "uint16", "gps_time.npy": "float64", "scan_angle.npy": "float32",
+        "user_data.npy": "uint8", "point_source_id.npy": "uint16", "amplitude.npy": "float32",
+        "echo_width.npy": "uint16"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A build of a seeded PF 8 file (RGB, NIR, two extra-bytes dimensions) keeping ATTRS."""
+    from als_datasets.build import run_build
     from als_datasets.kinds.als.sources.pointcloud import footprint_lonlat, inspect_pointcloud
+    from als_datasets.recipe import load_recipe
 
-    f = write_pf(tmp_path / "pf8.las", 8, n=20_000, size_m=1000.0)
-    landcover_around(tmp_path / "lc.tif", footprint_lonlat(inspect_pointcloud(f)).bounds)
-    return write_recipe(tmp_path / "r.yaml", name="attrs", tile_size_m=250, grid_res_m=25, samples_per_project=3,
-                        landcover={"path": "lc.tif"}, projects=[{"name": "p", "pointclouds": ["pf8.las"]}],
-                        point_attributes=ATTRS, output={"dir": "out", "shard_max_samples": 2})
+    root = tmp_path_factory.mktemp("attrs")
+    f = write_pf(root / "pf8.las", 8, n=20_000, size_m=1000.0)
+    landcover_around(root / "lc.tif", footprint_lonlat(inspect_pointcloud(f)).bounds)
+    rp = write_recipe(root / "r.yaml", name="attrs", tile_size_m=250, grid_res_m=25, samples_per_project=3,
+                      landcover={"path": "lc.tif"}, projects=[{"name": "p", "pointclouds": ["pf8.las"]}],
+                      point_attributes=ATTRS, output={"dir": "out", "shard_max_samples": 2})
+    return run_build(load_recipe(rp, out_dir=root / "a")).out_dir
 
 
-def test_build_keeps_the_attributes_in_every_format(tmp_path, recipe_path):
+def test_build_keeps_the_attributes_in_every_format(built):
     import webdataset as wds
     import yaml
     from datasets import load_dataset
 
-    from als_datasets.build import run_build
     from als_datasets.dataset.card import load_config
     from als_datasets.dataset.layout import validate
-    from als_datasets.recipe import load_recipe
 
-    out = run_build(load_recipe(recipe_path, out_dir=tmp_path / "a")).out_dir
+    out = built
     assert validate(out) == []
     members = [f"{member_name(a if isinstance(a, str) else a['name'])}.npy" for a in ATTRS]
-    want = {"red.npy": "uint16", "nir.npy": "uint16", "gps_time.npy": "float64", "scan_angle.npy": "float32",
-            "user_data.npy": "uint8", "point_source_id.npy": "uint16", "amplitude.npy": "float32",
-            "echo_width.npy": "uint16"}
+    want = WANT
     pq = load_dataset(str(out), split="train")
     wd = load_config(out, "webdataset", split="train")
     assert pq.features == wd.features and len(pq) == len(wd) > 0
@@ -224,3 +230,57 @@ def test_missing_attribute_stops_the_build(tmp_path):
                       point_attributes=["red", "nir"], output={"dir": "out"})
     with pytest.raises(InputError, match="pf7.las.*has no point attribute 'nir'"):
         run_build(load_recipe(rp, out_dir=tmp_path / "o"))
+
+
+@pytest.mark.parametrize("name,angle_dim,scale", [("autzen_trim.laz", "scan_angle_rank", 1.0),
+                                                  ("file_with_both_wkt_and_geotiff_vlrs.las", "scan_angle", 0.006)])
+def test_real_files(name, angle_dim, scale):
+    """autzen_trim.laz (LAS 1.2 PF 3: GPS time and RGB) and a LAS 1.4 PF 6 file, read whole."""
+    import laspy
+
+    from als_datasets.kinds.als.sources.pointcloud import inspect_pointcloud, iter_point_chunks
+
+    src = SHARED / "als" / name
+    if not src.is_file():
+        pytest.skip("shared data absent")
+    las = laspy.read(src)
+    has_rgb = "red" in las.point_format.dimension_names
+    names = ["gps_time", "scan_angle", "point_source_id", "user_data"] + (["red", "green", "blue"] if has_rgb else [])
+    chunks = list(iter_point_chunks(inspect_pointcloud(src), 50_000, attributes=parse_point_attributes("r", names)))
+    got = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    assert np.array_equal(got["gps_time"], np.asarray(las.gps_time))
+    assert np.array_equal(got["scan_angle"], np.asarray(las[angle_dim], np.float32) * np.float32(scale))
+    for k in names[2:]:
+        assert np.array_equal(got[k], np.asarray(las[k]))
+    assert has_rgb == (name == "autzen_trim.laz")
+    if not has_rgb:
+        with pytest.raises(InputError, match=f"{name}.*'red' \\(LAS point format 6"):
+            list(iter_point_chunks(inspect_pointcloud(src), 50_000, attributes=parse_point_attributes("r", ["red"])))
+
+
+def test_hub_serves_the_same_dtypes(built, monkeypatch, tmp_path):
+    """Pushed to the in-process Hub: ``load_dataset(repo)`` (Parquet) and the tars give the local
+    features and values."""
+    import huggingface_hub.utils._http as hf_http
+    from datasets import load_dataset
+
+    from als_datasets.dataset.card import load_config
+    from als_datasets.publish.push import push
+    from tests.hub_server import HubServer, hub_env
+
+    monkeypatch.setattr(hf_http.time, "sleep", lambda s: None)
+    repo = "test-org/als-attrs"
+    with HubServer() as server:
+        hub_env(monkeypatch, server, tmp_path)
+        push(built, repo)
+        local = load_dataset(str(built), split="train")
+        remote = load_dataset(repo, split="train")
+        tars = load_config(repo, "webdataset", split="train")
+        assert remote.features == local.features == tars.features
+        for m, dt in WANT.items():
+            assert remote.features[m].feature.dtype == dt
+        mine = {r["__key__"]: r for r in local.with_format("numpy", dtype=None)}
+        for ds in (remote, tars):
+            for r in ds.with_format("numpy", dtype=None):
+                for m, dt in WANT.items():
+                    assert r[m].dtype == np.dtype(dt) and np.array_equal(r[m], mine[r["__key__"]][m])

@@ -12,6 +12,7 @@ from als_datasets.kinds.als.extract.ground import (
     MIN_GROUND_CELLS,
     MIN_GROUND_COVER,
 )
+from als_datasets.kinds.als.sources.attributes import STANDARD as STANDARD_ATTRIBUTES
 from als_datasets.registry import Kind
 from als_datasets.stats import HEIGHT_BIN_M, HEIGHT_MAX_M
 
@@ -68,6 +69,10 @@ class AlsKind(Kind):
                           "vertical structure (vegetation, buildings), ~0 for bare ground of any slope.",
         "height_reference": "What height_entropy measured heights above: 'ground' (surface of the tile's ground "
                             "returns, class 2) or 'lowest' (the tile's lowest point; too few ground returns).",
+        **{f"{name}.npy": f"Per-point LAS {name} ({dtype}), kept by the recipe's point_attributes"
+           + ("; degrees (LAS 1.4 formats: 0.006 degree units, older formats: the integer scan angle rank)."
+              if name == "scan_angle" else ", as stored in the source.")
+           for name, (dtype, _, _) in STANDARD_ATTRIBUTES.items()},
     }
     json_fields = ("project", "tile_id", "split", "crs", "lon", "lat", "landcover", "slope_class", "slope_mean_deg",
                    "stratum", "point_count", "density", "height_entropy", "height_reference", "draw_rank", "weight", "bounds_utm", "origin")
