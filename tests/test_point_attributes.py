@@ -73,8 +73,12 @@ def test_chunks_carry_the_attributes(tmp_path):
     from als_datasets.kinds.als.sources.pointcloud import inspect_pointcloud, iter_point_chunks
 
     f = write_pf(tmp_path / "a.las", 8, n=500)
-    attrs = parse_point_attributes("r", ATTRS)
+    flags = ["scan_direction_flag", "edge_of_flight_line", "synthetic", "key_point", "withheld", "overlap",
+             "scanner_channel"]
+    attrs = parse_point_attributes("r", ATTRS + flags)
     (chunk,) = list(iter_point_chunks(inspect_pointcloud(f), 10_000, attributes=attrs))
+    for k in flags:
+        assert chunk[k].dtype == np.uint8 and len(chunk[k]) == 500 and not chunk[k].any()
     i = chunk["gps_time"].astype(np.int64)
     assert np.array_equal(i, np.arange(500))
     assert chunk["red"].dtype == np.uint16 and np.array_equal(chunk["red"], (i * 3) % 65536)
