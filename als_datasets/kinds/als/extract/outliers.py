@@ -24,15 +24,19 @@ Speed: the k-d tree is replaced by uniform 2D grids whose cells hold their point
 and every query is answered by the first of three exact searches that can answer it:
 
 * a fine grid (cells of :data:`FINE` × the radius holding k+1 points at the mean density): the
-  query's cell and its 8 neighbours, which are three contiguous runs in grid order;
-* a grid :data:`COARSE` times coarser (canopy points, whose neighbours lie further): within a
-  guessed radius g (the previous answer's, grown by :data:`GUESS_GROWTH`), then the whole block,
-  looking only at the block's points with ``|dz| ≤`` the radius (bisection in each z-sorted cell);
+  query's cell and its 8 neighbours, which are three contiguous runs in grid order, every
+  squared distance computed once in a branch-free loop;
+* a grid :data:`COARSE` times coarser (canopy points, whose neighbours lie further), each cell
+  indexed by z buckets (:data:`Z_BUCKET` of a cell high): the block's cells that reach within g
+  of the query, and in each only the buckets within ``√(g² − e²)`` of the query's z (e the
+  cell's distance from the query in x, y), so only points near a sphere of radius g;
 * for the few left (isolated points), a ring search on the coarse grid, cell rectangles and
   z walks pruned against the current k+1-th distance.
 
-A block search keeps only squared distances below ``r²``, r the distance from the query to the
-block's edge (or to g); it answers when k+1 of them remain, and then no point outside the block
+Both block searches first try a guessed radius g (the previous answer's, grown by
+:data:`GUESS_GROWTH`), then the distance to the block's edge.  A block search keeps only squared
+distances below ``r²``, r the distance from the query to the block's edge (or to g), appending
+them without a branch, and selects the k+1 smallest; it answers when k+1 of them remain, and then no point outside the block
 or the z window can be nearer.  Every pruning discards only candidates at least as far as the
 k+1-th, so the k+1 smallest squared distances — all that rule 2 reads — are those of an
 exhaustive search (which of several tied points is kept does not matter).  The kernels are
@@ -59,6 +63,11 @@ FINE = 1.5
 _SLACK = 1e-6
 #: the second block pass's cells are this many times the first's
 COARSE = 3.0
+#: the coarse pass indexes each cell's z-sorted points by z buckets this many cells high
+Z_BUCKET = 1.0 / 3.0
+_NO_BUCKETS = (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
+#: _select ranks this many values or fewer directly (quadratic, without a branch)
+RANK_SELECT = 32
 #: the second pass first searches within this many times the previous query's k+1-th distance
 GUESS_GROWTH = 1.25
 
@@ -116,9 +125,8 @@ def _build_grid(x, y, z, x0, y0, cell, nx, ny):
 
 
 @njit(cache=True)
-def _insert(best, cnt, d2):
-    """Insert ``d2`` into the ascending ``best[:cnt]`` (capacity ``len(best)``); new count."""
-    kk = len(best)
+def _insert(best, cnt, d2, kk):
+    """Insert ``d2`` into the ascending ``best[:cnt]`` (capacity ``kk``); new count."""
     if cnt == kk:
         if d2 >= best[kk - 1]:
             return cnt
@@ -163,7 +171,7 @@ def _scan_column(best, cnt, qx, qy, qz, x, y, z, order, a, b):
         dx = qx - x[p]
         dy = qy - y[p]
         d2 = (dx * dx + dy * dy) + dz * dz
-        cnt = _insert(best, cnt, d2)
+        cnt = _insert(best, cnt, d2, kk)
         if go_up:
             up += 1
         else:
@@ -223,24 +231,71 @@ def _mean_distance(best, k):
 
 
 @njit(cache=True)
-def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf):
+def _select(best, kk, tmp, m):
+    """The ``kk`` smallest of ``tmp[:m]`` (``m ≥ kk``), ascending, into ``best`` (capacity
+    ``kk + 1``: the last slot takes what falls past the kk-th).  Few values: each goes straight to
+    its rank (the number of smaller values, ties broken by position), without a branch."""
+    if m <= RANK_SELECT:
+        for i in range(m):
+            d2 = tmp[i]
+            r = 0
+            for j in range(m):
+                r += (tmp[j] < d2) | ((tmp[j] == d2) & (j < i))
+            best[min(r, kk)] = d2
+        return kk
+    cnt = 0
+    for j in range(m):
+        d2 = tmp[j]
+        if cnt < kk or d2 < best[kk - 1]:
+            cnt = _insert(best, cnt, d2, kk)
+    return cnt
+
+
+@njit(cache=True)
+def _keep_below(tmp, m, qx, qy, qz, xs, ys, zs, lo, hi, bar2):
+    """Append to ``tmp[m:]`` the squared distances from the query to points ``lo:hi`` that are
+    ``< bar2``: no branch (every distance is written, the count moves only for those kept)."""
+    for j in range(lo, hi):
+        dx = qx - xs[j]
+        dy = qy - ys[j]
+        dz = qz - zs[j]
+        d2 = (dx * dx + dy * dy) + dz * dz
+        tmp[m] = d2
+        m += d2 < bar2
+    return m
+
+
+@njit(cache=True)
+def _compact(tmp, buf, m, bar2):
+    """``tmp[:…]`` ← the values of ``buf[:m]`` that are ``< bar2`` (branch-free); their count."""
+    c = 0
+    for j in range(m):
+        d2 = buf[j]
+        tmp[c] = d2
+        c += d2 < bar2
+    return c
+
+
+@njit(cache=True)
+def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach):
     """Every pending query of cell ``c`` against the points of the 3x3 cells around it.
 
     ``xs, ys, zs``: the points in grid order (row-major cells, z ascending within a cell), so a
     row of the block is one contiguous run.  A query at distance ``rb`` from the block's edge
-    (infinite on a side where the grid ends) is exact when its k+1-th squared distance is
-    ``≤ rb²``: no point outside the block can be nearer.  With ``zwin`` only the block's points
-    with ``|dz| ≤ rb`` are looked at (a point further in z is further than ``rb``), found by
-    bisection in each cell's z-sorted run.  A query that is not exact stays pending for a coarser
-    grid."""
+    (infinite on a side where the grid ends) is exact when k+1 of the block's squared distances
+    are ``< rb²``: no point outside the block can be nearer.  Only the distances below a bar are
+    kept (a guess g ≤ rb first: the last answer's radius, grown; then rb itself) and the k+1
+    smallest of those selected.  With ``zwin`` only the block's points with ``|dz| ≤ g`` are
+    looked at (a point further in z is further than ``g``), found by bisection in each cell's
+    z-sorted run.  A query that is not exact stays pending for a coarser grid."""
     cx, cy = c % nx, c // nx
     a0, b0 = start[c], start[c + 1]
-    lox = x0 + (cx - 1) * cell if cx > 0 else -np.inf
-    hix = x0 + (cx + 2) * cell if cx < nx - 1 else np.inf
-    loy = y0 + (cy - 1) * cell if cy > 0 else -np.inf
-    hiy = y0 + (cy + 2) * cell if cy < ny - 1 else np.inf
-    xa, xb = max(cx - 1, 0), min(cx + 1, nx - 1)
-    ya, yb = max(cy - 1, 0), min(cy + 1, ny - 1)
+    lox = x0 + (cx - reach) * cell if cx >= reach else -np.inf
+    hix = x0 + (cx + reach + 1) * cell if cx + reach < nx else np.inf
+    loy = y0 + (cy - reach) * cell if cy >= reach else -np.inf
+    hiy = y0 + (cy + reach + 1) * cell if cy + reach < ny else np.inf
+    xa, xb = max(cx - reach, 0), min(cx + reach, nx - 1)
+    ya, yb = max(cy - reach, 0), min(cy + reach, ny - 1)
     kk = k + 1
     guess = 0.0
     for t in range(a0, b0):
@@ -250,38 +305,63 @@ def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, bes
         rb = min(qx - lox, hix - qx, qy - loy, hiy - qy) - _SLACK
         if rb <= 0:
             continue
+        g = min(guess, rb) if guess > 0 else rb
         if not zwin:
-            cnt = 0
-            for step in range(3):  # the query's own row first: its nearest points set a low bar early
-                yy = cy if step == 0 else (cy - 1 if step == 1 else cy + 1)
-                if ya <= yy <= yb:
-                    cnt = _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs,
-                                 start[yy * nx + xa], start[yy * nx + xb + 1], rb * rb, buf)
-            if cnt == kk:
+            # a query with fewer than two points within a cell's height of it among its own cell's
+            # nearest in z (canopy) is left to the coarse pass, where it would end anyway
+            near = 0
+            for j in range(max(t - 2, a0), min(t + 3, b0)):
+                near += abs(zs[j] - qz) < cell
+            if near < 3:  # the query itself and two others
+                continue
+            # every squared distance of the block once (the three rows: contiguous runs) ...
+            m = 0
+            kept = 0
+            g2 = g * g
+            for yy in range(ya, yb + 1):
+                lo, hi = start[yy * nx + xa], start[yy * nx + xb + 1]
+                for j in range(lo, hi):
+                    dx = qx - xs[j]
+                    dy = qy - ys[j]
+                    dz = qz - zs[j]
+                    d2 = (dx * dx + dy * dy) + dz * dz
+                    buf[m] = d2
+                    m += 1
+                    tmp[kept] = d2  # ... keeping those below the guess, else below rb
+                    kept += d2 < g2
+            if kept < kk and g < rb:
+                g = rb
+                kept = _compact(tmp, buf, m, rb * rb)
+            if kept >= kk:
+                _select(best, kk, tmp, kept)
                 out[t] = _mean_distance(best, k)
                 pending[t] = False
+                guess = GUESS_GROWTH * np.sqrt(best[kk - 1])
             continue
-        # first within a guess g < rb (the last answer's radius, grown): only the block's cells
-        # that reach within g of the query, only |dz| <= g; exact when the k+1-th is within g
-        g = min(guess, rb) if guess > 0 else rb
         while True:
-            cnt = 0
-            for step in range(3):
-                yy = cy if step == 0 else (cy - 1 if step == 1 else cy + 1)
-                if yy < ya or yy > yb or y0 + yy * cell - _SLACK > qy + g or y0 + (yy + 1) * cell + _SLACK < qy - g:
+            m = 0
+            g2 = g * g
+            for yy in range(ya, yb + 1):
+                ey = max(y0 + yy * cell - _SLACK - qy, qy - (y0 + (yy + 1) * cell + _SLACK), 0.0)
+                if ey >= g:
                     continue
-                for sx in range(3):  # the query's own column first
-                    xx = cx if sx == 0 else (cx - 1 if sx == 1 else cx + 1)
-                    if xx < xa or xx > xb:
+                for xx in range(xa, xb + 1):
+                    ex = max(x0 + xx * cell - _SLACK - qx, qx - (x0 + (xx + 1) * cell + _SLACK), 0.0)
+                    e2 = ex * ex + ey * ey  # no point of the cell is nearer than this in x, y
+                    if e2 >= g2:
                         continue
-                    if x0 + xx * cell - _SLACK > qx + g or x0 + (xx + 1) * cell + _SLACK < qx - g:
+                    cc = yy * nx + xx
+                    nb = boff[cc + 1] - boff[cc] - 1  # the cell's z buckets (none when empty)
+                    if nb <= 0:
                         continue
-                    lo, hi = start[yy * nx + xx], start[yy * nx + xx + 1]
-                    if hi > lo:
-                        lo = lo + np.searchsorted(zs[lo:hi], qz - g, side="left")
-                        hi = lo + np.searchsorted(zs[lo:hi], qz + g, side="right")
-                    cnt = _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs, lo, hi, g * g, buf)
-            if cnt == kk:
+                    zr = np.sqrt(g2 - e2) + _SLACK  # further in z is further than g
+                    bl = int(np.floor((qz - zr) * h)) - zb0[cc]
+                    bh = int(np.floor((qz + zr) * h)) - zb0[cc] + 1
+                    bl = min(max(bl, 0), nb)
+                    bh = min(max(bh, 0), nb)
+                    m = _keep_below(tmp, m, qx, qy, qz, xs, ys, zs, bst[boff[cc] + bl], bst[boff[cc] + bh], g2)
+            if m >= kk:
+                _select(best, kk, tmp, m)
                 out[t] = _mean_distance(best, k)
                 pending[t] = False
                 guess = GUESS_GROWTH * np.sqrt(best[kk - 1])
@@ -292,55 +372,61 @@ def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, bes
 
 
 @njit(cache=True)
-def _offer(best, cnt, kk, qx, qy, qz, xs, ys, zs, lo, hi, rb2, buf):
-    """Offer points ``lo:hi`` to ``best``, keeping only squared distances ``< rb²`` (an answer is
-    exact only when its k+1 nearest all lie within ``rb``; a tie at ``rb`` leaves the query to
-    the next pass).  The distances are computed first, in a loop without branches."""
-    m = hi - lo
-    for j in range(m):
-        dx = qx - xs[lo + j]
-        dy = qy - ys[lo + j]
-        dz = qz - zs[lo + j]
-        buf[j] = (dx * dx + dy * dy) + dz * dz
-    bar = best[kk - 1] if cnt == kk else rb2
-    for j in range(m):
-        d2 = buf[j]
-        if d2 < bar:
-            cnt = _insert(best, cnt, d2)
-            if cnt == kk:
-                bar = best[kk - 1]
-    return cnt
+def _z_buckets(zs, start, ncells, h):
+    """A z index of every cell (its points sorted by z): bucket b of cell c holds the points with
+    ``floor(z × h) = zb0[c] + b`` (``h``: buckets per metre; monotone in z), which are ``bst[boff[c] + b] : bst[boff[c] + b + 1]``."""
+    zb0 = np.zeros(ncells, np.int64)
+    boff = np.zeros(ncells + 1, np.int64)
+    for c in range(ncells):
+        nb = 0
+        if start[c + 1] > start[c]:
+            zb0[c] = int(np.floor(zs[start[c]] * h))
+            nb = int(np.floor(zs[start[c + 1] - 1] * h)) - zb0[c] + 1
+        boff[c + 1] = boff[c] + nb + 1
+    bst = np.empty(boff[ncells], np.int64)
+    for c in range(ncells):
+        p, hi = start[c], start[c + 1]
+        nb = boff[c + 1] - boff[c] - 1
+        for b in range(nb):
+            while p < hi and int(np.floor(zs[p] * h)) - zb0[c] < b:
+                p += 1
+            bst[boff[c] + b] = p
+        bst[boff[c] + nb] = hi
+    return zb0, boff, bst
 
 
 @njit(cache=True)
-def _max_run(start, nx, ny):
-    """The longest run _offer is given: three neighbouring cells of one row."""
+def _max_block(start, nx, ny, reach):
+    """The most points a block of (2 reach + 1)² cells holds."""
     m = 1
     for cy in range(ny):
         for cx in range(nx):
-            a = start[cy * nx + max(cx - 1, 0)]
-            b = start[cy * nx + min(cx + 1, nx - 1) + 1]
-            m = max(m, b - a)
+            s = 0
+            for yy in range(max(cy - reach, 0), min(cy + reach, ny - 1) + 1):
+                s += start[yy * nx + min(cx + reach, nx - 1) + 1] - start[yy * nx + max(cx - reach, 0)]
+            m = max(m, s)
     return m
 
 
 @njit(cache=True)
-def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin):
+def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, zb0, boff, bst, h, reach):
     """One block pass over a grid; every array in grid order."""
-    best = np.empty(k + 1, np.float64)
-    buf = np.empty(_max_run(start, nx, ny), np.float64)
+    best = np.empty(k + 2, np.float64)  # a spare slot for _select
+    size = _max_block(start, nx, ny, reach)
+    buf, tmp = np.empty(size, np.float64), np.empty(size, np.float64)
     for c in range(nx * ny):
-        _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf)
+        _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach)
 
 
 @njit(cache=True, parallel=True)
-def _block_pass_parallel(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, rows_per_job):
+def _block_pass_parallel(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, zb0, boff, bst, h, reach, rows_per_job):
     jobs = (ny + rows_per_job - 1) // rows_per_job
+    size = _max_block(start, nx, ny, reach)
     for jb in prange(jobs):
-        best = np.empty(k + 1, np.float64)
-        buf = np.empty(_max_run(start, nx, ny), np.float64)
+        best = np.empty(k + 2, np.float64)  # a spare slot for _select
+        buf, tmp = np.empty(size, np.float64), np.empty(size, np.float64)
         for c in range(jb * rows_per_job * nx, min((jb + 1) * rows_per_job, ny) * nx):
-            _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf)
+            _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach)
 
 
 @njit(cache=True)
@@ -405,10 +491,13 @@ def mean_neighbour_distances(xyz: np.ndarray, k: int, threads: int = 1) -> np.nd
             # the pass reads and writes in grid order (sequential memory); results go back after
             xs, ys, zs, ps = x[order], y[order], z[order], pending[order]
             os_ = np.full(n, np.nan)
+            zwin = level > 0
+            h = 1.0 / (cell * Z_BUCKET)
+            zi = _z_buckets(zs, rest[0], rest[4] * rest[5], h) if zwin else _NO_BUCKETS
             if par:
-                _block_pass_parallel(xs, ys, zs, *rest, k, ps, os_, level > 0, 4)
+                _block_pass_parallel(xs, ys, zs, *rest, k, ps, os_, zwin, *zi, h, 1, 4)
             else:
-                _block_pass(xs, ys, zs, *rest, k, ps, os_, level > 0)
+                _block_pass(xs, ys, zs, *rest, k, ps, os_, zwin, *zi, h, 1)
             done = ~ps & pending[order]
             out[order[done]] = os_[done]
             pending[order] = ps

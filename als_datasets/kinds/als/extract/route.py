@@ -207,7 +207,8 @@ def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=No
     if not len(sel):
         return
     s = slot[sel]
-    order = np.argsort(s, kind="stable")
+    # stable sort by slot; as 16-bit keys numpy sorts by radix, in linear time
+    order = np.argsort(s.astype(np.uint16) if len(lookup) <= 65536 else s, kind="stable")
     sel, s = sel[order], s[order]
     cuts = np.flatnonzero(np.diff(s)) + 1
     dtype = staged_dtype(chunk)
