@@ -74,7 +74,7 @@ def als_shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> l
             outlier_multiplier=r.outlier_multiplier, landcover_names=(*r.landcover_classes, "other"),
             sources=tuple((i, source_label(files[i].path)) for i in fis),  # never a signed URL's token
             inputs=tuple(facts[i] for i in fis), threads=max(1, (os.cpu_count() or 1) // max(workers, 1)),
-            raster_cell_m=r.terrain_cell_m))
+            raster_cell_m=r.terrain_cell_m, point_attributes=r.point_attributes))
     return tasks
 
 
@@ -96,7 +96,7 @@ def route_tasks(plan: Plan, tiles_needed: set[str], staging: Path) -> list[Route
             hit = need[(need["x0"] < maxx) & (need["x0"] + T >= minx) & (need["y0"] < maxy) & (need["y0"] + T >= miny)]
             if len(hit):
                 tiles = tuple(zip(hit["col"].astype(int), hit["row"].astype(int), hit["tile_id"]))
-                tasks.append(RouteTask(fi, info, tg, tiles, str(staging)))
+                tasks.append(RouteTask(fi, info, tg, tiles, str(staging), attributes=plan.recipe.point_attributes))
             fi += 1
     return tasks
 

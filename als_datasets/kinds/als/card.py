@@ -48,7 +48,7 @@ def render_als_card(out_dir, div: dict, plots: list[Path], repo_id: str | None =
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from als_datasets.dataset.card import card_yaml
-    from als_datasets.kinds.als.tasks import als_features, recipe_raster_px
+    from als_datasets.kinds.als.tasks import als_features, recipe_attributes, recipe_raster_px
 
     out = Path(out_dir)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -59,7 +59,7 @@ def render_als_card(out_dir, div: dict, plots: list[Path], repo_id: str | None =
     strategy = manifest["strategy"]
     pretty = f"{name} — airborne LiDAR tiles, {strategy} sampling"
     ydict = card_yaml(
-        als_features(lc_names, recipe_raster_px(recipe)), splits, pretty_name=pretty, license=recipe.get("license") or "other",
+        als_features(lc_names, recipe_raster_px(recipe), recipe_attributes(recipe)), splits, pretty_name=pretty, license=recipe.get("license") or "other",
         tags=["lidar", "point-cloud", "airborne-laser-scanning", "geospatial", "remote-sensing", "pretraining",
               f"sampling-{strategy}"],
         extra={"task_categories": ["other"]}, formats=formats,
@@ -122,7 +122,7 @@ def render_als_card(out_dir, div: dict, plots: list[Path], repo_id: str | None =
         distribution_table=distribution_markdown(div),
         entropy_note=entropy_note(_references(out)),
         plots=[{"path": p.relative_to(out).as_posix(), "alt": p.stem.replace("_", " ")} for p in plots],
-        schema=SCHEMA_MD + terrain_markdown(recipe), repo_id=repo_id or f"ORG/{name}",
+        schema=SCHEMA_MD + attributes_markdown(recipe) + terrain_markdown(recipe), repo_id=repo_id or f"ORG/{name}",
         last_shard=f"{max(len(webdataset_shards) - 1, 0):06d}",
         limitations="\n".join(f"- {x}" for x in limitations), citations=CITATIONS,
     )
@@ -183,6 +183,20 @@ Sample key: `<project>_c<col>_r<row>` (letters, digits, `_` and `-` only).
 | `intensity.npy` | uint16 (N,) | as stored in the source |
 | `return_number.npy`, `number_of_returns.npy`, `classification.npy` | uint8 (N,) | ASPRS |
 | `json` | struct | project, tile_id, crs, split, origin, bounds_utm, tile_size_m, lon, lat, landcover, landcover_fractions, slope_class, slope_mean_deg, stratum, point_count, density, height_range_m, height_entropy, height_reference, intensity_entropy, strategy, draw_rank, weight, seed, source_files, points_dropped_noise, points_dropped_outliers |"""
+
+
+def attributes_markdown(recipe: dict) -> str:
+    """The card's rows for the recipe's ``point_attributes`` (empty when it has none)."""
+    from als_datasets.kinds.als.sources.attributes import STANDARD, member_name
+    from als_datasets.kinds.als.tasks import recipe_attributes
+
+    rows = []
+    for name, dtype in recipe_attributes(recipe):
+        meaning = ("scan angle in degrees (LAS 1.4 formats: 0.006° units; older formats: the integer scan angle rank)"
+                   if name == "scan_angle" else f"LAS `{name}`, as stored in the source" if name in STANDARD
+                   else f"extra-bytes dimension `{name}` (as laspy reads it: scaled when the file gives a scale)")
+        rows.append(f"\n| `{member_name(name)}.npy` | {dtype} (N,) | {meaning}; recipe `point_attributes` |")
+    return "".join(rows)
 
 
 def terrain_markdown(recipe: dict) -> str:

@@ -12,6 +12,7 @@ from als_datasets.kinds.als.extract.ground import (
     MIN_GROUND_CELLS,
     MIN_GROUND_COVER,
 )
+from als_datasets.kinds.als.sources.attributes import STANDARD as STANDARD_ATTRIBUTES
 from als_datasets.registry import Kind
 from als_datasets.stats import HEIGHT_BIN_M, HEIGHT_MAX_M
 
@@ -68,6 +69,10 @@ class AlsKind(Kind):
                           "vertical structure (vegetation, buildings), ~0 for bare ground of any slope.",
         "height_reference": "What height_entropy measured heights above: 'ground' (surface of the tile's ground "
                             "returns, class 2) or 'lowest' (the tile's lowest point; too few ground returns).",
+        **{f"{name}.npy": f"Per-point LAS {name} ({dtype}), kept by the recipe's point_attributes"
+           + ("; degrees (LAS 1.4 formats: 0.006 degree units, older formats: the integer scan angle rank)."
+              if name == "scan_angle" else ", as stored in the source.")
+           for name, (dtype, _, _) in STANDARD_ATTRIBUTES.items()},
     }
     json_fields = ("project", "tile_id", "split", "crs", "lon", "lat", "landcover", "slope_class", "slope_mean_deg",
                    "stratum", "point_count", "density", "height_entropy", "height_reference", "draw_rank", "weight", "bounds_utm", "origin")
@@ -146,9 +151,10 @@ class AlsKind(Kind):
         return {"samples_per_project": plan.recipe.samples_per_project}
 
     def features(self, manifest: dict, recipe: dict):
-        from als_datasets.kinds.als.tasks import als_features, recipe_raster_px
+        from als_datasets.kinds.als.tasks import als_features, recipe_attributes, recipe_raster_px
 
-        return als_features([*((recipe.get("landcover") or {}).get("classes") or {}), "other"], recipe_raster_px(recipe))
+        return als_features([*((recipe.get("landcover") or {}).get("classes") or {}), "other"], recipe_raster_px(recipe),
+                            recipe_attributes(recipe))
 
     def render_card(self, out, div, plots, repo_id=None):
         from als_datasets.kinds.als.card import render_als_card
@@ -175,4 +181,5 @@ class AlsKind(Kind):
                     "(arXiv 2501.05095)")
         return {"what": "airborne laser scanning (ALS) point-cloud tiles",
                 "keywords": {"airborne-laser-scanning", "lidar", "point-cloud"}, "resolution": res,
-                "bands": list(ALS_POINT_ATTRIBUTES), "strategy_note": note}
+                "bands": [*ALS_POINT_ATTRIBUTES, *(a["name"] for a in recipe.get("point_attributes") or ())],
+                "strategy_note": note}

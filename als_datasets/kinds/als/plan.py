@@ -64,10 +64,14 @@ def estimated_points(frame: ProjectFrame, tiles: pd.DataFrame, tile: float) -> n
     return np.ceil(pts)
 
 
-def estimated_sample_bytes(frame: ProjectFrame, tiles: pd.DataFrame, tile: float) -> np.ndarray:
+def estimated_sample_bytes(frame: ProjectFrame, tiles: pd.DataFrame, tile: float, attrs=()) -> np.ndarray:
     """Each tile's sample in a WebDataset tar, estimated before any point is read (from
-    :func:`estimated_points`: the noise and outlier filters only make it smaller)."""
-    return estimate_tar_sample_bytes(estimated_points(frame, tiles, tile) * BYTES_PER_POINT, ARRAYS_PER_SAMPLE)
+    :func:`estimated_points`: the noise and outlier filters only make it smaller); ``attrs``: the
+    recipe's ``point_attributes``."""
+    from als_datasets.kinds.als.sources.attributes import attribute_bytes
+
+    return estimate_tar_sample_bytes(estimated_points(frame, tiles, tile) * (BYTES_PER_POINT + attribute_bytes(attrs)),
+                                     ARRAYS_PER_SAMPLE + len(attrs))
 
 
 def make_als_plan(recipe: Recipe, progress: Callable[[str, int, int], None] | None = None) -> Plan:
@@ -89,7 +93,7 @@ def make_als_plan(recipe: Recipe, progress: Callable[[str, int, int], None] | No
         t["geometry"] = _footprints(pf, recipe.tile_size_m).values
         est = np.zeros(len(t))  # bytes of the selected tiles' samples (the shard cut's byte bound)
         sel = t["selected"].to_numpy(dtype=bool)
-        est[sel] = estimated_sample_bytes(pf, t[sel], recipe.tile_size_m)
+        est[sel] = estimated_sample_bytes(pf, t[sel], recipe.tile_size_m, recipe.point_attributes)
         frames.append(pf)
         tables.append(t)
         sizes.append(est)

@@ -58,7 +58,8 @@ DEFAULTS: dict[str, Any] = {
                "shard_max_bytes": DEFAULT_SHARD_MAX_BYTES},
 }
 
-KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "sources", "demo", "source", "stac", "terrain_rasters"}
+KNOWN_KEYS = set(DEFAULTS) | {"description", "license", "sources", "demo", "source", "stac", "terrain_rasters",
+                              "point_attributes"}
 PROJECT_KEYS = {"name", "boundary", "pointclouds", "pointcloud_crs"}
 DEM_KEYS = {"path", "z_unit"}
 
@@ -102,6 +103,7 @@ class Recipe:
     shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES
     dem_z_to_m: float | None = None  # dem.z_unit as metres per DEM unit (None: what the DEM declares)
     terrain_cell_m: float = 0.0  # terrain_rasters: per-sample DTM/DSM/nDSM/intensity cell size; 0: off
+    point_attributes: tuple[tuple[str, str], ...] = ()  # per-point attributes kept besides the base seven
 
     kind = "als"
 
@@ -236,6 +238,9 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
     terrain_cell = _terrain(where, merged.get("terrain_rasters"), tile)
     drop_classes = _drop_classes(where, merged.get("drop_classes"))
     min_fraction = number(where, merged, "min_class_fraction", float, 0, 1, lo_open=True)
+    from als_datasets.kinds.als.sources.attributes import parse_point_attributes
+
+    attributes = parse_point_attributes(where, merged.get("point_attributes"))
 
     raw = copy.deepcopy(merged)
     raw["name"] = name
@@ -255,6 +260,9 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
         raw["source"] = {**raw["source"], "index": redact_url(str(raw["source"].get("index")))}
     if raw.get("stac"):
         raw["stac"] = {**raw["stac"], "api": redact_url(str(raw["stac"]["api"]))}
+    raw.pop("point_attributes", None)  # absent unless given: recipe.yaml of a default build unchanged
+    if attributes:
+        raw["point_attributes"] = [{"name": n, "dtype": d} for n, d in attributes]
     raw["output"] = {"dir": str(out), "formats": list(formats), "shard_max_samples": shard_max,
                      "shard_max_bytes": shard_bytes}
     return Recipe(
@@ -284,6 +292,7 @@ def load_als_recipe(data: dict, src: Path | None, overrides: dict | None = None,
         shard_max_bytes=shard_bytes,
         dem_z_to_m=dem_z_to_m,
         terrain_cell_m=terrain_cell,
+        point_attributes=attributes,
     )
 
 

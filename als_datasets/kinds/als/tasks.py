@@ -46,9 +46,11 @@ def als_json_schema(landcover_names: list[str], rasters: bool = False) -> dict:
     }
 
 
-def als_features(landcover_names: list[str], raster_px: int = 0):
-    """The samples' features; ``raster_px``: the terrain rasters' width in cells (0: none)."""
+def als_features(landcover_names: list[str], raster_px: int = 0, attributes=()):
+    """The samples' features; ``raster_px``: the terrain rasters' width in cells (0: none);
+    ``attributes``: the recipe's ``point_attributes`` ((name, dtype) pairs)."""
     from als_datasets.dataset.features import features_for_samples
+    from als_datasets.kinds.als.sources.attributes import member_name
 
     example = {"__key__": "x", "json": None}
     example.update({
@@ -58,6 +60,7 @@ def als_features(landcover_names: list[str], raster_px: int = 0):
     })
     if raster_px:
         example.update({m: np.zeros((0, raster_px), np.float32) for m in RASTER_MEMBERS})
+    example.update({f"{member_name(n)}.npy": np.zeros(0, d) for n, d in attributes})
     return features_for_samples(example, json_schema=als_json_schema(landcover_names, bool(raster_px)))
 
 
@@ -80,12 +83,13 @@ class ShardTask(ShardOutputs):
     inputs: tuple[dict, ...]
     threads: int = 1  # threads for the outlier filter's neighbour queries (does not change the output)
     raster_cell_m: float = 0.0  # terrain rasters' cell size (recipe ``terrain_rasters``); 0: none
+    point_attributes: tuple[tuple[str, str], ...] = ()  # recipe ``point_attributes``: (name, dtype)
 
     def raster_px(self) -> int:
         return raster_shape(self.records[0]["tile_size_m"], self.raster_cell_m)[1] if self.raster_cell_m else 0
 
     def features(self):
-        return als_features(list(self.landcover_names), self.raster_px())
+        return als_features(list(self.landcover_names), self.raster_px(), self.point_attributes)
 
     def iter_samples(self) -> Iterator[dict]:
         # a selected tile with no point left (no input file covers it) is not written; finalise
@@ -103,6 +107,7 @@ class ShardTask(ShardOutputs):
             "landcover_names": list(self.landcover_names), "sources": [name for _, name in self.sources],
             "inputs": list(self.inputs),
             **({"terrain_rasters": self.raster_cell_m} if self.raster_cell_m else {}),
+            **({"point_attributes": [list(a) for a in self.point_attributes]} if self.point_attributes else {}),
         }
 
 
@@ -117,7 +122,7 @@ def make_sample(task: ShardTask, rec: dict) -> dict:
     names = dict(task.sources)
     pts, n_class, n_out = clean_points(raw, task.drop_classes, task.outlier_k, task.outlier_multiplier, task.threads)
     size = rec["tile_size_m"]
-    arrays = sample_arrays(pts, size)
+    arrays = sample_arrays(pts, size, task.point_attributes)
     xyz = arrays["xyz.npy"]  # the sample's float32 coordinates: its statistics describe what it stores
     view = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "classification": pts["classification"]}
     heights, reference = heights_above_ground(view)  # above the ground returns' surface, else the lowest point
@@ -138,6 +143,11 @@ def make_sample(task: ShardTask, rec: dict) -> dict:
         arrays.update(rasters)
         meta.update(terrain_json(rec, task.raster_cell_m, ground))
     return {"__key__": rec["tile_id"], **arrays, "json": meta}
+
+
+def recipe_attributes(recipe: dict) -> tuple[tuple[str, str], ...]:
+    """The ``point_attributes`` of a resolved recipe dict (``recipe.yaml``): (name, dtype) pairs."""
+    return tuple((str(a["name"]), str(a["dtype"])) for a in recipe.get("point_attributes") or ())
 
 
 def recipe_raster_px(recipe: dict) -> int:

@@ -29,6 +29,12 @@ POINT_DTYPE = np.dtype([
 ])
 
 
+def staged_dtype(chunk: dict) -> np.dtype:
+    """:data:`POINT_DTYPE` plus the chunk's recipe ``point_attributes`` (its other keys, in order)."""
+    extra = [(k, chunk[k].dtype.str) for k in chunk if k not in POINT_DTYPE.names]
+    return np.dtype(POINT_DTYPE.descr + extra) if extra else POINT_DTYPE
+
+
 @dataclass(frozen=True)
 class TileGrid:
     """The 500 m tile lattice of one project: ``x0`` west edge, ``y1`` north edge (UTM metres)."""
@@ -50,6 +56,7 @@ class RouteTask:
     staging: str
     chunk_size: int = 1_000_000
     flush_points: int = 4_000_000
+    attributes: tuple[tuple[str, str], ...] = ()  # recipe point_attributes: (name, dtype)
 
 
 def marker_path(staging: str | Path, file_index: int) -> Path:
@@ -83,6 +90,8 @@ def task_key(task: RouteTask) -> str:
     A URL is never stat'ed (nor fetched) here: its key is the URL without its query string
     (signed-URL tokens rotate) and what its inspection saw (size, ETag / Last-Modified, header)."""
     d = {**source_facts(task.info), "grid": asdict(task.grid), "staged": str(POINT_DTYPE.descr)}
+    if task.attributes:
+        d["attributes"] = [list(a) for a in task.attributes]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -202,14 +211,15 @@ def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=No
     order = np.argsort(s.astype(np.uint16) if len(lookup) <= 65536 else s, kind="stable")
     sel, s = sel[order], s[order]
     cuts = np.flatnonzero(np.diff(s)) + 1
+    dtype = staged_dtype(chunk)
     for group in np.split(np.arange(len(sel)), cuts):
         idx = sel[group]
         c, r = col[idx[0]], row[idx[0]]
-        pts = np.empty(len(idx), dtype=POINT_DTYPE)
+        pts = np.empty(len(idx), dtype=dtype)
         pts["x"] = x[idx] - (grid.x0 + c * grid.tile)  # exact; float32 and clipped in the sample
         pts["y"] = y[idx] - (grid.y1 - (r + 1) * grid.tile)
         pts["z"] = chunk["z"][idx]
-        for name in ("intensity", "return_number", "number_of_returns", "classification"):
+        for name in dtype.names[3:]:
             pts[name] = chunk[name][idx]
         yield int(s[group[0]]), pts
 
@@ -258,12 +268,13 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
     read = routed = 0
     fetched = FetchStats()
     by_bounds = task.info.is_copc or getattr(task.info, "is_ept", False)
+    attrs = {"attributes": task.attributes}
     if task.info.is_copc:
-        chunks = iter_copc_boxes(task.info, file_boxes(task), task.chunk_size, stats=fetched)
+        chunks = iter_copc_boxes(task.info, file_boxes(task), task.chunk_size, stats=fetched, **attrs)
     elif by_bounds:
-        chunks = iter_ept_boxes(task.info, file_boxes(task), task.chunk_size, stats=fetched)
+        chunks = iter_ept_boxes(task.info, file_boxes(task), task.chunk_size, stats=fetched, **attrs)
     else:
-        chunks = iter_point_chunks(task.info, task.chunk_size)
+        chunks = iter_point_chunks(task.info, task.chunk_size, **attrs)
     for chunk in chunks:
         n = len(chunk["x"])
         read += n

@@ -28,8 +28,11 @@ def clean_points(points: np.ndarray, drop_classes, k: int, multiplier: float, th
     return pts[~out], n_class, int(out.sum())
 
 
-def sample_arrays(points: np.ndarray, tile: float) -> dict[str, np.ndarray]:
-    """The sample's ``.npy`` members (DESIGN.md §5 dtypes): x, y as float32 in [0, tile)."""
+def sample_arrays(points: np.ndarray, tile: float, attributes=()) -> dict[str, np.ndarray]:
+    """The sample's ``.npy`` members (DESIGN.md §5 dtypes): x, y as float32 in [0, tile); and one
+    member per recipe ``point_attributes`` entry ((name, dtype): ``<member name>.npy``)."""
+    from als_datasets.kinds.als.sources.attributes import member_name
+
     top = tile_max(tile)
     xyz = np.empty((len(points), 3), dtype=np.float32)
     xyz[:, 0] = tile_relative(np.asarray(points["x"]), top)
@@ -41,4 +44,6 @@ def sample_arrays(points: np.ndarray, tile: float) -> dict[str, np.ndarray]:
         "return_number.npy": np.ascontiguousarray(points["return_number"], dtype=np.uint8),
         "number_of_returns.npy": np.ascontiguousarray(points["number_of_returns"], dtype=np.uint8),
         "classification.npy": np.ascontiguousarray(points["classification"], dtype=np.uint8),
+        **{f"{member_name(n)}.npy": np.ascontiguousarray(points[member_name(n)], dtype=d) if len(points)
+           else np.zeros(0, d) for n, d in attributes},
     }

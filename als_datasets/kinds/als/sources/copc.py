@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from als_datasets.errors import InputError
+from als_datasets.kinds.als.sources.attributes import read_attributes
 from als_datasets.kinds.als.sources.pointcloud import _check_inside_header, _short
 from als_datasets.kinds.als.sources.remote import HTTP_THREADS, FetchStats, RangeFile, open_source, redact
 
@@ -92,7 +93,7 @@ def _box_mask(x: np.ndarray, y: np.ndarray, boxes: list, node_bounds) -> np.ndar
 
 
 def iter_copc_boxes(info, boxes: Sequence, chunk_size: int = 1_000_000, stats: FetchStats | None = None,
-                    threads: int = HTTP_THREADS) -> Iterator[dict[str, np.ndarray]]:
+                    threads: int = HTTP_THREADS, attributes: tuple = ()) -> Iterator[dict[str, np.ndarray]]:
     """The points of COPC file ``info.path`` (local path or URL) inside any of ``boxes``.
 
     ``boxes`` are (minx, miny, maxx, maxy) in the file's horizontal CRS and units (edges
@@ -101,8 +102,8 @@ def iter_copc_boxes(info, boxes: Sequence, chunk_size: int = 1_000_000, stats: F
     comes out twice.  Points come in file order (the order a full read gives), as chunk dicts
     of at most about ``chunk_size`` points (a node is never split): ``x``, ``y`` float64 in
     native units, ``z`` float64 metres (``info.z_to_m``), ``intensity`` uint16,
-    ``return_number``, ``number_of_returns``, ``classification`` uint8.  ``stats`` receives
-    the bytes and requests fetched.
+    ``return_number``, ``number_of_returns``, ``classification`` uint8, and the recipe's
+    ``attributes`` (:mod:`.attributes`).  ``stats`` receives the bytes and requests fetched.
     """
     import laspy
 
@@ -146,6 +147,7 @@ def iter_copc_boxes(info, boxes: Sequence, chunk_size: int = 1_000_000, stats: F
                 "return_number": np.asarray(pts.return_number, dtype=np.uint8)[keep],
                 "number_of_returns": np.asarray(pts.number_of_returns, dtype=np.uint8)[keep],
                 "classification": np.asarray(pts.classification, dtype=np.uint8)[keep],
+                **read_attributes(pts, attributes, name, keep),
             }
             _check_inside_header(info, chunk)
             yield chunk

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from als_datasets.errors import InputError
+from als_datasets.kinds.als.sources.attributes import read_attributes
 from als_datasets.remote import HTTP_THREADS, FetchStats, is_remote, read_whole, redact
 
 __all__ = ["EptMeta", "is_ept", "ept_path", "dataset_name", "read_ept_meta", "node_bounds", "query_nodes",
@@ -251,7 +252,8 @@ def query_nodes(meta: EptMeta, boxes: Sequence | None, stats: FetchStats | None 
 # --------------------------------------------------------------------------- nodes
 
 
-def _decode_node(meta: EptMeta, key: Key, count: int, boxes, stats: FetchStats | None) -> dict[str, np.ndarray]:
+def _decode_node(meta: EptMeta, key: Key, count: int, boxes, stats: FetchStats | None,
+                 attributes: tuple = ()) -> dict[str, np.ndarray]:
     """One node's points (inside ``boxes``, all for None), in file order; z in the data's units."""
     import laspy
 
@@ -273,6 +275,7 @@ def _decode_node(meta: EptMeta, key: Key, count: int, boxes, stats: FetchStats |
     except Exception as e:  # noqa: BLE001 - laspy / lazrs raise many types for a bad node
         text = " ".join(str(e).split()) or type(e).__name__
         raise InputError(url, f"{what}: not a readable LAZ node ({text[:160]})") from None
+    out.update(read_attributes(las, attributes, f"{meta.name} (node {key_name(key)})"))
     if len(x) != count:
         raise InputError(url, f"{what}: the hierarchy lists {count:,} points but the node holds {len(x):,} "
                          "(hierarchy and data disagree)")
@@ -304,12 +307,13 @@ def _batches(nodes: list[tuple[Key, int]], chunk_size: int) -> list[list[tuple[K
 
 
 def iter_ept_points(meta: EptMeta, boxes: Sequence | None, chunk_size: int = 1_000_000,
-                    stats: FetchStats | None = None, threads: int = HTTP_THREADS) -> Iterator[dict[str, np.ndarray]]:
+                    stats: FetchStats | None = None, threads: int = HTTP_THREADS,
+                    attributes: tuple = ()) -> Iterator[dict[str, np.ndarray]]:
     """The points of EPT dataset ``meta`` inside any of ``boxes`` (minx, miny, maxx, maxy in its
     CRS and units, edges included; ``None``: every point), as chunk dicts of the nodes of about
     ``chunk_size`` points (a node is never split): ``x``, ``y``, ``z`` float64 as stored (z not
     converted to metres), ``intensity`` uint16, ``return_number``, ``number_of_returns``,
-    ``classification`` uint8.  Only the hierarchy pages and the nodes overlapping a box are
+    ``classification`` uint8, and ``attributes`` (:mod:`.attributes`).  Only the hierarchy pages and the nodes overlapping a box are
     fetched, each once, ``threads`` at a time, one batch ahead of the consumer."""
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
@@ -324,13 +328,13 @@ def iter_ept_points(meta: EptMeta, boxes: Sequence | None, chunk_size: int = 1_0
     pool = ThreadPoolExecutor(max_workers=max(1, threads))
     try:
         def submit(batch):
-            return [pool.submit(_decode_node, meta, k, n, boxes, stats) for k, n in batch]
+            return [pool.submit(_decode_node, meta, k, n, boxes, stats, attributes) for k, n in batch]
 
         ahead = submit(batches[0])
         for i in range(len(batches)):
             current, ahead = ahead, (submit(batches[i + 1]) if i + 1 < len(batches) else [])
             parts = [f.result() for f in current]
-            chunk = {k: np.concatenate([p[k] for p in parts]) for k in FIELDS}
+            chunk = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             if len(chunk["x"]):
                 yield chunk
     finally:

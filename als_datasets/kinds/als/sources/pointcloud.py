@@ -29,6 +29,7 @@ from pyproj.exceptions import CRSError
 
 from als_datasets.errors import InputError
 from als_datasets.kinds.als.sources import ept
+from als_datasets.kinds.als.sources.attributes import read_attributes
 from als_datasets.kinds.als.sources.remote import FetchStats, is_remote, open_source, read_header, redact
 
 __all__ = [
@@ -460,17 +461,19 @@ def _check_inside_header(info: PointCloudInfo, chunk: dict) -> None:
                                     "header's bounds: wrong scale/offset or corrupt data")
 
 
-def iter_point_chunks(info: PointCloudInfo, chunk_size: int = 2_000_000) -> Iterator[dict[str, np.ndarray]]:
+def iter_point_chunks(info: PointCloudInfo, chunk_size: int = 2_000_000,
+                      attributes: tuple = ()) -> Iterator[dict[str, np.ndarray]]:
     """Stream the points in chunks of at most ``chunk_size`` (constant memory, COPC read as LAZ).
 
     Each chunk is a dict: ``x``, ``y`` float64 in native horizontal units; ``z`` float64 in
     metres; ``intensity`` uint16; ``return_number``, ``number_of_returns``, ``classification``
-    uint8. Decode errors and truncation raise :class:`InputError`.
+    uint8; and the recipe's ``attributes`` ((name, dtype) pairs, :mod:`.attributes`). Decode
+    errors, truncation and a missing attribute raise :class:`InputError`.
     """
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
     if info.is_ept:
-        yield from iter_ept_boxes(info, None, chunk_size)
+        yield from iter_ept_boxes(info, None, chunk_size, attributes=attributes)
         return
 
     def corrupt(e: BaseException) -> InputError:
@@ -503,6 +506,7 @@ def iter_point_chunks(info: PointCloudInfo, chunk_size: int = 2_000_000) -> Iter
                 }
             except Exception as e:  # noqa: BLE001 - laspy / lazrs decode errors
                 raise corrupt(e) from None
+            chunk.update(read_attributes(pts, attributes, redact(info.path)))
             n = len(chunk["x"])
             if n == 0:
                 break
@@ -515,13 +519,13 @@ def iter_point_chunks(info: PointCloudInfo, chunk_size: int = 2_000_000) -> Iter
 
 
 def iter_ept_boxes(info: PointCloudInfo, boxes, chunk_size: int = 1_000_000, stats: FetchStats | None = None,
-                   threads: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                   threads: int | None = None, attributes: tuple = ()) -> Iterator[dict[str, np.ndarray]]:
     """The points of EPT dataset ``info.path`` inside any of ``boxes`` (minx, miny, maxx, maxy in
     its CRS and units, edges included; ``None``: every point, checked against ``points``), as the
     chunk dicts of :func:`iter_point_chunks` (z in metres).  Only the hierarchy pages and nodes
     that overlap a box are fetched (:mod:`.ept`); ``stats`` receives the bytes and requests."""
     meta = ept.read_ept_meta(info.path, stats)
-    kw = {} if threads is None else {"threads": threads}
+    kw = {"attributes": attributes} if threads is None else {"threads": threads, "attributes": attributes}
     seen = 0
     for chunk in ept.iter_ept_points(meta, boxes, chunk_size, stats, **kw):
         chunk["z"] = chunk["z"] * info.z_to_m
