@@ -43,7 +43,7 @@ would fail anyway.  Every pruning discards only candidates at least as far as th
 k+1-th, so the k+1 smallest squared distances — all that rule 2 reads — are those of an
 exhaustive search (which of several tied points is kept does not matter).  The kernels are
 compiled with numba (no fast-math: no reassociation, no fused multiply-add), once per machine
-(``cache=True``).  With ``threads > 1`` groups of grid rows run in parallel, which changes no
+(``cache=True``; the parallel kernel once per process).  With ``threads > 1`` groups of grid rows run in parallel, which changes no
 number (queries are independent; Welford runs serially in point order afterwards).
 """
 
@@ -422,7 +422,9 @@ def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, 
         _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach)
 
 
-@njit(cache=True, parallel=True)
+# not cached: a cached parallel kernel refers to numba's generated ``<dynamic>`` parfor module,
+# and loading it in another process was seen to fail ("No module named '<dynamic>'")
+@njit(parallel=True)
 def _block_pass_parallel(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, zb0, boff, bst, h, reach, rows_per_job):
     jobs = (ny + rows_per_job - 1) // rows_per_job
     size = _max_block(start, nx, ny, reach)
