@@ -476,7 +476,12 @@ def signed(url: str) -> str:
     match = max((p for p in signers if url.startswith(p)), key=len, default=None)
     if match is None:
         return url
-    hook = signers[match]
+    return apply_signer(signers[match], url)
+
+
+def apply_signer(hook: str, url: str) -> str:
+    """``url`` through the signing hook named ``hook`` (``pkg.mod:func``); one-line errors that
+    name the URL without its token when the hook fails or returns something that is not a URL."""
     try:
         out = load_callable(hook)(url)
     except InputError:

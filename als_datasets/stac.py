@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from als_datasets.errors import InputError
-from als_datasets.remote import load_callable, redact
+from als_datasets.remote import apply_signer, load_callable, redact
 
 __all__ = ["StacItem", "search", "asset_hrefs", "load_signer", "sign", "COPC_MEDIA_TYPES"]
 
@@ -154,12 +154,4 @@ def sign(href: str, hook: str | None) -> str:
     and the ranged reads sign each URL when they open it."""
     if not hook:
         return href
-    try:
-        signed = load_callable(hook)(href)
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the hook is the user's code
-        raise InputError(redact(href), f"signing hook {hook} failed ({type(e).__name__})") from None
-    if not isinstance(signed, str) or not signed:
-        raise InputError(redact(href), f"signing hook {hook} returned {type(signed).__name__}, not a URL")
-    return signed
+    return apply_signer(hook, href)
