@@ -186,3 +186,77 @@ def test_stac_recipe_against_the_stub_picks_per_continent(archive, tmp_path):
             specs = stac_specs(r)
     assert [s["name"] for s in specs] == [AF[0], EU[0]]  # the Landsat item is over the cloud limit
     assert all(list(s["band_urls"]) == ["B2", "B4", "B8"] for s in specs)
+
+
+# ---- biomes: one search per biome of the recipe's RESOLVE layer ---------------------------------
+
+#: ecoregion id → (name, biome) of the test layer (the RESOLVE 2017 CSV's columns and spelling)
+ECOREGIONS = {10: ("North temperate", "Temperate Broadleaf & Mixed Forests"),
+              20: ("South tropical", "Tropical & Subtropical Moist Broadleaf Forests"),
+              30: ("Far south ice", "N/A")}
+
+
+@pytest.fixture(scope="module")
+def biome_layer(tmp_path_factory):
+    """A 1° global ecoregion-id GeoTIFF and its table: north of the equator one biome (the Europe
+    and Africa items), south of it another (the Landsat item), Rock and Ice beyond 60° S."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    root = tmp_path_factory.mktemp("biomes")
+    lat = 89.5 - np.arange(180)
+    ids = np.where(lat > 0, 10, np.where(lat > -60, 20, 30)).astype(np.float32)[:, None].repeat(360, axis=1)
+    ids[100:103, 150:153] = 0  # a nodata hole (coast / island)
+    with rasterio.open(root / "biomes.tif", "w", driver="GTiff", width=360, height=180, count=1, dtype="float32",
+                       crs="EPSG:4326", transform=from_origin(-180, 90, 1, 1), nodata=0) as dst:
+        dst.write(ids, 1)
+    rows = ["id,ecoregion,biome,realm,area"] + [f"{k},{e},{b},Test,1.0" for k, (e, b) in ECOREGIONS.items()]
+    (root / "ecoregions.csv").write_text("\n".join(rows) + "\n", encoding="latin-1")
+    return {"raster": str(root / "biomes.tif"), "table": str(root / "ecoregions.csv")}
+
+
+def _biome_specs(tmp_path, archive, layer, **stac):
+    from als_datasets.kinds.satellite.stac_source import stac_specs
+    from als_datasets.recipe import load_recipe
+
+    root, files = archive
+    stac = {"continents": None, "max_cloud_cover": 100, **stac}
+    with RangeServer(files) as srv:
+        with StacServer(_items(srv)) as api:
+            r = _recipe(tmp_path, api.url, **stac)
+            data = yaml.safe_load(r.read_text())
+            if layer:
+                data["biomes"] = layer
+            r.write_text(yaml.safe_dump(data))
+            return [s["name"] for s in stac_specs(load_recipe(r, out_dir=tmp_path / "o"))]
+
+
+def test_stac_biomes_pick_per_biome(archive, biome_layer, tmp_path):
+    from als_datasets.errors import InputError
+
+    north, south = ECOREGIONS[10][1], ECOREGIONS[20][1]
+    # by name and by RESOLVE BIOME_NUM (1: tropical moist), spelling loosely matched
+    both = _biome_specs(tmp_path, archive, biome_layer, biomes=["temperate broadleaf and mixed forests", 1],
+                        scenes_per_biome=2)
+    assert both == [EU[0], AF[0], SA[0]] or both == [AF[0], EU[0], SA[0]]
+    assert sorted(_biome_specs(tmp_path, archive, biome_layer, biomes="all", scenes_per_biome=5)) == sorted(
+        [EU[0], AF[0], SA[0]])
+    # one of the two northern items, the same one for the same seed
+    one = _biome_specs(tmp_path, archive, biome_layer, biomes=[north], scenes_per_biome=1)
+    assert len(one) == 1 and one[0] in (EU[0], AF[0])
+    assert _biome_specs(tmp_path, archive, biome_layer, biomes=[north], scenes_per_biome=1) == one
+    assert _biome_specs(tmp_path, archive, biome_layer, biomes=[south]) == [SA[0]]
+    # with continents: both quotas, their union; with bbox: each search narrowed to the box
+    got = _biome_specs(tmp_path, archive, biome_layer, continents=["South America"], biomes=[south])
+    assert got == [SA[0]]
+    got = _biome_specs(tmp_path, archive, biome_layer, continents=["Europe"], biomes=[north, south],
+                       scenes_per_biome=2)
+    assert sorted(got) == sorted([EU[0], AF[0], SA[0]])
+    assert _biome_specs(tmp_path, archive, biome_layer, biomes=[north], scenes_per_biome=2,
+                        bbox=[0, 40, 20, 60]) == [EU[0]]
+    with pytest.raises(InputError) as e:
+        _biome_specs(tmp_path, archive, biome_layer, biomes=["Tundra"])
+    msg = str(e.value)
+    assert "\n" not in msg and "unknown biome 'Tundra'" in msg and north in msg and "(1)" in msg
+    with pytest.raises(InputError, match="needs the recipe's biome layer"):
+        _biome_specs(tmp_path, archive, None, biomes=[north])

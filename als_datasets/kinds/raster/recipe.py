@@ -23,7 +23,7 @@ the outputs.  Keys (defaults in :data:`RASTER_DEFAULTS`)::
     landcover: {path: ..., classes: {name: [codes]}}                  # optional
     dtype: null                    # pixels dtype (default: the scenes' common dtype; dem: float32)
     scenes: [{path, name, bands, common_bands, sensor, date, cloud_mask, nodata, zero_is_nodata, resolution}]
-    stac: {api, collections, datetime, max_cloud_cover, bbox | continents, scenes_per_continent, ...}
+    stac: {api, collections, datetime, max_cloud_cover, bbox | continents | biomes, scenes_per_*, ...}
                                    # satellite: scenes found in a STAC archive (kinds/satellite/stac_source.py)
     output: {dir: null, formats: [webdataset, parquet], shard_max_samples: 64, shard_max_bytes: 1GB}
                                    # a shard ends before the sample that would pass either bound (bytes:

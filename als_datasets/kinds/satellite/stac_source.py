@@ -12,6 +12,8 @@ Recipe section (``kind: satellite``)::
       bbox: [w, s, e, n]                   # or:
       continents: [Europe, Africa]         # | all: one search per continent of the shipped layer
       scenes_per_continent: 2              # items kept per continent (seeded choice); with bbox: max_scenes
+      biomes: [Tundra, 13]                 # | all: one search per biome of the recipe's ``biomes`` layer
+      scenes_per_biome: 2                  # (RESOLVE 2017: a name, or its BIOME_NUM 1-14)
       max_scenes: 10
       max_items: 200                       # items asked per search
       bands: [B2, B3, B4, B8, B11, B12]    # default: every spectral band asset of the item
@@ -22,6 +24,13 @@ Each item becomes a scene spec: band URLs by band name (from the asset file name
 nodata and per-band scale / offset from ``raster:bands``, the ``scl`` / ``qa_pixel`` asset as the
 cloud mask, the item's product facts (:func:`~.metadata.from_stac_item`).  The choice of items is a
 pure function of the search results (sorted by collection and id) and the recipe's seed.
+
+Areas: an item counts for the continent (biome) its footprint centre falls in, looked up as the
+labels are (:mod:`als_datasets.kinds.raster.labels`); each continent's (biome's) search uses the
+layer's simplified polygons of that area.  ``continents`` and ``biomes`` together draw both quotas
+and keep their union (an item drawn twice counts once); ``bbox`` with either narrows each search to
+the box; ``bbox`` alone: ``max_scenes`` items from the box.  ``biomes`` needs the recipe's
+``biomes: {raster, table}`` layer (the one the satellite labels use; not shipped).
 """
 
 from __future__ import annotations
@@ -103,8 +112,12 @@ def _choose(items: list[dict], n: int, seed: int, stream: str) -> list[dict]:
     return [items[i] for i in sorted(rng.choice(len(items), n, replace=False).tolist())]
 
 
-def _continent_shapes(recipe) -> tuple[dict, object]:
-    """Continent name → simplified (multi)polygon of the recipe's continent layer."""
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", str(name).lower().replace("&", "and"))
+
+
+def _continent_shapes(recipe, where) -> tuple[dict, object, dict]:
+    """Continent name → simplified (multi)polygon of the recipe's continent layer, the lookup, aliases."""
     import shapely
 
     from als_datasets.kinds.raster.labels import ContinentLookup
@@ -115,7 +128,67 @@ def _continent_shapes(recipe) -> tuple[dict, object]:
     for name in lk.continents:
         geom = shapely.union_all(lk.geoms[lk.names == name])
         out[name] = shapely.simplify(geom, 0.5, preserve_topology=True)
-    return out, lk
+    return out, lk, {}
+
+
+def _biome_shapes(recipe, where) -> tuple[dict, object, dict]:
+    """Biome name → simplified lon/lat (multi)polygon of its pixels in the recipe's RESOLVE layer,
+    the lookup, and the RESOLVE BIOME_NUM aliases ("1" … "14")."""
+    import shapely
+    from rasterio.features import shapes as raster_shapes
+    from shapely.geometry import shape
+
+    from als_datasets.kinds.raster.labels import BIOMES, BiomeLookup
+
+    b = recipe.biomes
+    if not b:
+        raise InputError(where, "stac.biomes needs the recipe's biome layer (biomes: {raster, table}, RESOLVE 2017)")
+    lk = BiomeLookup(b["raster"], b["table"], nearest_px=b.get("nearest_px", 2))
+    back = None
+    if lk._to_crs is not None:
+        from pyproj import Transformer
+
+        t = Transformer.from_crs(lk.crs, "EPSG:4326", always_xy=True)
+        back = lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))  # noqa: E731
+    tol = 0.5 if lk.geographic else 0.5 * 111_320.0
+    out = {}
+    for i, name in enumerate(lk.biomes):
+        mask = lk.grid == i
+        if not mask.any():
+            continue
+        polys = [shape(g) for g, _ in raster_shapes(mask.astype(np.uint8), mask=mask, transform=lk.transform)]
+        geom = shapely.simplify(shapely.union_all(polys), tol, preserve_topology=True)
+        out[name] = shapely.transform(geom, back) if back is not None else geom
+    aliases = {str(i + 1): n for i, n in enumerate(BIOMES) if n in out}
+    return out, lk, aliases
+
+
+def _draw_by_area(key: str, per_key: str, cfg: dict, loaded, search, seed: int, where) -> list[dict]:
+    """Items per area of ``cfg[key]`` (a list or ``all``): one search per area, the items whose
+    footprint centre falls in it, ``cfg[per_key]`` of them (seeded)."""
+    from shapely.geometry import box
+
+    shapes, lookup, aliases = loaded
+    raw = cfg[key]
+    wanted = list(shapes) if raw == "all" else (raw if isinstance(raw, list) else [raw])
+    norm = {_norm(k): k for k in shapes} | {_norm(a): k for a, k in aliases.items()}
+    per = int(cfg.get(per_key, DEFAULT_PER_CONTINENT))
+    bb = [float(v) for v in cfg.get("bbox") or []]
+    clip = box(*(bb if len(bb) == 4 else bb[:2] + bb[3:5])) if bb else None
+    chosen = []
+    for w in wanted:
+        name = norm.get(_norm(w))
+        if name is None:
+            num = {v: a for a, v in aliases.items()}
+            valid = "; ".join(f"{k} ({num[k]})" if k in num else k for k in shapes)
+            raise InputError(where, f"stac.{key}: unknown {key[:-1]} {w!r} (layer has: {valid})")
+        geom = shapes[name] if clip is None else shapes[name].intersection(clip)
+        if geom.is_empty:
+            continue
+        items = [d for d in search(geom.__geo_interface__) if _centre_in(d, lookup) == name]
+        # continents keep their stream names (earlier builds unchanged); biomes get their own
+        chosen += _choose(items, per, seed, name if key == "continents" else f"{key}:{name}")
+    return chosen
 
 
 def stac_specs(recipe) -> list[dict]:
@@ -136,18 +209,12 @@ def stac_specs(recipe) -> list[dict]:
                   max_items=int(cfg.get("max_items", 200)))
     cand = int(cfg.get("candidate_patches", DEFAULT_CANDIDATES))
     chosen: list[dict] = []
-    if cfg.get("continents"):
-        shapes, lookup = _continent_shapes(recipe)
-        wanted = list(shapes) if cfg["continents"] == "all" else [str(x) for x in cfg["continents"]]
-        norm = {re.sub(r"[\s_\-]+", "", k).lower(): k for k in shapes}
-        per = int(cfg.get("scenes_per_continent", DEFAULT_PER_CONTINENT))
-        for w in wanted:
-            name = norm.get(re.sub(r"[\s_\-]+", "", w).lower())
-            if name is None:
-                raise InputError(where, f"stac.continents: unknown continent {w!r} (layer has: {', '.join(shapes)})")
-            items = [_as_dict(i) for i in stac_api.search(api, intersects=shapes[name].__geo_interface__, **common)]
-            items = [d for d in items if _centre_in(d, lookup) == name]  # a footprint across a border: by its centre
-            chosen += _choose(items, per, recipe.seed, name)
+    search = lambda geom: [_as_dict(i) for i in stac_api.search(api, intersects=geom, **common)]  # noqa: E731
+    areas = [("continents", "scenes_per_continent", _continent_shapes), ("biomes", "scenes_per_biome", _biome_shapes)]
+    if any(cfg.get(k) for k, _, _ in areas):
+        for key, per_key, load in areas:
+            if cfg.get(key):
+                chosen += _draw_by_area(key, per_key, cfg, load(recipe, where), search, recipe.seed, where)
     else:
         items = [_as_dict(i) for i in stac_api.search(api, bbox=cfg.get("bbox"), **common)]
         chosen = _choose(items, int(cfg.get("max_scenes", 10)), recipe.seed, "bbox")
@@ -160,7 +227,7 @@ def stac_specs(recipe) -> list[dict]:
         specs.append(spec)
     if not specs:
         raise InputError(redact(api), f"the STAC search found no item with band assets in {', '.join(collections)}"
-                                      f"{' for ' + str(cfg.get('continents')) if cfg.get('continents') else ''}")
+                                      f"{''.join(f' for {k} {cfg[k]}' for k in ('continents', 'biomes') if cfg.get(k))}")
     return specs
 
 
