@@ -24,6 +24,8 @@ README = ROOT / "README.md"
 SKIPPED = [
     (r"^pip install", "installs packages (network); the extras it names are checked against pyproject.toml"),
     (r"^export HF_TOKEN", "sets the user's token; the test's Hub takes a fake one"),
+    (r"builders/sentinel2-", "searches a public STAC API (internet); tests/test_satellite_stac.py builds from a "
+                             "loopback STAC stub"),
     (r"my-3dep\.yaml", "the user's own 3DEP recipe (builders/3dep-template.yaml needs the real archive)"),
     (r"^torchrun .*--data DIR", "several processes on a cluster-sized config (tests/test_torchrun.py covers DDP)"),
     (r"^python notebooks/pretrain_reference\.py", "builds and trains for minutes (tests/test_pretrain_notebook.py)"),
