@@ -24,7 +24,9 @@ per BEV-MAE training step on the CPU (``--events-config base``, batch 2, synthet
 matmul), and the step time without the profiler, for the fused sparse convolution and the
 per-tap path it replaced (``torch-loop``) side by side, on the same batch and weights; into
 ``bench/results/train_events.json``.  ``--collate`` times BEV-MAE's per-sample preparation
-(``prepare_sample``) against the previous implementation kept in the bench.
+(``prepare_sample``) and the whole loader-worker path per sample (shard bytes, decode, prepare,
+batch) for the pre-issue-16, the previous and the current implementation (``bench_collate.py``),
+interleaved, into ``bench/results/train_collate.json``.
 """
 
 from __future__ import annotations
@@ -241,7 +243,9 @@ def main(argv=None) -> None:
     p.add_argument("--events-points", type=int, default=30000)
     p.add_argument("--events-steps", type=int, default=2, help="timed steps per path (after one warm-up step)")
     p.add_argument("--backends", nargs="+", default=["torch-fused", "torch-loop", "torch"])
-    p.add_argument("--collate", action="store_true", help="time BEV-MAE per-sample preparation")
+    p.add_argument("--collate", action="store_true",
+                   help="time BEV-MAE per-sample preparation and the whole loader-worker path (old, main, new)")
+    p.add_argument("--collate-repeats", type=int, default=7, help="interleaved repeats of --collate")
     p.add_argument("--bev-gpu", action="store_true",
                    help="CUDA: BEV-MAE base at 90 k and 200 k points, batch 2 and 8: samples/s, GPU busy share, "
                         "peak memory (and with --backends spconv if installed) into train_bev_gpu.json")
@@ -268,7 +272,7 @@ def main(argv=None) -> None:
         if a.collate:
             from bench_collate import bench_collate
 
-            doc["collate"] = bench_collate(a.events_config)
+            doc["collate"] = bench_collate(a.events_config, repeats=a.collate_repeats)
         name = "train_events.json" if a.events else "train_collate.json"
         out = Path(a.out or HERE / "results" / name)
         out.write_text(json.dumps(doc, indent=2) + "\n")

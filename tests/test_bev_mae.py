@@ -309,6 +309,44 @@ def test_vectorised_preparation_equals_the_previous_one(samples, train, features
             np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7, err_msg=k)
 
 
+def _bench_collate():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_collate
+
+    return bench_collate
+
+
+@pytest.mark.parametrize("config", ["tiny", "base"])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("features", ["full", "xyz"])
+def test_compiled_preparation_equals_the_numpy_one_exactly(samples, config, train, features):
+    """The compiled kernels (crop, counting-sort voxelisation, one-pass means, cells, targets) give
+    bit-identical arrays to the numpy version they replaced (``*_main`` in bench/bench_collate.py),
+    for the same rng — per-sample masks and the batch-scope path (a given mask) alike."""
+    bc = _bench_collate()
+    cfg = {**M.CONFIGS[config], "features": features}
+    tiles = [*samples, _tile(9, n=40), {**_tile(10, n=3000), "intensity.npy": None},
+             {**_tile(11, n=5000), "return_number.npy": None},
+             {**_tile(12, n=30000, tile=150.0), "intensity.npy": np.arange(30000, dtype=np.float32) % 700}]
+    for i, s in enumerate(tiles):
+        s = {k: v for k, v in s.items() if v is not None}
+        a = M.prepare_sample(s, np.random.default_rng(i), cfg, train)
+        b = bc.prepare_sample_main(s, np.random.default_rng(i), cfg, train)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.asarray(a[k]).dtype == np.asarray(b[k]).dtype, k
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        va = M.prepare_sample(s, np.random.default_rng(i), cfg, train, cell_masked=False)
+        vb = bc.prepare_sample_main(s, np.random.default_rng(i), cfg, train, cell_masked=False)
+        mask = np.random.default_rng(i).random(len(va["cells"])) < 0.5
+        a, b = M.finish_sample(va, mask, cfg, train), bc.finish_sample_main(vb, mask, cfg, train)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
 def test_batch_mask_scope_is_bev_maes(samples):
     """mask_scope: batch keeps int(0.3 × n) of the batch's n occupied cells visible (BEV-MAE)."""
     cfg = {**TINY, "mask_scope": "batch"}

@@ -79,6 +79,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
+from . import bev_kernels as K
 from ..sparse import (
     SparseBatchNorm,
     SparseConv3d,
@@ -143,18 +144,25 @@ def _in_box(d: np.ndarray, half: float) -> np.ndarray:
     return (np.abs(d[:, 0]) < half) & (np.abs(d[:, 1]) < half)
 
 
-def _crop_centre(xy: np.ndarray, half: float, rng, train: bool, min_points: int) -> np.ndarray:
-    lo, hi = xy.min(0), xy.max(0)
+def _crop_centre(xyz: np.ndarray, half: float, rng, train: bool, min_points: int) -> np.ndarray:
+    x0, y0, x1, y1 = K.xy_bounds(xyz)
+    lo, hi = np.array([x0, y0]), np.array([x1, y1])
     c_lo, c_hi = lo + half, hi - half
     c_lo, c_hi = np.minimum(c_lo, (lo + hi) / 2), np.maximum(c_hi, (lo + hi) / 2)  # tile narrower than crop
     c = rng.uniform(c_lo, c_hi) if train else (c_lo + c_hi) / 2
-    if int(np.count_nonzero(_in_box(xy - c, half))) < min_points:  # empty corner: centre on a point instead
-        p = xy[rng.integers(len(xy))] if train else np.median(xy, 0)
+    if K.count_in_box(xyz, c[0], c[1], half) < min_points:  # empty corner: centre on a point instead
+        p = xyz[rng.integers(len(xyz)), :2] if train else np.median(xyz[:, :2], 0)
         c = np.clip(p, c_lo, c_hi)
     return c
 
 
-def _sample_arrays(sample: dict) -> tuple[np.ndarray, ...]:
+def _exact_f64(a: np.ndarray) -> np.ndarray:
+    """``a`` as float64, left as it is when it is an integer array of ≤ 32 bits: every use below
+    (division by a float, percentiles) gives the same float64 results on those as on the copy."""
+    return a if a.dtype.kind in "ui" and a.dtype.itemsize <= 4 else np.asarray(a, np.float64)
+
+
+def _sample_arrays(sample: dict, convert: bool = True) -> tuple[np.ndarray, ...]:
     where = sample.get("__url__") or sample.get("__key__")
     xyz = sample.get("xyz.npy")
     if xyz is None or np.ndim(xyz) != 2 or np.shape(xyz)[1] != 3:
@@ -166,7 +174,7 @@ def _sample_arrays(sample: dict) -> tuple[np.ndarray, ...]:
         a = sample.get(name)
         if a is not None and len(a) != n:
             raise InputError(where, f"{name} has {len(a)} values for {n} points")
-        out.append(None if a is None else np.asarray(a, np.float64))
+        out.append(None if a is None else np.asarray(a, np.float64) if convert else np.asarray(a))
     return tuple(out)
 
 
@@ -183,27 +191,24 @@ def crop_points(xyz: np.ndarray, rng: np.random.Generator, config: dict, train: 
     half, zr = crop / 2, float(config["z_range_m"])
     if not len(xyz):
         return np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0)
-    c = _crop_centre(xyz[:, :2], half, rng, train, int(config.get("min_points", 16)))
-    d = xyz[:, :2] - c
+    xyz = np.ascontiguousarray(xyz, np.float64)
+    c = _crop_centre(xyz, half, rng, train, int(config.get("min_points", 16)))
     s = 1.0
     if train and config.get("augment", False):
         s = rng.uniform(*config["scale_range"])
         th = np.deg2rad(rng.uniform(-config["rotation_deg"], config["rotation_deg"]))
         flip = np.where(rng.random(2) < 0.5, -1.0, 1.0)
-        pre = np.flatnonzero(_in_box(d, 1.5 * half))  # covers the rotated, scaled square
+        # offsets from the centre, flipped, of the points in a square covering the rotated, scaled crop
+        pre, d = K.box_select(xyz, c[0], c[1], 1.5 * half, flip[0], flip[1])
         rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-        d = ((d[pre] * flip) @ rot.T) * s
-        inside = _in_box(d, half)
-        keep, d = pre[inside], d[inside]
+        d = (d @ rot.T) * s  # numpy's product (BLAS, fused multiply-adds): the same bits as before
     else:
-        inside = _in_box(d, half)
-        keep, d = np.flatnonzero(inside), d[inside]
+        pre, d = K.box_select(xyz, c[0], c[1], half, 1.0, 1.0)
+    keep, loc, z = K.crop_finish(xyz, pre, d, half, crop - 1e-6)
     if not len(keep):
         return keep, np.zeros((0, 2)), np.zeros(0)
-    z = xyz[keep, 2]
     lo, hi = np.percentile(z, [config["z_low_percentile"], config["z_high_percentile"]])
-    zrel = np.clip((np.clip(z, lo, hi) - lo) * s, 0.0, zr - 1e-6)
-    return keep, np.clip(d + half, 0.0, crop - 1e-6), zrel
+    return keep, loc, K.heights(z, float(lo), float(hi), float(s), zr - 1e-6)
 
 
 def voxelise(loc: np.ndarray, zrel: np.ndarray, g: dict):
@@ -213,80 +218,41 @@ def voxelise(loc: np.ndarray, zrel: np.ndarray, g: dict):
     ``vcount`` points per voxel, ``order`` the points sorted by voxel and ``starts`` where each
     voxel's run begins in it (what ``np.unique`` computes).
     """
-    v, nxy = g["voxel_m"], g["nxy"]
-    ix = np.minimum((loc / v).astype(np.int64), nxy - 1)
-    iz = np.minimum((zrel / v).astype(np.int64), g["nz"] - 1)
-    key = (iz * nxy + ix[:, 1]) * nxy + ix[:, 0]
-    order = np.argsort(key)
-    sk = key[order]
-    first = np.ones(len(sk), bool)
-    np.not_equal(sk[1:], sk[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    vinv = np.empty(len(sk), np.int64)
-    vinv[order] = np.cumsum(first) - 1
-    return ix, iz, sk[starts], vinv, np.diff(np.append(starts, len(sk))), order, starts
+    return K.voxelise(np.ascontiguousarray(loc, np.float64), np.ascontiguousarray(zrel, np.float64),
+                      float(g["voxel_m"]), int(g["nxy"]), int(g["nz"]))
 
 
 def voxel_features(loc, zrel, ix, iz, vinv, vcount, inten, rnum, nret, config: dict) -> np.ndarray:
-    """Per-voxel input features (mean over the voxel's points), see the module docstring."""
+    """Per-voxel input features (mean over the voxel's points), see the module docstring; one
+    compiled pass (:func:`.bev_kernels.voxel_means`)."""
     crop, zr, v = float(config["crop_m"]), float(config["z_range_m"]), float(config["voxel_m"])
     nv = len(vcount)
     if not nv:
         return np.zeros((0, n_features(config)), np.float32)
-    out = np.empty((nv, n_features(config)), np.float32)
-    inv_count = 1.0 / np.maximum(vcount, 1)
-
-    def put(j, a):  # one contiguous column at a time: a bincount per feature, no (n, F) temporaries
-        out[:, j] = np.bincount(vinv, weights=a, minlength=nv) * inv_count
-
-    if config.get("features", "full") == "xyz":  # the ALS paper's absolute coordinates
-        put(0, loc[:, 0] / crop)
-        put(1, loc[:, 1] / crop)
-        put(2, zrel / zr)
-        return out
-    put(0, loc[:, 0] / v - ix[:, 0] - 0.5)
-    put(1, loc[:, 1] / v - ix[:, 1] - 0.5)
-    put(2, zrel / v - iz - 0.5)
-    put(3, zrel / zr)
-    if inten is not None:
-        ref = max(float(np.percentile(inten, 99)), 1.0)
-        put(4, np.clip(inten / ref, 0, 1))
-    else:
-        out[:, 4] = 0.0
-    if rnum is not None and nret is not None:
-        put(5, np.clip(rnum / np.maximum(nret, 1), 0, 1))
-    else:
-        out[:, 5] = 1.0
-    return out
+    none = np.zeros(0)
+    ref = max(float(np.percentile(inten, 99)), 1.0) if inten is not None else 1.0
+    has_ret = rnum is not None and nret is not None
+    arr = (lambda a: none if a is None else np.ascontiguousarray(_exact_f64(a)))  # noqa: E731
+    return K.voxel_means(loc, zrel, ix, iz, vinv, vcount, config.get("features", "full") == "xyz", crop, zr, v,
+                         arr(inten), ref, inten is not None, arr(rnum if has_ret else None),
+                         arr(nret if has_ret else None), has_ret)
 
 
-def cell_targets(loc, zrel, pcell, m_cells, rng: np.random.Generator, config: dict):
+def cell_targets(loc, zrel, vinv, vcell, m_cells, rng: np.random.Generator, config: dict):
     """Up to ``max_target_points`` points of every masked cell, drawn with ``rng``: ``(M, T, 3)``, lengths.
 
     A target point is ``((x - cx) / cell, (y - cy) / cell, z / z_range)`` (BEV-MAE); padding is zero.
-    ``m_cells`` sorted; O(n) table look-ups and one sort of the masked cells' points.
+    ``m_cells`` sorted; ``vinv`` each point's voxel, ``vcell`` each voxel's cell.  One sort of the
+    masked cells' points (numpy), the rest compiled passes (:mod:`.bev_kernels`).
     """
     g = grid_geometry(config)
     T, ncell, cm, zr = int(config["max_target_points"]), g["ncell"], g["cell_m"], float(config["z_range_m"])
     slot_of = np.full(ncell * ncell, -1, np.int64)
     slot_of[m_cells] = np.arange(len(m_cells))
-    ps = slot_of[pcell]
-    pidx = np.flatnonzero(ps >= 0)
+    pidx, ps = K.masked_points(vinv, slot_of[vcell])
     # by cell, random within a cell (slot + a uniform in [0, 1) sorts as the pair (slot, uniform))
-    o = np.argsort(ps[pidx] + rng.random(len(pidx)))
-    order, sl = pidx[o], ps[pidx][o]
-    first = np.ones(len(sl), bool)
-    np.not_equal(sl[1:], sl[:-1], out=first[1:])
-    st = np.flatnonzero(first)
-    rank = np.arange(len(sl)) - np.repeat(st, np.diff(np.append(st, len(sl))))
-    take = rank < T
-    sel, sl_t, rk = order[take], sl[take], rank[take]
-    cy, cx = m_cells // ncell, m_cells % ncell
-    tgt = np.zeros((len(m_cells), T, 3), np.float32)
-    tgt[sl_t, rk, 0] = (loc[sel, 0] - (cx[sl_t] + 0.5) * cm) / cm
-    tgt[sl_t, rk, 1] = (loc[sel, 1] - (cy[sl_t] + 0.5) * cm) / cm
-    tgt[sl_t, rk, 2] = zrel[sel] / zr
-    return tgt, np.minimum(np.bincount(sl, minlength=len(m_cells)), T).astype(np.int64)
+    o = np.argsort(ps + rng.random(len(pidx)))
+    return K.fill_targets(loc, zrel, pidx, ps, o, m_cells, T, ncell, float(cm), zr)
 
 
 def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: bool = True,
@@ -297,8 +263,7 @@ def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: 
     per-point or per-cell Python.  ``cell_masked=False`` returns the unmasked view (for
     :func:`batch_cell_masks` then :func:`finish_sample`)."""
     g = grid_geometry(config)
-    xyz, inten, rnum, nret = _sample_arrays(sample)
-    cv, nxy, ncell = g["cell_voxels"], g["nxy"], g["ncell"]
+    xyz, inten, rnum, nret = _sample_arrays(sample, convert=False)
     if not train:
         rng = np.random.default_rng(zlib.crc32(str(sample.get("__key__", "")).encode()))
     # independent streams: the view does not depend on the mask ratio, nor the mask on the targets
@@ -307,18 +272,12 @@ def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: 
 
     # voxels: unique (z, y, x) cells of the points
     ix, iz, ukey, vinv, vcount, order, starts = voxelise(loc, zrel, g)
-    vox = np.stack([ukey // (nxy * nxy), (ukey // nxy) % nxy, ukey % nxy], 1)
-    feats = voxel_features(loc, zrel, ix, iz, vinv, vcount, *(None if a is None else a[keep]
+    feats = voxel_features(loc, zrel, ix, iz, vinv, vcount, *(None if a is None else _exact_f64(a[keep])
                                                              for a in (inten, rnum, nret)), config)
-
     # BEV cells occupied by the sample
-    vcell = (vox[:, 1] // cv) * ncell + vox[:, 2] // cv
-    occ = np.zeros(ncell * ncell, bool)
-    occ[vcell] = True
-    cells = np.flatnonzero(occ)
+    vox, vcell, cells, vcell_inv = K.voxel_cells(ukey, g["nxy"], g["cell_voxels"], g["ncell"])
     view = {"loc": loc, "zrel": zrel, "vox": vox, "feats": feats, "vcell": vcell, "cells": cells,
-            "vcell_inv": (np.cumsum(occ) - 1)[vcell], "vinv": vinv, "vcount": vcount, "keep": keep,
-            "r_mask": r_mask, "r_tgt": r_tgt}
+            "vcell_inv": vcell_inv, "vinv": vinv, "vcount": vcount, "keep": keep, "r_mask": r_mask, "r_tgt": r_tgt}
     if cell_masked is False:  # the batch draws the mask (mask_scope: batch)
         return view
     if cell_masked is None:  # mask exactly round(ratio × occupied) cells of this sample
@@ -337,7 +296,7 @@ def finish_sample(view: dict, cell_masked: np.ndarray, config: dict, train: bool
 
     # targets: points (Chamfer) and density = Σ_voxels min(count, cap) / cell_voxels² (BEV-MAE)
     m_cells = cells[cell_masked]
-    tgt, tlen = cell_targets(view["loc"], view["zrel"], view["vcell"][view["vinv"]], m_cells, r_tgt, config)
+    tgt, tlen = cell_targets(view["loc"], view["zrel"], view["vinv"], view["vcell"], m_cells, r_tgt, config)
     capped = np.bincount(vcell_inv, weights=np.minimum(vcount, int(config["max_points_per_voxel"])),
                          minlength=len(cells))
     density = (capped[cell_masked] / (cv * cv)).astype(np.float32)
@@ -381,6 +340,11 @@ def collate(samples: list[dict], rng: np.random.Generator, config: dict, info=No
         parts = [finish_sample(v, m, config, train) for v, m in zip(views, masks)]
     else:
         raise ValueError(f"bev-mae mask_scope must be 'sample' or 'batch', not {scope!r}")
+    return batch_parts(parts, config)
+
+
+def batch_parts(parts: list[dict], config: dict) -> dict:
+    """The batch of :func:`collate` from the samples' :func:`finish_sample` dicts."""
     cat = np.concatenate
 
     def with_b(key, width):
