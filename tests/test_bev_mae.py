@@ -347,6 +347,21 @@ def test_compiled_preparation_equals_the_numpy_one_exactly(samples, config, trai
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_percentiles_are_numpys_bit_for_bit():
+    """The heap-based order statistics + numpy's interpolation give np.percentile exactly (floats,
+    integers, ties, sorted and reversed input; percentiles near the middle go to numpy itself)."""
+    rng = np.random.default_rng(0)
+    for t in range(300):
+        n = int(rng.integers(1, 3000)) if t % 2 else int(rng.integers(64, 40000))
+        a = [rng.normal(300, 20, n), rng.integers(0, 65535, n).astype(np.uint16),
+             np.round(rng.normal(0, 3, n)), rng.integers(0, 5, n).astype(np.uint8)][t % 4]
+        a = np.sort(a) if t % 7 == 0 else np.sort(a)[::-1].copy() if t % 11 == 0 else a
+        ps = [0.1, 99.9, 99.0, 1.0, 0.0, 100.0, 50.0, float(rng.uniform(0, 100))]
+        for p, got in zip(ps, M.percentiles(a, ps)):
+            assert got == np.percentile(a, p), (t, n, p)
+    assert np.isnan(M.percentiles(np.array([1.0, np.nan, 3.0] * 40), [0.1])[0])  # NaN: numpy's answer
+
+
 def test_batch_mask_scope_is_bev_maes(samples):
     """mask_scope: batch keeps int(0.3 × n) of the batch's n occupied cells visible (BEV-MAE)."""
     cfg = {**TINY, "mask_scope": "batch"}

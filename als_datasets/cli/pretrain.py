@@ -25,7 +25,9 @@ def pretrain(
                                    help="Stop at this step, schedule unchanged (re-run to continue)."),
     out: Path = typer.Option(None, "--out", "-o", help="Run folder (default runs/<data folder name>-<model>-<config>, under the current directory)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, shuffles, crops and masks."),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Per process (default: the config's)."),
+    batch_size: str = typer.Option(None, "--batch-size", "-b",
+                                   help="Per process (default: the config's), or auto: the largest power of two "
+                                        "that fits the GPU, probed (the config's on a CPU)."),
     lr: float = typer.Option(None, "--lr", help="Peak learning rate (default: the config's lr or blr)."),
     accum_steps: int = typer.Option(None, "--accum-steps", min=1,
                                     help="Micro-batches per optimiser step (global batch = batch × accum × GPUs)."),
@@ -43,7 +45,13 @@ def pretrain(
 ) -> None:
     """Pretrain BEV-MAE, SatMAE or DEM MAE on a dataset folder; checkpoints and metrics go to --out."""
     need_torch("pretrain")
+    from als_datasets.train.autobatch import parse_batch_size
     from als_datasets.train.loop import train
+
+    try:
+        batch_size = parse_batch_size(batch_size)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--batch-size") from None
 
     s = train(data, model, config, out=out, max_steps=max_steps, epochs=epochs, stop_after=stop_after, seed=seed,
               batch_size=batch_size, lr=lr, num_workers=num_workers, resume=not no_resume, device=device,

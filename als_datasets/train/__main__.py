@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 
+from .autobatch import parse_batch_size
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m als_datasets.train", description=__doc__.split("\n\n")[0],
@@ -27,7 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stop at this step without changing the schedule (resume later with the same command)")
     p.add_argument("--out", default=None, help="run folder (default runs/<data folder name>-<model>-<config>, under the current directory)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None, help="per process (default: the config's)")
+    p.add_argument("--batch-size", type=parse_batch_size, default=None,
+                   help="per process (default: the config's), or auto: the largest power of two that fits the "
+                        "GPU, probed (the config's on a CPU); recorded in OUT/config.json")
     p.add_argument("--accum-steps", type=int, default=None,
                    help="micro-batches per optimiser step (global batch = batch × accum × processes)")
     p.add_argument("--effective-batch", type=int, default=None,

@@ -39,12 +39,14 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from ..errors import InputError
+from .autobatch import parse_batch_size, resolve_auto
 from .info import DatasetInfo
 from .models import get_config, get_model_module, with_dataset_statistics
 
@@ -308,7 +310,8 @@ def train(data, model: str, config: str | dict = "tiny", out=None, max_steps: in
     """Pretrain ``model`` (``bev-mae`` | ``satmae`` | ``dem-mae``) on the build folder ``data``.
 
     ``batch_size`` is per process and micro-batch (global batch = batch_size × the config's
-    ``accum_steps`` × world size); ``lr`` overrides the config's ``lr``/``blr``.
+    ``accum_steps`` × world size), or ``"auto"``: the largest that fits the GPU (:mod:`.autobatch`;
+    the config's on a CPU); ``lr`` overrides the config's ``lr``/``blr``.
     ``accum_steps`` overrides the config's; ``effective_batch`` (or the config's, when neither
     ``accum_steps`` is given) sets it to effective batch / (batch_size × world size), which must
     be a whole number: a paper's effective batch on however many GPUs (lr from ``blr`` follows it).
@@ -324,8 +327,10 @@ def train(data, model: str, config: str | dict = "tiny", out=None, max_steps: in
 
     info = DatasetInfo.from_folder(data)
     try:
+        batch_size = parse_batch_size(batch_size)
+        auto = batch_size == "auto"
         module = get_model_module(model)
-        cfg = get_config(model, config, batch_size=batch_size, lr=lr, accum_steps=accum_steps,
+        cfg = get_config(model, config, batch_size=None if auto else batch_size, lr=lr, accum_steps=accum_steps,
                          effective_batch=effective_batch)
         if accum_steps is not None and effective_batch is None and cfg.get("effective_batch"):
             cfg["effective_batch"] = None  # an explicit accumulation wins over the config's effective batch
@@ -350,9 +355,15 @@ def train(data, model: str, config: str | dict = "tiny", out=None, max_steps: in
     if num_workers is None:
         num_workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     try:
+        card = {"batch_size_auto": False}
+        if auto:  # resumed: the checkpoint's batch, no re-probe (the config must match)
+            last = out / "last.pt"
+            recorded = load_checkpoint(last)["config"]["batch_size"] if resume and last.is_file() else None
+            cfg, card = resolve_auto(module, cfg, info, dev, world=world, recorded=recorded,
+                                     note=(lambda m: print(m, file=sys.stderr, flush=True)) if rank == 0 else str)
         result = _run(info, module, model, cfg, config_name, out, max_steps, epochs, seed, num_workers, resume, dev,
                       rank, world, distributed, max(int(log_every), 1), ckpt_every, keep_every, stop_after,
-                      progress and rank == 0)
+                      progress and rank == 0, card)
         if owns_pg:  # every rank tears gloo down together (a peer exiting mid-teardown can abort the other)
             dist.barrier()
         return result
@@ -362,7 +373,7 @@ def train(data, model: str, config: str | dict = "tiny", out=None, max_steps: in
 
 
 def _run(info, module, model_name, cfg, config_name, out, max_steps, epochs, seed, num_workers, resume, dev,
-         rank, world, distributed, log_every, ckpt_every, keep_every, stop_after, show_progress) -> dict:
+         rank, world, distributed, log_every, ckpt_every, keep_every, stop_after, show_progress, card) -> dict:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -442,7 +453,8 @@ def _run(info, module, model_name, cfg, config_name, out, max_steps, epochs, see
         metrics = _open_metrics(out / "metrics.jsonl", step)
         (out / "config.json").write_text(json.dumps(
             {"model": model_name, "config_name": config_name, "world_size": world, "accum_steps": accum,
-             "global_batch": global_batch, "peak_lr": peak_lr, "config": cfg}, indent=2, default=str) + "\n")
+             "global_batch": global_batch, "peak_lr": peak_lr, "batch_size": batch, **card, "config": cfg},
+            indent=2, default=str) + "\n")
     bar = _Progress(show_progress, total, step, f"{model_name} ({config_name})")
     stop_at = total if stop_after is None else min(total, int(stop_after))
     start_step, steps_run, t_start = step, 0, time.perf_counter()

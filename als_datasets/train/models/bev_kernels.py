@@ -265,3 +265,36 @@ def fill_targets(loc, zrel, pidx, slot, o, m_cells, T, ncell, cm, zr):
             tgt[s, run, 2] = zrel[p] / zr
             tlen[s] = run + 1
     return tgt, tlen
+
+
+@njit(cache=True)
+def extremes(a, k, largest):
+    """The ``k`` smallest (or largest) values of ``a``, sorted ascending (descending): a bounded
+    heap, O(n log k) — a percentile near 0 or 100 without partitioning the whole array."""
+    sign = -1.0 if largest else 1.0
+    heap = np.empty(k, np.float64)  # max-heap of sign · value: its root is the k-th kept
+    m = 0
+    for i in range(a.shape[0]):
+        x = sign * np.float64(a[i])
+        if m < k:
+            j = m
+            m += 1
+            while j > 0 and heap[(j - 1) // 2] < x:
+                heap[j] = heap[(j - 1) // 2]
+                j = (j - 1) // 2
+            heap[j] = x
+        elif x < heap[0]:
+            j = 0
+            while True:
+                c = 2 * j + 1
+                if c >= k:
+                    break
+                if c + 1 < k and heap[c + 1] > heap[c]:
+                    c += 1
+                if heap[c] <= x:
+                    break
+                heap[j] = heap[c]
+                j = c
+            heap[j] = x
+    out = np.sort(heap[:m])
+    return out * sign
