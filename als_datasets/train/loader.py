@@ -51,7 +51,7 @@ from .decode import decode_npy, decode_sample, iter_raw, iter_samples, iter_shar
 from .info import DatasetInfo
 
 __all__ = ["make_loader", "loader_for", "iter_samples", "iter_shard", "iter_raw", "decode_sample", "decode_npy",
-           "pad_collate", "ShardLoader", "batches_per_rank", "worker_batch_counts"]
+           "pad_collate", "batch_array", "ShardLoader", "batches_per_rank", "worker_batch_counts"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ def loader_for(info: DatasetInfo, split: str, model_module, config: dict, *, bat
     return make_loader(info, split, bs, collate, seed=seed, train=train, **kw)
 
 
-def _batch_array(shape: tuple, dtype: np.dtype) -> tuple[torch.Tensor, np.ndarray]:
+def batch_array(shape: tuple, dtype: np.dtype) -> tuple[torch.Tensor, np.ndarray]:
     """An uninitialised tensor and its numpy view.  In a DataLoader worker it is allocated in shared
     memory straight away, as torch's ``default_collate`` does, so that sending the batch to the
     main process costs no extra copy."""
@@ -366,11 +366,11 @@ def pad_collate(samples: list[dict], rng: np.random.Generator | None = None) -> 
         arrs = [np.asarray(s[f]) for s in samples]
         dtype = np.result_type(*arrs)
         if all(a.shape == arrs[0].shape for a in arrs):
-            out[f], view = _batch_array((len(arrs), *arrs[0].shape), dtype)
+            out[f], view = batch_array((len(arrs), *arrs[0].shape), dtype)
             np.stack(arrs, out=view)
             continue
         n = max(a.shape[0] for a in arrs)
-        out[f], view = _batch_array((len(arrs), n, *arrs[0].shape[1:]), dtype)
+        out[f], view = batch_array((len(arrs), n, *arrs[0].shape[1:]), dtype)
         for i, a in enumerate(arrs):
             view[i, : a.shape[0]] = a
             view[i, a.shape[0]:] = 0

@@ -371,24 +371,35 @@ def collate(samples: list[dict], rng: np.random.Generator, config: dict, info=No
 
 
 def batch_parts(parts: list[dict], config: dict) -> dict:
-    """The batch of :func:`collate` from the samples' :func:`finish_sample` dicts."""
-    cat = np.concatenate
+    """The batch of :func:`collate` from the samples' :func:`finish_sample` dicts.
 
-    def with_b(key, width):
-        rows = [np.concatenate([np.full((len(p[key]), 1), b, np.int64), p[key].reshape(-1, width)], 1)
-                for b, p in enumerate(parts)]
-        return torch.from_numpy(cat(rows) if rows else np.zeros((0, width + 1), np.int64)).long()
+    Each array is allocated once at its final size and filled in place; in a DataLoader worker
+    it is allocated in shared memory (:func:`..loader.batch_array`), so sending the batch to the
+    training process copies nothing more."""
+    from ..loader import batch_array
 
     T, nf = int(config["max_target_points"]), n_features(config)
+    nv, nm = sum(len(p["coords"]) for p in parts), sum(len(p["cells"]) for p in parts)
+    spec = {"coords": ((nv, 4), np.int64), "features": ((nv, nf), np.float32), "masked": ((nv,), np.bool_),
+            "cell_index": ((nm, 3), np.int64), "target_points": ((nm, T, 3), np.float32),
+            "target_len": ((nm,), np.int64), "target_density": ((nm,), np.float32)}
+    out, view = {}, {}
+    for k, (shape, dtype) in spec.items():
+        out[k], view[k] = batch_array(shape, dtype)
+    v0 = m0 = 0
+    for b, p in enumerate(parts):
+        v1, m1 = v0 + len(p["coords"]), m0 + len(p["cells"])
+        view["coords"][v0:v1, 0] = b
+        view["coords"][v0:v1, 1:] = p["coords"]
+        view["features"][v0:v1] = p["features"]
+        view["masked"][v0:v1] = p["masked"]
+        view["cell_index"][m0:m1, 0] = b
+        view["cell_index"][m0:m1, 1:] = p["cells"]
+        for k in ("target_points", "target_len", "target_density"):
+            view[k][m0:m1] = p[k]
+        v0, m0 = v1, m1
     return {
-        "coords": with_b("coords", 3),
-        "features": torch.from_numpy(cat([p["features"] for p in parts] or [np.zeros((0, nf), np.float32)])),
-        "masked": torch.from_numpy(cat([p["masked"] for p in parts] or [np.zeros(0, bool)])),
-        "cell_index": with_b("cells", 2),
-        "target_points": torch.from_numpy(cat([p["target_points"] for p in parts] or
-                                              [np.zeros((0, T, 3), np.float32)])),
-        "target_len": torch.from_numpy(cat([p["target_len"] for p in parts] or [np.zeros(0, np.int64)])),
-        "target_density": torch.from_numpy(cat([p["target_density"] for p in parts] or [np.zeros(0, np.float32)])),
+        **out,
         "num_cells": torch.tensor([p["num_cells"] for p in parts], dtype=torch.long),
         "num_masked": torch.tensor([len(p["cells"]) for p in parts], dtype=torch.long),
         "num_points": torch.tensor([p["num_points"] for p in parts], dtype=torch.long),
