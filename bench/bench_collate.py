@@ -17,7 +17,10 @@ Kept only to be timed against, and for the tests: ``new`` must give exactly the 
 Two figures per implementation: ``prepare_sample`` alone on decoded samples, and the *worker
 path* — what a loader worker does per sample: read the members of a WebDataset shard of a
 synthetic build (``tests/train_data.py``), decode them (:func:`..decode.decode_sample`), prepare
-each sample and assemble the batch (:func:`..bev_mae.batch_parts`, batch 2).  Repeats are
+each sample and assemble the batch of 2 (``new``: :func:`..bev_mae.batch_parts`; ``old`` and
+``main``: the concatenating assembly before issue 16, :func:`batch_parts_main`).  Not timed:
+the hand-over of the batch to the training process (``new`` allocates it in shared memory in a
+worker, which saves one copy there).  Repeats are
 interleaved (old, main, new, old, …) so that load on the machine hits all three alike; min and
 median are reported, with the load average.  ``feed_8_workers_samples_per_s`` = 8 / (median
 seconds per sample): what 8 loader workers on 8 free cores could feed.
@@ -384,6 +387,34 @@ def finish_sample_main(view: dict, cell_masked: np.ndarray, config: dict, train:
             "target_density": density, "num_cells": len(cells), "num_points": len(view["keep"])}
 
 
+def batch_parts_main(parts: list[dict], config: dict) -> dict:
+    """The batch assembly of ``collate`` before issue 16 (per-sample temporaries, concatenated)."""
+    import torch
+
+    cat = np.concatenate
+
+    def with_b(key, width):
+        rows = [np.concatenate([np.full((len(p[key]), 1), b, np.int64), p[key].reshape(-1, width)], 1)
+                for b, p in enumerate(parts)]
+        return torch.from_numpy(cat(rows) if rows else np.zeros((0, width + 1), np.int64)).long()
+
+    T, nf = int(config["max_target_points"]), n_features(config)
+    return {
+        "coords": with_b("coords", 3),
+        "features": torch.from_numpy(cat([p["features"] for p in parts] or [np.zeros((0, nf), np.float32)])),
+        "masked": torch.from_numpy(cat([p["masked"] for p in parts] or [np.zeros(0, bool)])),
+        "cell_index": with_b("cells", 2),
+        "target_points": torch.from_numpy(cat([p["target_points"] for p in parts] or
+                                              [np.zeros((0, T, 3), np.float32)])),
+        "target_len": torch.from_numpy(cat([p["target_len"] for p in parts] or [np.zeros(0, np.int64)])),
+        "target_density": torch.from_numpy(cat([p["target_density"] for p in parts] or [np.zeros(0, np.float32)])),
+        "num_cells": torch.tensor([p["num_cells"] for p in parts], dtype=torch.long),
+        "num_masked": torch.tensor([len(p["cells"]) for p in parts], dtype=torch.long),
+        "num_points": torch.tensor([p["num_points"] for p in parts], dtype=torch.long),
+        "batch_size": torch.tensor(len(parts), dtype=torch.long),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # the bench
 # --------------------------------------------------------------------------------------------
@@ -401,10 +432,11 @@ def bench_collate(config: str = "base", points: int = 90000, samples: int = 8, r
 
     cfg = get_config("bev-mae", config)
     impls = {"old": prepare_sample_old, "main": prepare_sample_main, "new": bev_mae.prepare_sample}
+    batchers = {"old": batch_parts_main, "main": batch_parts_main, "new": bev_mae.batch_parts}
     data = make_samples("als", samples, seed=0, n_points=points)
 
-    def prepare_only(prepare, r: int) -> int:
-        rng = np.random.default_rng(r)
+    def prepare_only(name, r: int) -> int:
+        prepare, rng = impls[name], np.random.default_rng(r)
         for s in data:
             prepare(s, rng, cfg, True)
         return len(data)
@@ -413,26 +445,27 @@ def bench_collate(config: str = "base", points: int = 90000, samples: int = 8, r
         root = write_dataset(Path(tmp) / "als", "als", n_train=samples, n_val=0, shard_size=samples, n_points=points)
         shards = sorted(str(p) for p in Path(root).rglob("*.tar"))
 
-        def worker_path(prepare, r: int) -> int:  # shard bytes -> decode -> prepare -> batch, as a worker does
+        def worker_path(name, r: int) -> int:  # shard bytes -> decode -> prepare -> batch, as a worker does
+            prepare, batch_parts = impls[name], batchers[name]
             n, pending = 0, []
             for shard in shards:
                 for key, fields in iter_raw(shard):
                     pending.append(decode_sample(shard, key, fields))
                     if len(pending) == batch:
                         rng = np.random.default_rng([r, n])
-                        bev_mae.batch_parts([prepare(s, rng, cfg, True) for s in pending], cfg)
+                        batch_parts([prepare(s, rng, cfg, True) for s in pending], cfg)
                         n, pending = n + len(pending), []
             return n
 
-        for fn in impls.values():  # warm-up: page cache, compiled kernels
-            worker_path(fn, 0)
+        for name in impls:  # warm-up: page cache, compiled kernels
+            worker_path(name, 0)
         load = [os.getloadavg()[0]]
         runs = {(k, name): [] for k in ("prepare", "worker") for name in impls}
         for r in range(repeats):
-            for name, fn in impls.items():
+            for name in impls:
                 for k, f in (("prepare", prepare_only), ("worker", worker_path)):
                     t0 = time.perf_counter()
-                    n = f(fn, r)
+                    n = f(name, r)
                     runs[k, name].append((time.perf_counter() - t0) / n)
         load.append(os.getloadavg()[0])
 

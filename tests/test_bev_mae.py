@@ -330,7 +330,8 @@ def test_compiled_preparation_equals_the_numpy_one_exactly(samples, config, trai
     cfg = {**M.CONFIGS[config], "features": features}
     tiles = [*samples, _tile(9, n=40), {**_tile(10, n=3000), "intensity.npy": None},
              {**_tile(11, n=5000), "return_number.npy": None},
-             {**_tile(12, n=30000, tile=150.0), "intensity.npy": np.arange(30000, dtype=np.float32) % 700}]
+             {**_tile(12, n=30000, tile=150.0), "intensity.npy": np.arange(30000, dtype=np.float32) % 700},
+             {**_tile(13, n=4000), "xyz.npy": _tile(13, n=4000)["xyz.npy"].astype(np.float64) + 0.123}]
     for i, s in enumerate(tiles):
         s = {k: v for k, v in s.items() if v is not None}
         a = M.prepare_sample(s, np.random.default_rng(i), cfg, train)

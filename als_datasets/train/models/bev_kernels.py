@@ -3,9 +3,10 @@
 Each kernel does exactly the float64 operations of the numpy expressions it replaces, in the
 same order (numba without fast-math: no reassociation, no fused multiply-add), so the arrays are
 bit-identical to the numpy formulation's: sums over a voxel's points are taken in point order,
-as :func:`numpy.bincount` takes them; ``np.clip`` is ``min(max(x, lo), hi)``.  What the kernels
-do *not* do is left to numpy on purpose: the rotation (``@``, which BLAS computes with fused
-multiply-adds) and the percentiles.
+as :func:`numpy.bincount` takes them; ``np.clip`` is ``min(max(x, lo), hi)``.  Left to numpy on
+purpose: the rotation (``@``, which BLAS computes with fused multiply-adds), the sort of the
+target points by a random key, and the interpolation of percentiles (:func:`extremes` only finds
+the order statistics; :func:`.bev_mae.percentiles` does numpy's arithmetic on them).
 
 Why: at 90 k points per tile the numpy path spent most of its time in strided two-column
 reductions, temporaries of every intermediate, an ``argsort`` of the voxel keys and one

@@ -149,12 +149,13 @@ def _in_box(d: np.ndarray, half: float) -> np.ndarray:
 
 def _crop_centre(xyz: np.ndarray, half: float, rng, train: bool, min_points: int) -> np.ndarray:
     x0, y0, x1, y1 = K.xy_bounds(xyz)
-    lo, hi = np.array([x0, y0]), np.array([x1, y1])
+    lo, hi = np.array([x0, y0], np.float64), np.array([x1, y1], np.float64)
     c_lo, c_hi = lo + half, hi - half
     c_lo, c_hi = np.minimum(c_lo, (lo + hi) / 2), np.maximum(c_hi, (lo + hi) / 2)  # tile narrower than crop
     c = rng.uniform(c_lo, c_hi) if train else (c_lo + c_hi) / 2
     if K.count_in_box(xyz, c[0], c[1], half) < min_points:  # empty corner: centre on a point instead
-        p = xyz[rng.integers(len(xyz)), :2] if train else np.median(xyz[:, :2], 0)
+        p = np.asarray(xyz[rng.integers(len(xyz)), :2] if train else np.median(np.asarray(xyz[:, :2], np.float64), 0),
+                       np.float64)
         c = np.clip(p, c_lo, c_hi)
     return c
 
@@ -194,7 +195,9 @@ def _sample_arrays(sample: dict, convert: bool = True) -> tuple[np.ndarray, ...]
     xyz = sample.get("xyz.npy")
     if xyz is None or np.ndim(xyz) != 2 or np.shape(xyz)[1] != 3:
         raise InputError(where, f"ALS sample {sample.get('__key__')!r} needs xyz.npy of shape (N, 3)")
-    xyz = np.asarray(xyz, np.float64)
+    # float32 coordinates stay float32 for the compiled crop (every value is widened exactly to float64)
+    xyz = np.ascontiguousarray(xyz) if not convert and np.asarray(xyz).dtype in (np.float32, np.float64) \
+        else np.asarray(xyz, np.float64)
     n = len(xyz)
     out = [xyz]
     for name in ("intensity.npy", "return_number.npy", "number_of_returns.npy"):
@@ -218,7 +221,7 @@ def crop_points(xyz: np.ndarray, rng: np.random.Generator, config: dict, train: 
     half, zr = crop / 2, float(config["z_range_m"])
     if not len(xyz):
         return np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0)
-    xyz = np.ascontiguousarray(xyz, np.float64)
+    xyz = np.ascontiguousarray(xyz) if xyz.dtype in (np.float32, np.float64) else np.asarray(xyz, np.float64)
     c = _crop_centre(xyz, half, rng, train, int(config.get("min_points", 16)))
     s = 1.0
     if train and config.get("augment", False):
