@@ -299,3 +299,25 @@ def extremes(a, k, largest):
             heap[j] = x
     out = np.sort(heap[:m])
     return out * sign
+
+
+@njit(cache=True)
+def order_stats_small_uint(a, j0, j1):
+    """The ``j0``-th and ``j1``-th smallest values (0-based) of an array of 8- or 16-bit unsigned
+    integers, by counting: O(n + max value)."""
+    top = 0
+    for i in range(a.shape[0]):
+        top = max(top, np.int64(a[i]))
+    count = np.zeros(top + 1, np.int64)
+    for i in range(a.shape[0]):
+        count[np.int64(a[i])] += 1
+    x0 = x1 = -1
+    seen = 0
+    for v in range(top + 1):
+        seen += count[v]
+        if x0 < 0 and seen > j0:
+            x0 = v
+        if seen > j1:
+            x1 = v
+            break
+    return x0, x1

@@ -163,8 +163,8 @@ def _crop_centre(xyz: np.ndarray, half: float, rng, train: bool, min_points: int
 def percentiles(a: np.ndarray, ps) -> list[float]:
     """``np.percentile(a, p)`` (method ``linear``) for each ``p``, bit for bit, for a 1-d array of
     real numbers: the two order statistics around ``(n - 1) · p / 100`` come from a bounded heap of
-    the smallest or largest values (:func:`.bev_kernels.extremes`) and are interpolated as numpy's
-    ``_lerp`` does.  Percentiles far from both ends, NaN and infinities go to numpy itself."""
+    the smallest or largest values (:func:`.bev_kernels.extremes`; by counting for 8/16-bit unsigned
+    integers) and are interpolated as numpy's ``_lerp`` does.  Percentiles far from both ends, NaN and infinities go to numpy itself."""
     n = len(a)
     out = []
     for p in ps:
@@ -173,11 +173,14 @@ def percentiles(a: np.ndarray, ps) -> list[float]:
         hi = min(lo + 1, n - 1)
         k_small, k_large = hi + 1, n - lo
         k = min(k_small, k_large)
-        if n < 64 or k > max(n // 16, 1) or (a.dtype.kind == "f" and not np.isfinite(a).all()):
+        if n and a.dtype.kind == "u" and a.dtype.itemsize <= 2:  # counting
+            x0, x1 = (float(x) for x in K.order_stats_small_uint(a, lo, hi))
+        elif n < 64 or k > max(n // 16, 1) or (a.dtype.kind == "f" and not np.isfinite(a).all()):
             out.append(float(np.percentile(a, p)))
             continue
-        ext = K.extremes(a, k, k_large < k_small)  # ascending / descending: order statistic j at [j] / [n-1-j]
-        x0, x1 = (ext[lo], ext[hi]) if k_large >= k_small else (ext[n - 1 - lo], ext[n - 1 - hi])
+        else:  # ascending / descending: order statistic j at [j] / [n - 1 - j]
+            ext = K.extremes(a, k, k_large < k_small)
+            x0, x1 = (ext[lo], ext[hi]) if k_large >= k_small else (ext[n - 1 - lo], ext[n - 1 - hi])
         g = v - lo if v < n - 1 else v + 1.0  # numpy takes index -1 there: gamma = v - (-1)
         d = x1 - x0
         out.append(x1 - d * (1 - g) if g >= 0.5 else x0 + d * g)
