@@ -68,7 +68,7 @@ def box_select(xyz, cx, cy, half, fx, fy):
             d[m, 0] = dx * fx
             d[m, 1] = dy * fy
             m += 1
-    return idx[:m].copy(), d[:m].copy()
+    return idx[:m], d[:m]  # views: the tail is never read
 
 
 @njit(cache=True)
@@ -88,7 +88,7 @@ def crop_finish(xyz, pre, d, half, hi):
             loc[m, 1] = min(max(dy + half, 0.0), hi)
             z[m] = xyz[pre[i], 2]
             m += 1
-    return keep[:m].copy(), loc[:m].copy(), z[:m].copy()
+    return keep[:m], loc[:m], z[:m]
 
 
 @njit(cache=True)
@@ -105,9 +105,9 @@ def voxelise(loc, zrel, v, nxy, nz):
     """The voxel of every point, grouped by voxel.
 
     ``ix = min(int(loc / v), nxy - 1)``, ``iz = min(int(zrel / v), nz - 1)``; voxel key
-    ``(iz · nxy + iy) · nxy + ix``.  Returns ``(ix (n, 2), iz, ukey, vinv, vcount, order, starts)``:
-    the sorted distinct keys, each point's voxel, points per voxel, the points in key order
-    (stable) and where each voxel's run starts in it.  Sorted by two stable counting passes
+    ``(iz · nxy + iy) · nxy + ix``.  Returns ``(ix (n, 2), iz, ukey, vinv, vcount, order, starts,
+    vox)``: the sorted distinct keys, each point's voxel, points per voxel, the points in key
+    order (stable), where each voxel's run starts in it, each voxel's ``(z, y, x)``.  Sorted by two stable counting passes
     (column, then level): O(n + nxy² + nz), no comparison sort.
     """
     n = loc.shape[0]
@@ -141,6 +141,7 @@ def voxelise(loc, zrel, v, nxy, nz):
     vinv = np.empty(n, np.int64)
     starts = np.empty(n, np.int64)
     ukey = np.empty(n, np.int64)
+    vox = np.empty((n, 3), np.int64)
     nv = 0
     prev = -1
     for j in range(n):
@@ -149,13 +150,14 @@ def voxelise(loc, zrel, v, nxy, nz):
         if k != prev:
             starts[nv] = j
             ukey[nv] = k
+            vox[nv, 0], vox[nv, 1], vox[nv, 2] = iz[i], ix[i, 1], ix[i, 0]
             nv += 1
             prev = k
         vinv[i] = nv - 1
     vcount = np.empty(nv, np.int64)
     for q in range(nv):
         vcount[q] = (starts[q + 1] if q + 1 < nv else n) - starts[q]
-    return ix, iz, ukey[:nv].copy(), vinv, vcount, order, starts[:nv].copy()
+    return ix, iz, ukey[:nv], vinv, vcount, order, starts[:nv], vox[:nv]
 
 
 @njit(cache=True)
@@ -197,20 +199,15 @@ def voxel_means(loc, zrel, ix, iz, vinv, vcount, xyz_only, crop, zr, v, inten, r
 
 
 @njit(cache=True)
-def voxel_cells(ukey, nxy, cv, ncell):
-    """Voxel coordinates and BEV cells: ``(vox (V, 3) = (z, y, x), vcell, cells, vcell_inv)`` with
+def voxel_cells(vox, cv, ncell):
+    """BEV cells of the voxels ``vox (V, 3) = (z, y, x)``: ``(vcell, cells, vcell_inv)`` with
     ``vcell = (y // cv) · ncell + x // cv``, ``cells`` the sorted occupied cells and ``vcell_inv``
     each voxel's index in ``cells``."""
-    nv = ukey.shape[0]
-    vox = np.empty((nv, 3), np.int64)
+    nv = vox.shape[0]
     vcell = np.empty(nv, np.int64)
     occ = np.zeros(ncell * ncell, np.int64)
-    plane = nxy * nxy
     for q in range(nv):
-        k = ukey[q]
-        z, y, x = k // plane, (k // nxy) % nxy, k % nxy
-        vox[q, 0], vox[q, 1], vox[q, 2] = z, y, x
-        vcell[q] = (y // cv) * ncell + x // cv
+        vcell[q] = (vox[q, 1] // cv) * ncell + vox[q, 2] // cv
         occ[vcell[q]] = 1
     n_occ = 0
     for c in range(ncell * ncell):  # occ becomes the cell's index among the occupied ones
@@ -226,7 +223,7 @@ def voxel_cells(ukey, nxy, cv, ncell):
             cells[occ[c]] = c
     for q in range(nv):
         vcell_inv[q] = occ[vcell[q]]
-    return vox, vcell, cells, vcell_inv
+    return vcell, cells, vcell_inv
 
 
 @njit(cache=True)

@@ -245,11 +245,11 @@ def crop_points(xyz: np.ndarray, rng: np.random.Generator, config: dict, train: 
 
 
 def voxelise(loc: np.ndarray, zrel: np.ndarray, g: dict):
-    """Voxel of every point: ``(ix (n, 2), iz (n,), ukey, vinv, vcount, order, starts)``.
+    """Voxel of every point: ``(ix (n, 2), iz (n,), ukey, vinv, vcount, order, starts, vox)``.
 
     ``ukey`` the sorted voxel keys ``(iz · nxy + iy) · nxy + ix``, ``vinv`` each point's voxel,
     ``vcount`` points per voxel, ``order`` the points sorted by voxel and ``starts`` where each
-    voxel's run begins in it (what ``np.unique`` computes).
+    voxel's run begins in it (what ``np.unique`` computes); ``vox`` the voxels' ``(z, y, x)``.
     """
     return K.voxelise(np.ascontiguousarray(loc, np.float64), np.ascontiguousarray(zrel, np.float64),
                       float(g["voxel_m"]), int(g["nxy"]), int(g["nz"]))
@@ -304,11 +304,11 @@ def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: 
     keep, loc, zrel = crop_points(xyz, r_view, config, train)
 
     # voxels: unique (z, y, x) cells of the points
-    ix, iz, ukey, vinv, vcount, order, starts = voxelise(loc, zrel, g)
+    ix, iz, ukey, vinv, vcount, order, starts, vox = voxelise(loc, zrel, g)
     feats = voxel_features(loc, zrel, ix, iz, vinv, vcount, *(None if a is None else _exact_f64(a[keep])
                                                              for a in (inten, rnum, nret)), config)
     # BEV cells occupied by the sample
-    vox, vcell, cells, vcell_inv = K.voxel_cells(ukey, g["nxy"], g["cell_voxels"], g["ncell"])
+    vcell, cells, vcell_inv = K.voxel_cells(vox, g["cell_voxels"], g["ncell"])
     view = {"loc": loc, "zrel": zrel, "vox": vox, "feats": feats, "vcell": vcell, "cells": cells,
             "vcell_inv": vcell_inv, "vinv": vinv, "vcount": vcount, "keep": keep, "r_mask": r_mask, "r_tgt": r_tgt}
     if cell_masked is False:  # the batch draws the mask (mask_scope: batch)
