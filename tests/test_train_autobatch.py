@@ -150,3 +150,35 @@ def test_resumed_auto_run_keeps_its_batch_and_the_lr_follows_it(dem, tmp_path, m
     # without a checkpoint to resume, auto probes again
     loop.train(dem, "dem-mae", cfg, out=out, max_steps=1, batch_size="auto", resume=False, **FAST)
     assert probes == [8, 8]
+
+
+@pytest.mark.parametrize("model,kind", [("dem-mae", "dem"), ("bev-mae", "als")])
+def test_the_probe_step_trains_a_throwaway_model(tmp_path, monkeypatch, model, kind):
+    """The step the CUDA probe runs (forward, backward, AdamW at lr 0), here on the CPU with the
+    CUDA memory counters faked: it runs for each size, leaves the weights as they were, and the
+    probe stops at the fake budget."""
+    from als_datasets.train.info import DatasetInfo
+    from als_datasets.train.models import get_model_module
+
+    torch.set_num_threads(1)
+    data = write_dataset(tmp_path / kind, kind, n_train=6, n_val=0, shard_size=3, n_points=1500)
+    info, module = DatasetInfo.from_folder(data), get_model_module(model)
+    cfg = get_config(model, "tiny")
+    peaks = {}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda dev=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda dev=None: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda dev=None: peaks["next"])
+    step, close = autobatch.cuda_step(module, cfg, info, torch.device("cpu"), n_samples=4)
+    net = step.__closure__ and next(c.cell_contents for c in step.__closure__
+                                    if isinstance(c.cell_contents, dict) and "net" in c.cell_contents)["net"]
+    before = [p.detach().clone() for p in net.parameters()]
+
+    def fake_step(b):
+        peaks["next"] = 1000 * b
+        return step(b)
+
+    r = probe_batch_size(fake_step, 1, total_bytes=10_000, oom=(FakeOOM,))  # 85 % of 10 kB: 8 samples
+    assert r["batch_size"] == 8 and [t["batch"] for t in r["tried"]] == [1, 2, 4, 8, 16]
+    assert all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
+    assert all(p.grad is None for p in net.parameters())
+    close()

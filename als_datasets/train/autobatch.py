@@ -78,9 +78,12 @@ def probe_batch_size(step: Callable[[int], int], start: int, total_bytes: int, *
     tried: list[dict] = []
 
     def fits(b: int) -> bool:
+        peak = None
         try:
             peak = int(step(b))
         except oom:
+            pass
+        if peak is None:  # out of the except block: the traceback (and the step's tensors) are gone
             tried.append({"batch": b, "peak_bytes": None, "fits": False})
             gc.collect()
             if after_oom is not None:
@@ -115,7 +118,8 @@ def _to_device(batch, dev):
 def cuda_step(module, cfg: dict, info, dev: torch.device, n_samples: int = 64) -> tuple[Callable[[int], int], Callable]:
     """``(step, close)``: one bf16 training step of a throwaway model at batch ``b`` on ``dev``,
     returning ``torch.cuda.max_memory_allocated``; batches are collated from the first
-    ``n_samples`` training samples, repeated.  ``close()`` frees the model."""
+    ``n_samples`` training samples, repeated.  AdamW with lr 0: the weights do not move (they
+    would not matter either: the run builds its own model).  ``close()`` frees the model."""
     from .decode import iter_samples
 
     samples = list(itertools.islice(iter_samples(info, "train"), n_samples))
@@ -130,7 +134,7 @@ def cuda_step(module, cfg: dict, info, dev: torch.device, n_samples: int = 64) -
         torch.cuda.reset_peak_memory_stats(dev)
         try:
             batch = _to_device(batch, dev)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 loss = net(batch)["loss"]
             loss.backward()
             opt.step()
