@@ -379,3 +379,10 @@ def test_batch_mask_scope_is_bev_maes(samples):
     assert vox_cells <= masked_cells
     with pytest.raises(ValueError, match="mask_scope"):
         M.collate(samples, np.random.default_rng(3), {**TINY, "mask_scope": "cells"})
+
+
+@pytest.mark.parametrize("config", ["tiny", "base"])
+def test_warm_up_runs_the_preparation(config):
+    """loader_for calls warm_up before forking workers: it must run on any config, train and eval."""
+    M.warm_up(M.CONFIGS[config])
+    M.warm_up({**M.CONFIGS[config], "features": "xyz", "augment": False})

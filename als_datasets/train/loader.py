@@ -333,9 +333,14 @@ def loader_for(info: DatasetInfo, split: str, model_module, config: dict, *, bat
                seed: int = 0, train: bool = True, **kw) -> ShardLoader:
     """:func:`make_loader` with a model module's ``collate(samples, rng, config, info, train)`` bound.
 
-    ``batch_size`` defaults to the config's ``batch_size`` (per rank).
+    ``batch_size`` defaults to the config's ``batch_size`` (per rank).  A module's optional
+    ``warm_up(config)`` runs first, in this process, when there are worker processes (BEV-MAE
+    loads its compiled kernels there once instead of in every worker).
     """
     bs = int(batch_size if batch_size is not None else config["batch_size"])
+    warm_up = getattr(model_module, "warm_up", None)
+    if warm_up is not None and kw.get("num_workers"):  # before the workers fork: they inherit what it loads
+        warm_up(config)
     collate = functools.partial(_model_collate, model_module.collate, config=config, info=info, train=train)
     return make_loader(info, split, bs, collate, seed=seed, train=train, **kw)
 

@@ -6,7 +6,7 @@ bit-identical to the numpy formulation's: sums over a voxel's points are taken i
 as :func:`numpy.bincount` takes them; ``np.clip`` is ``min(max(x, lo), hi)``.  Left to numpy on
 purpose: the rotation (``@``, which BLAS computes with fused multiply-adds), the sort of the
 target points by a random key, and the interpolation of percentiles (:func:`extremes` only finds
-the order statistics; :func:`.bev_mae.percentiles` does numpy's arithmetic on them).
+the order statistics; :func:`percentiles` does numpy's arithmetic on them).
 
 Why: at 90 k points per tile the numpy path spent most of its time in strided two-column
 reductions, temporaries of every intermediate, an ``argsort`` of the voxel keys and one
@@ -318,3 +318,30 @@ def order_stats_small_uint(a, j0, j1):
             x1 = v
             break
     return x0, x1
+
+
+def percentiles(a: np.ndarray, ps) -> list[float]:
+    """``np.percentile(a, p)`` (method ``linear``) for each ``p``, bit for bit, for a 1-d array of
+    real numbers: the two order statistics around ``(n - 1) · p / 100`` come from a bounded heap of
+    the smallest or largest values (:func:`extremes`; by counting for 8/16-bit unsigned
+    integers) and are interpolated as numpy's ``_lerp`` does.  Percentiles far from both ends, NaN and infinities go to numpy itself."""
+    n = len(a)
+    out = []
+    for p in ps:
+        v = (n - 1) * float(np.true_divide(p, 100))
+        lo = min(int(np.floor(v)), n - 1)
+        hi = min(lo + 1, n - 1)
+        k_small, k_large = hi + 1, n - lo
+        k = min(k_small, k_large)
+        if n and a.dtype.kind == "u" and a.dtype.itemsize <= 2:  # counting
+            x0, x1 = (float(x) for x in order_stats_small_uint(a, lo, hi))
+        elif n < 64 or k > max(n // 16, 1) or (a.dtype.kind == "f" and not np.isfinite(a).all()):
+            out.append(float(np.percentile(a, p)))
+            continue
+        else:  # ascending / descending: order statistic j at [j] / [n - 1 - j]
+            ext = extremes(a, k, k_large < k_small)
+            x0, x1 = (ext[lo], ext[hi]) if k_large >= k_small else (ext[n - 1 - lo], ext[n - 1 - hi])
+        g = v - lo if v < n - 1 else v + 1.0  # numpy takes index -1 there: gamma = v - (-1)
+        d = x1 - x0
+        out.append(x1 - d * (1 - g) if g >= 0.5 else x0 + d * g)
+    return out

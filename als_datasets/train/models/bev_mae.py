@@ -82,7 +82,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
-from . import bev_kernels as K
 from ..sparse import (
     SparseBatchNorm,
     SparseConv3d,
@@ -92,6 +91,8 @@ from ..sparse import (
     SubMConv3d,
     conv_output_shape,
 )
+from . import bev_kernels as K
+from .bev_kernels import percentiles
 
 KIND = "als"
 
@@ -158,33 +159,6 @@ def _crop_centre(xyz: np.ndarray, half: float, rng, train: bool, min_points: int
                        np.float64)
         c = np.clip(p, c_lo, c_hi)
     return c
-
-
-def percentiles(a: np.ndarray, ps) -> list[float]:
-    """``np.percentile(a, p)`` (method ``linear``) for each ``p``, bit for bit, for a 1-d array of
-    real numbers: the two order statistics around ``(n - 1) · p / 100`` come from a bounded heap of
-    the smallest or largest values (:func:`.bev_kernels.extremes`; by counting for 8/16-bit unsigned
-    integers) and are interpolated as numpy's ``_lerp`` does.  Percentiles far from both ends, NaN and infinities go to numpy itself."""
-    n = len(a)
-    out = []
-    for p in ps:
-        v = (n - 1) * float(np.true_divide(p, 100))
-        lo = min(int(np.floor(v)), n - 1)
-        hi = min(lo + 1, n - 1)
-        k_small, k_large = hi + 1, n - lo
-        k = min(k_small, k_large)
-        if n and a.dtype.kind == "u" and a.dtype.itemsize <= 2:  # counting
-            x0, x1 = (float(x) for x in K.order_stats_small_uint(a, lo, hi))
-        elif n < 64 or k > max(n // 16, 1) or (a.dtype.kind == "f" and not np.isfinite(a).all()):
-            out.append(float(np.percentile(a, p)))
-            continue
-        else:  # ascending / descending: order statistic j at [j] / [n - 1 - j]
-            ext = K.extremes(a, k, k_large < k_small)
-            x0, x1 = (ext[lo], ext[hi]) if k_large >= k_small else (ext[n - 1 - lo], ext[n - 1 - hi])
-        g = v - lo if v < n - 1 else v + 1.0  # numpy takes index -1 there: gamma = v - (-1)
-        d = x1 - x0
-        out.append(x1 - d * (1 - g) if g >= 0.5 else x0 + d * g)
-    return out
 
 
 def _exact_f64(a: np.ndarray) -> np.ndarray:
@@ -342,6 +316,20 @@ def finish_sample(view: dict, cell_masked: np.ndarray, config: dict, train: bool
     return {"coords": vox, "features": feats, "masked": vmasked,
             "cells": np.stack([m_cells // ncell, m_cells % ncell], 1), "target_points": tgt, "target_len": tlen,
             "target_density": density, "num_cells": len(cells), "num_points": len(view["keep"])}
+
+
+def warm_up(config: dict) -> None:
+    """Load the compiled kernels (:mod:`.bev_kernels`, cached on disk) in this process: loader
+    workers forked afterwards inherit them instead of spending ~1 s each loading them at every
+    epoch start.  Runs :func:`prepare_sample` on a small synthetic tile with the usual dtypes
+    (float32 coordinates, uint16 intensity, uint8 returns), training and evaluation views."""
+    rng = np.random.default_rng(0)
+    c = float(config["crop_m"])
+    xyz = np.column_stack([rng.uniform(0, 1.2 * c, (400, 2)), rng.uniform(0, 30, 400)]).astype(np.float32)
+    sample = {"__key__": "warm-up", "xyz.npy": xyz, "intensity.npy": rng.integers(0, 4000, 400).astype(np.uint16),
+              "return_number.npy": np.ones(400, np.uint8), "number_of_returns.npy": np.ones(400, np.uint8)}
+    for train in (True, False):
+        prepare_sample(sample, rng, config, train)
 
 
 def batch_cell_masks(views: list[dict], rng: np.random.Generator, ratio: float) -> list[np.ndarray]:
