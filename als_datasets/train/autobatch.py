@@ -115,7 +115,8 @@ def _to_device(batch, dev):
     return batch
 
 
-def cuda_step(module, cfg: dict, info, dev: torch.device, n_samples: int = 64) -> tuple[Callable[[int], int], Callable]:
+def cuda_step(module, cfg: dict, info, dev: torch.device,
+              n_samples: int = 64) -> tuple[Callable[[int], int], Callable]:
     """``(step, close)``: one bf16 training step of a throwaway model at batch ``b`` on ``dev``,
     returning ``torch.cuda.max_memory_allocated``; batches are collated from the first
     ``n_samples`` training samples, repeated.  AdamW with lr 0: the weights do not move (they

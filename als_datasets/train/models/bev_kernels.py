@@ -107,8 +107,8 @@ def voxelise(loc, zrel, v, nxy, nz):
     ``ix = min(int(loc / v), nxy - 1)``, ``iz = min(int(zrel / v), nz - 1)``; voxel key
     ``(iz · nxy + iy) · nxy + ix``.  Returns ``(ix (n, 2), iz, ukey, vinv, vcount, order, starts,
     vox)``: the sorted distinct keys, each point's voxel, points per voxel, the points in key
-    order (stable), where each voxel's run starts in it, each voxel's ``(z, y, x)``.  Sorted by two stable counting passes
-    (column, then level): O(n + nxy² + nz), no comparison sort.
+    order (stable), where each voxel's run starts in it, each voxel's ``(z, y, x)``.  Sorted by
+    two stable counting passes (column, then level): O(n + nxy² + nz), no comparison sort.
     """
     n = loc.shape[0]
     ix = np.empty((n, 2), np.int64)
@@ -324,7 +324,8 @@ def percentiles(a: np.ndarray, ps) -> list[float]:
     """``np.percentile(a, p)`` (method ``linear``) for each ``p``, bit for bit, for a 1-d array of
     real numbers: the two order statistics around ``(n - 1) · p / 100`` come from a bounded heap of
     the smallest or largest values (:func:`extremes`; by counting for 8/16-bit unsigned
-    integers) and are interpolated as numpy's ``_lerp`` does.  Percentiles far from both ends, NaN and infinities go to numpy itself."""
+    integers) and are interpolated as numpy's ``_lerp`` does.  Percentiles far from both ends,
+    NaN and infinities go to numpy itself."""
     n = len(a)
     out = []
     for p in ps:

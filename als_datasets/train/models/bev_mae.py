@@ -267,8 +267,9 @@ def prepare_sample(sample: dict, rng: np.random.Generator, config: dict, train: 
     """One ALS sample → voxels, mask and targets (numpy), a function of ``(sample, rng, config, train)``.
 
     No per-point or per-cell Python: compiled passes (:mod:`.bev_kernels`), a counting sort of
-    the points by voxel, table look-ups for cells, one numpy sort for the random target order.  ``cell_masked=False`` returns the unmasked view (for
-    :func:`batch_cell_masks` then :func:`finish_sample`)."""
+    the points by voxel, table look-ups for cells, one numpy sort for the random target order.
+    ``cell_masked=False`` returns the unmasked view (for :func:`batch_cell_masks` then
+    :func:`finish_sample`)."""
     g = grid_geometry(config)
     xyz, inten, rnum, nret = _sample_arrays(sample, convert=False)
     if not train:
