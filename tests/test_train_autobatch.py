@@ -181,4 +181,12 @@ def test_the_probe_step_trains_a_throwaway_model(tmp_path, monkeypatch, model, k
     assert r["batch_size"] == 8 and [t["batch"] for t in r["tried"]] == [1, 2, 4, 8, 16]
     assert all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
     assert all(p.grad is None for p in net.parameters())
+
+    def alloc_failed(dev=None):  # cuBLAS running out reports a plain RuntimeError: counted as OOM
+        if peaks["next"] > 2000:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)")
+        return peaks["next"]
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", alloc_failed)
+    assert probe_batch_size(fake_step, 1, total_bytes=10**9)["batch_size"] == 2  # default: CUDA OOM errors
     close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import re
 import sys
 from collections.abc import Callable
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 AUTO = "auto"
+_OOM_TEXT = re.compile(r"out of memory|ALLOC_FAILED", re.IGNORECASE)
 #: share of the device's memory a probe step's peak may reach (allocator slack, fragmentation,
 #: pinned loader buffers and other processes' contexts take the rest)
 BUDGET = 0.85
@@ -141,6 +143,10 @@ def cuda_step(module, cfg: dict, info, dev: torch.device,
             opt.step()
             torch.cuda.synchronize(dev)
             return int(torch.cuda.max_memory_allocated(dev))
+        except RuntimeError as exc:  # cuBLAS/cuDNN workspaces report running out as plain RuntimeErrors
+            if isinstance(exc, torch.cuda.OutOfMemoryError) or not _OOM_TEXT.search(str(exc)):
+                raise
+            raise torch.cuda.OutOfMemoryError(str(exc)) from None
         finally:
             batch = loss = None
             net.zero_grad(set_to_none=True)
