@@ -49,14 +49,10 @@ number (queries are independent; Welford runs serially in point order afterwards
 
 from __future__ import annotations
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit, prange
-
-#: numba's default (workqueue) threading layer takes one parallel launch at a time per process: a
-#: Dask worker running several tasks in threads takes turns here
-_PARALLEL = threading.Lock()
+from numba import njit
 
 #: the fine grid's cells, in radii of a disc holding k + 1 points at the mean 2D density
 FINE = 1.5
@@ -72,6 +68,9 @@ _NO_BUCKETS = (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int6
 RANK_SELECT = 32
 #: the second pass first searches within this many times the previous query's k+1-th distance
 GUESS_GROWTH = 1.25
+#: with ``threads > 1``, a block pass runs as jobs of this many grid rows (the ring pass: queries)
+ROWS_PER_JOB = 4
+QUERIES_PER_JOB = 2048
 
 
 def grid_cell_size(x: np.ndarray, y: np.ndarray, k: int) -> float:
@@ -279,7 +278,7 @@ def _compact(tmp, buf, m, bar2):
 
 
 @njit(cache=True)
-def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach):
+def _block_cell(c, xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach):
     """Every pending query of cell ``c`` against the points of the (2 ``reach`` + 1)² cells
     around it (3x3 in both passes).
 
@@ -303,7 +302,8 @@ def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, bes
     kk = k + 1
     guess = 0.0
     for t in range(a0, b0):
-        if not pending[t]:
+        i = order[t]
+        if not pending[i]:
             continue
         qx, qy, qz = xs[t], ys[t], zs[t]
         rb = min(qx - lox, hix - qx, qy - loy, hiy - qy) - _SLACK
@@ -320,26 +320,22 @@ def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, bes
                 continue
             # every squared distance of the block once (the three rows: contiguous runs) ...
             m = 0
-            kept = 0
-            g2 = g * g
             for yy in range(ya, yb + 1):
                 lo, hi = start[yy * nx + xa], start[yy * nx + xb + 1]
-                for j in range(lo, hi):
+                for j in range(lo, hi):  # no branch, no dependence: vectorised
                     dx = qx - xs[j]
                     dy = qy - ys[j]
                     dz = qz - zs[j]
-                    d2 = (dx * dx + dy * dy) + dz * dz
-                    buf[m] = d2
-                    m += 1
-                    tmp[kept] = d2  # ... keeping those below the guess, else below rb
-                    kept += d2 < g2
+                    buf[m + j - lo] = (dx * dx + dy * dy) + dz * dz
+                m += hi - lo
+            kept = _compact(tmp, buf, m, g * g)  # ... keeping those below the guess, else below rb
             if kept < kk and g < rb:
                 g = rb
                 kept = _compact(tmp, buf, m, rb * rb)
             if kept >= kk:
                 _select(best, kk, tmp, kept)
-                out[t] = _mean_distance(best, k)
-                pending[t] = False
+                out[i] = _mean_distance(best, k)
+                pending[i] = False
                 guess = GUESS_GROWTH * np.sqrt(best[kk - 1])
             continue
         while True:
@@ -366,8 +362,8 @@ def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, bes
                     m = _keep_below(tmp, m, qx, qy, qz, xs, ys, zs, bst[boff[cc] + bl], bst[boff[cc] + bh], g2)
             if m >= kk:
                 _select(best, kk, tmp, m)
-                out[t] = _mean_distance(best, k)
-                pending[t] = False
+                out[i] = _mean_distance(best, k)
+                pending[i] = False
                 guess = GUESS_GROWTH * np.sqrt(best[kk - 1])
                 break
             if g >= rb:
@@ -412,38 +408,24 @@ def _max_block(start, nx, ny, reach):
     return m
 
 
-@njit(cache=True)
-def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, zb0, boff, bst, h, reach):
-    """One block pass over a grid; every array in grid order."""
+@njit(cache=True, nogil=True)
+def _block_pass(xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, out, zwin, zb0, boff, bst, h, reach, size, row0, row1):
+    """One block pass over grid rows ``row0:row1``; ``xs, ys, zs`` in grid order, ``pending`` and
+    ``out`` by point (``order[t]``: the point at grid position t).  Rows are independent (each
+    query is read and written by the job holding its cell), so jobs may run in threads."""
     best = np.empty(k + 2, np.float64)  # a spare slot for _select
-    size = _max_block(start, nx, ny, reach)
     buf, tmp = np.empty(size, np.float64), np.empty(size, np.float64)
-    for c in range(nx * ny):
-        _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach)
+    for c in range(row0 * nx, row1 * nx):
+        _block_cell(c, xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach)
 
 
-# not cached: a cached parallel kernel refers to numba's generated ``<dynamic>`` parfor module,
-# and loading it in another process was seen to fail ("No module named '<dynamic>'")
-@njit(parallel=True)
-def _block_pass_parallel(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, zb0, boff, bst, h, reach, rows_per_job):
-    jobs = (ny + rows_per_job - 1) // rows_per_job
-    size = _max_block(start, nx, ny, reach)
-    for jb in prange(jobs):
-        best = np.empty(k + 2, np.float64)  # a spare slot for _select
-        buf, tmp = np.empty(size, np.float64), np.empty(size, np.float64)
-        for c in range(jb * rows_per_job * nx, min((jb + 1) * rows_per_job, ny) * nx):
-            _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach)
-
-
-@njit(cache=True)
-def _ring_pass(x, y, z, order, start, x0, y0, cell, nx, ny, k, pending, out):
+@njit(cache=True, nogil=True)
+def _ring_pass(x, y, z, order, start, x0, y0, cell, nx, ny, k, queries, out):
     """The queries no block answered (isolated points): exact ring search on the grid."""
     best = np.empty(k + 1, np.float64)
-    for i in range(len(x)):
-        if pending[i]:
-            _query(i, best, x, y, z, order, start, x0, y0, cell, nx, ny)
-            out[i] = _mean_distance(best, k)
-            pending[i] = False
+    for i in queries:
+        _query(i, best, x, y, z, order, start, x0, y0, cell, nx, ny)
+        out[i] = _mean_distance(best, k)
 
 
 @njit(cache=True)
@@ -470,11 +452,24 @@ def _grid(x, y, z, cell):
     return order, start, x0, y0, cell, nx, ny
 
 
+def _run(pool, kernel, jobs):
+    """``kernel(*job)`` for every job: in the pool's threads (numba releases the GIL), or here."""
+    if pool is None:
+        for job in jobs:
+            kernel(*job)
+    else:
+        for f in [pool.submit(kernel, *job) for job in jobs]:
+            f.result()
+
+
 def mean_neighbour_distances(xyz: np.ndarray, k: int, threads: int = 1) -> np.ndarray:
     """Rules 1-2 for every point: the running mean of its k nearest neighbours' distances.
 
     Two block passes (a fine grid, then one :data:`COARSE` times coarser for the points whose
-    neighbours lie further, as in canopy), then an exact ring search for what is left."""
+    neighbours lie further, as in canopy), then an exact ring search for what is left.  With
+    ``threads > 1`` (and enough points) each pass runs as jobs of grid rows in a thread pool:
+    every query is answered by the same arithmetic whichever job runs it, so the result does not
+    depend on the thread count."""
     pts = np.asarray(xyz, dtype=np.float64)
     x, y, z = (np.ascontiguousarray(pts[:, i]) for i in range(3))
     n = len(x)
@@ -483,39 +478,30 @@ def mean_neighbour_distances(xyz: np.ndarray, k: int, threads: int = 1) -> np.nd
         return out
     pending = np.ones(n, dtype=np.bool_)
     fine = grid_cell_size(x, y, k)
-    par = threads > 1 and n > 50_000
-    if par:
-        import numba
-
-        _PARALLEL.acquire()
-        prev = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    pool = ThreadPoolExecutor(threads) if threads > 1 and n > 50_000 else None
     try:
         for level, cell in enumerate((fine, fine * COARSE)):
             g = _grid(x, y, z, cell)
-            order, rest = g[0], g[1:]
-            # the pass reads and writes in grid order (sequential memory); results go back after
-            xs, ys, zs, ps = x[order], y[order], z[order], pending[order]
-            os_ = np.full(n, np.nan)
+            order, start, x0, y0, cell, nx, ny = g
+            # the pass reads the points in grid order (sequential memory)
+            xs, ys, zs = x[order], y[order], z[order]
             zwin = level > 0
             h = 1.0 / (cell * Z_BUCKET)
-            zi = _z_buckets(zs, rest[0], rest[4] * rest[5], h) if zwin else _NO_BUCKETS
-            if par:
-                _block_pass_parallel(xs, ys, zs, *rest, k, ps, os_, zwin, *zi, h, 1, 4)
-            else:
-                _block_pass(xs, ys, zs, *rest, k, ps, os_, zwin, *zi, h, 1)
-            done = ~ps & pending[order]
-            out[order[done]] = os_[done]
-            pending[order] = ps
-            del xs, ys, zs, ps, os_
+            zi = _z_buckets(zs, start, nx * ny, h) if zwin else _NO_BUCKETS
+            size = _max_block(start, nx, ny, 1)
+            step = ROWS_PER_JOB if pool is not None else ny
+            _run(pool, _block_pass, [(xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, out, zwin, *zi, h, 1,
+                                      size, r, min(r + step, ny)) for r in range(0, ny, step)])
+            del xs, ys, zs
             if not pending.any():
                 break
-        if pending.any():
-            _ring_pass(x, y, z, *g, k, pending, out)
+        left = np.flatnonzero(pending)
+        if len(left):
+            step = QUERIES_PER_JOB if pool is not None else len(left)
+            _run(pool, _ring_pass, [(x, y, z, *g, k, left[i:i + step], out) for i in range(0, len(left), step)])
     finally:
-        if par:
-            numba.set_num_threads(prev)
-            _PARALLEL.release()
+        if pool is not None:
+            pool.shutdown()
     return out
 
 
