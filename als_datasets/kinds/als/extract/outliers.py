@@ -68,6 +68,9 @@ _NO_BUCKETS = (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int6
 RANK_SELECT = 32
 #: the second pass first searches within this many times the previous query's k+1-th distance
 GUESS_GROWTH = 1.25
+#: a block's distances are kept below the tightest of these fractions of the squared guess that
+#: k + 1 of them are below (fewer values to select from)
+TIGHTER = (0.64, 0.81)
 #: with ``threads > 1``, a block pass runs as jobs of this many grid rows (the ring pass: queries)
 ROWS_PER_JOB = 4
 QUERIES_PER_JOB = 2048
@@ -253,32 +256,46 @@ def _select(best, kk, tmp, m):
 
 
 @njit(cache=True)
-def _keep_below(tmp, m, qx, qy, qz, xs, ys, zs, lo, hi, bar2):
-    """Append to ``tmp[m:]`` the squared distances from the query to points ``lo:hi`` that are
-    ``< bar2``: no branch (every distance is written, the count moves only for those kept)."""
+def _distances(buf, m, qx, qy, qz, xs, ys, zs, lo, hi):
+    """``buf[m:…]`` ← the squared distances from the query to points ``lo:hi`` (a loop without
+    branch or dependence: vectorised); the new count."""
     for j in range(lo, hi):
         dx = qx - xs[j]
         dy = qy - ys[j]
         dz = qz - zs[j]
-        d2 = (dx * dx + dy * dy) + dz * dz
-        tmp[m] = d2
-        m += d2 < bar2
-    return m
+        buf[m + j - lo] = (dx * dx + dy * dy) + dz * dz
+    return m + hi - lo
 
 
 @njit(cache=True)
-def _compact(tmp, buf, m, bar2):
-    """``tmp[:…]`` ← the values of ``buf[:m]`` that are ``< bar2`` (branch-free); their count."""
+def _keep_below(tmp, buf, m, bar2, kk):
+    """``tmp[:…]`` ← the values of ``buf[:m]`` below a bar: the tightest of ``bar2`` × :data:`TIGHTER`
+    and ``bar2`` itself that ``kk`` values are below (counted first, in a vectorised loop), then
+    kept without a branch.  Returns their count, which is ``< kk`` only when fewer than ``kk``
+    values are below ``bar2`` (then nothing is kept)."""
+    b1 = bar2 * TIGHTER[0]
+    b2 = bar2 * TIGHTER[1]
+    c1 = 0
+    c2 = 0
+    c3 = 0
+    for j in range(m):
+        d2 = buf[j]
+        c1 += d2 < b1
+        c2 += d2 < b2
+        c3 += d2 < bar2
+    if c3 < kk:
+        return c3
+    bar = b1 if c1 >= kk else b2 if c2 >= kk else bar2
     c = 0
     for j in range(m):
         d2 = buf[j]
         tmp[c] = d2
-        c += d2 < bar2
+        c += d2 < bar
     return c
 
 
 @njit(cache=True)
-def _block_cell(c, xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach):
+def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach):
     """Every pending query of cell ``c`` against the points of the (2 ``reach`` + 1)² cells
     around it (3x3 in both passes).
 
@@ -302,8 +319,7 @@ def _block_cell(c, xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, o
     kk = k + 1
     guess = 0.0
     for t in range(a0, b0):
-        i = order[t]
-        if not pending[i]:
+        if not pending[t]:
             continue
         qx, qy, qz = xs[t], ys[t], zs[t]
         rb = min(qx - lox, hix - qx, qy - loy, hiy - qy) - _SLACK
@@ -322,20 +338,15 @@ def _block_cell(c, xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, o
             m = 0
             for yy in range(ya, yb + 1):
                 lo, hi = start[yy * nx + xa], start[yy * nx + xb + 1]
-                for j in range(lo, hi):  # no branch, no dependence: vectorised
-                    dx = qx - xs[j]
-                    dy = qy - ys[j]
-                    dz = qz - zs[j]
-                    buf[m + j - lo] = (dx * dx + dy * dy) + dz * dz
-                m += hi - lo
-            kept = _compact(tmp, buf, m, g * g)  # ... keeping those below the guess, else below rb
+                m = _distances(buf, m, qx, qy, qz, xs, ys, zs, lo, hi)
+            kept = _keep_below(tmp, buf, m, g * g, kk)  # ... keeping those below the guess, else rb
             if kept < kk and g < rb:
                 g = rb
-                kept = _compact(tmp, buf, m, rb * rb)
+                kept = _keep_below(tmp, buf, m, rb * rb, kk)
             if kept >= kk:
                 _select(best, kk, tmp, kept)
-                out[i] = _mean_distance(best, k)
-                pending[i] = False
+                out[t] = _mean_distance(best, k)
+                pending[t] = False
                 guess = GUESS_GROWTH * np.sqrt(best[kk - 1])
             continue
         while True:
@@ -359,11 +370,12 @@ def _block_cell(c, xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, o
                     bh = int(np.floor((qz + zr) * h)) - zb0[cc] + 1
                     bl = min(max(bl, 0), nb)
                     bh = min(max(bh, 0), nb)
-                    m = _keep_below(tmp, m, qx, qy, qz, xs, ys, zs, bst[boff[cc] + bl], bst[boff[cc] + bh], g2)
-            if m >= kk:
-                _select(best, kk, tmp, m)
-                out[i] = _mean_distance(best, k)
-                pending[i] = False
+                    m = _distances(buf, m, qx, qy, qz, xs, ys, zs, bst[boff[cc] + bl], bst[boff[cc] + bh])
+            kept = _keep_below(tmp, buf, m, g2, kk)
+            if kept >= kk:
+                _select(best, kk, tmp, kept)
+                out[t] = _mean_distance(best, k)
+                pending[t] = False
                 guess = GUESS_GROWTH * np.sqrt(best[kk - 1])
                 break
             if g >= rb:
@@ -409,14 +421,38 @@ def _max_block(start, nx, ny, reach):
 
 
 @njit(cache=True, nogil=True)
-def _block_pass(xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, out, zwin, zb0, boff, bst, h, reach, size, row0, row1):
-    """One block pass over grid rows ``row0:row1``; ``xs, ys, zs`` in grid order, ``pending`` and
-    ``out`` by point (``order[t]``: the point at grid position t).  Rows are independent (each
-    query is read and written by the job holding its cell), so jobs may run in threads."""
+def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, zb0, boff, bst, h, reach, size, row0, row1):
+    """One block pass over grid rows ``row0:row1``, every array in grid order.  Rows are
+    independent (a query is read and written only by the job holding its cell), so jobs may run
+    in threads."""
     best = np.empty(k + 2, np.float64)  # a spare slot for _select
     buf, tmp = np.empty(size, np.float64), np.empty(size, np.float64)
     for c in range(row0 * nx, row1 * nx):
-        _block_cell(c, xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach)
+        _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, zwin, buf, tmp, zb0, boff, bst, h, reach)
+
+
+@njit(cache=True)
+def _gather(x, y, z, pending, order):
+    """The points and their pending flags in grid order."""
+    n = len(order)
+    xs, ys, zs, ps = np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.bool_)
+    for t in range(n):
+        i = order[t]
+        xs[t], ys[t], zs[t], ps[t] = x[i], y[i], z[i], pending[i]
+    return xs, ys, zs, ps
+
+
+@njit(cache=True)
+def _scatter(order, ps, os_, pending, out):
+    """The answers of a pass (in grid order) back to the points; how many are still pending."""
+    left = 0
+    for t in range(len(order)):
+        i = order[t]
+        if pending[i] and not ps[t]:
+            out[i] = os_[t]
+            pending[i] = False
+        left += pending[i]
+    return left
 
 
 @njit(cache=True, nogil=True)
@@ -462,6 +498,22 @@ def _run(pool, kernel, jobs):
             f.result()
 
 
+def _level(x, y, z, g, k, zwin, pending, out, pool):
+    """One block pass over grid ``g`` (z windows with ``zwin``): the pending points it answers get
+    their mean distance in ``out``; returns how many remain pending."""
+    order, start, x0, y0, cell, nx, ny = g
+    # the pass reads and writes in grid order (sequential memory); the answers go back after
+    xs, ys, zs, ps = _gather(x, y, z, pending, order)
+    os_ = np.empty(len(x))
+    h = 1.0 / (cell * Z_BUCKET)
+    zi = _z_buckets(zs, start, nx * ny, h) if zwin else _NO_BUCKETS
+    size = _max_block(start, nx, ny, 1)
+    step = ROWS_PER_JOB if pool is not None else ny
+    _run(pool, _block_pass, [(xs, ys, zs, start, x0, y0, cell, nx, ny, k, ps, os_, zwin, *zi, h, 1, size, r,
+                              min(r + step, ny)) for r in range(0, ny, step)])
+    return _scatter(order, ps, os_, pending, out)
+
+
 def mean_neighbour_distances(xyz: np.ndarray, k: int, threads: int = 1) -> np.ndarray:
     """Rules 1-2 for every point: the running mean of its k nearest neighbours' distances.
 
@@ -482,18 +534,7 @@ def mean_neighbour_distances(xyz: np.ndarray, k: int, threads: int = 1) -> np.nd
     try:
         for level, cell in enumerate((fine, fine * COARSE)):
             g = _grid(x, y, z, cell)
-            order, start, x0, y0, cell, nx, ny = g
-            # the pass reads the points in grid order (sequential memory)
-            xs, ys, zs = x[order], y[order], z[order]
-            zwin = level > 0
-            h = 1.0 / (cell * Z_BUCKET)
-            zi = _z_buckets(zs, start, nx * ny, h) if zwin else _NO_BUCKETS
-            size = _max_block(start, nx, ny, 1)
-            step = ROWS_PER_JOB if pool is not None else ny
-            _run(pool, _block_pass, [(xs, ys, zs, order, start, x0, y0, cell, nx, ny, k, pending, out, zwin, *zi, h, 1,
-                                      size, r, min(r + step, ny)) for r in range(0, ny, step)])
-            del xs, ys, zs
-            if not pending.any():
+            if _level(x, y, z, g, k, level > 0, pending, out, pool) == 0:
                 break
         left = np.flatnonzero(pending)
         if len(left):
