@@ -7,7 +7,8 @@ The previous version is ``als_datasets/kinds/als/extract/outliers.py`` as commit
 (default ``main``), copied to a temporary folder and imported from there.  On the synthetic tiles
 of ``bench_extract.tile_points`` (8 pts/m² on a 500 m tile, 40 % canopy up to 25 m), in this one
 process and interleaved (ref, new, ref, new, ...): CPU seconds of ``statistical_outliers`` with one
-thread, min and median over the repeats, the flags compared (ref and new must be identical);
+thread, min and median over the repeats, the flags and the mean distances compared (ref and new
+must be identical, bit for bit);
 scipy's cKDTree (``bench_extract.old_filter``) once per size.  Then the first call's cost in a fresh
 process (numba's kernels loaded from its cache, 100 k points, ``threads=2``), ref and new, and the
 wall time with two threads.  The machine may be shared: the load average is recorded.
@@ -43,10 +44,12 @@ sys.path.insert(0, {path!r})
 import numpy as np
 t = time.perf_counter()
 from {mod} import statistical_outliers
+t_import = time.perf_counter() - t
 rng = np.random.default_rng(0)
 xyz = np.column_stack([rng.random(100_000) * 110, rng.random(100_000) * 110, rng.random(100_000) * 20])
+t = time.perf_counter()
 statistical_outliers(xyz, 12, 2.2, threads=2)
-print(time.perf_counter() - t)
+print(t_import, time.perf_counter() - t)
 """
 
 
@@ -59,13 +62,15 @@ def ref_module(ref: str, folder: Path):
     return importlib.import_module("outliers_ref")
 
 
-def first_call(path: str, mod: str) -> float:
-    """Seconds of a fresh process's import + first call (run twice: the first may fill the cache)."""
+def first_call(path: str, mod: str) -> dict:
+    """Seconds of a fresh process's import and first call (run twice: the first may fill the
+    cache; the second is reported)."""
     code = FIRST_CALL.format(path=path, mod=mod)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = [float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                                env=env).stdout) for _ in range(2)]
-    return out[-1]
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env).stdout
+    t_import, t_call = map(float, out.split())
+    return {"import_s": t_import, "first_call_s": t_call}
 
 
 def main() -> None:
@@ -95,10 +100,14 @@ def main() -> None:
                 f_new = new.statistical_outliers(xyz)
                 t_new.append(time.process_time() - t)
                 assert np.array_equal(f_old, f_new), "flags differ from the reference version"
+            same_means = (old.mean_neighbour_distances(xyz, 12).tobytes()
+                          == new.mean_neighbour_distances(xyz, 12).tobytes())
+            assert same_means, "mean distances differ from the reference version"
             row = {"points": n, "side_m": side, "old_cpu_s": t_old, "new_cpu_s": t_new,
                    "old_pts_s_best": n / min(t_old), "new_pts_s_best": n / min(t_new),
                    "old_pts_s_median": n / float(np.median(t_old)), "new_pts_s_median": n / float(np.median(t_new)),
-                   "outliers": int(f_new.sum()), "flags_equal": True}
+                   "outliers": int(f_new.sum()), "flags_equal": True,
+                   "means_bit_equal": same_means}
             t = time.perf_counter()
             new.statistical_outliers(xyz, threads=2)
             row["new_wall_s_threads2"] = time.perf_counter() - t
@@ -117,8 +126,9 @@ def main() -> None:
                   + f"2 threads {row['new_wall_s_threads2']:.2f} s wall", flush=True)
         res["first_call_s"] = {"ref": first_call(tmp, "outliers_ref"),
                                "new": first_call(str(ROOT), "als_datasets.kinds.als.extract.outliers")}
-    print(f"first call in a fresh process (100 k points, threads=2, cache warm): "
-          f"ref {res['first_call_s']['ref']:.2f} s, new {res['first_call_s']['new']:.2f} s")
+    fc = res["first_call_s"]
+    print(f"fresh process, cache warm, 100 k points, threads=2: first call ref {fc['ref']['first_call_s']:.2f} s, "
+          f"new {fc['new']['first_call_s']:.2f} s (import ref {fc['ref']['import_s']:.2f} s, new {fc['new']['import_s']:.2f} s)")
     res["load_avg_end"] = os.getloadavg()
     print(f"load average at start / end: {res['load_avg_start']} / {res['load_avg_end']}")
     out = HERE / "results" / "outliers.json"
