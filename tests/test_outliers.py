@@ -176,7 +176,7 @@ def test_far_outliers_and_clusters_take_the_slow_paths():
 
 
 def test_threads_change_no_number():
-    """Above 50 000 points the block passes run rows in parallel: the same means, bit for bit."""
+    """Above 50 000 points the passes run as jobs of grid rows in threads: the same means, bit for bit."""
     rng = np.random.default_rng(7)
     n = 60_000
     xyz = np.column_stack([rng.random(n) * 80, rng.random(n) * 80, rng.random(n) * rng.choice([0.1, 20.0], n)])
@@ -185,6 +185,61 @@ def test_threads_change_no_number():
     assert a.tobytes() == b.tobytes()
     some = rng.choice(n, 200, replace=False)  # and a sample of them against the reference rule
     for i in some:
+        d = xyz[i] - xyz
+        sqr = np.sort((d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2])[:13]
+        m = 0.0
+        for j in range(1, 13):
+            m += (math.sqrt(float(sqr[j])) - m) / j
+        assert a[i] == m
+
+
+def _scaled(x, y, z, off=(512_300.0, 4_321_700.0, 0.0)):
+    """Absolute float64 coordinates of 0.01 m scaled integers (as PDAL reads them)."""
+    X, Y, Z = (np.round(np.asarray(v) * 100).astype(np.int64) for v in (x, y, z))
+    return np.column_stack([X * 0.01 + off[0], Y * 0.01 + off[1], Z * 0.01 + off[2]])
+
+
+def test_canopy_heavy_tile_takes_the_slab_pass_exactly():
+    """70 % of the points spread up to 30 m above a sloping ground (most queries answered by the
+    coarse pass's z slabs, some by the ring search), at UTM magnitude and from the staged offsets."""
+    rng = np.random.default_rng(8)
+    n = 5000
+    x, y = rng.random(n) * 70, rng.random(n) * 70
+    ground = 50 + 0.2 * x + 2 * np.sin(y / 9.0)
+    z = ground + np.where(rng.random(n) < 0.7, rng.random(n) * 30, 0.0)
+    xyz = _scaled(x, y, z)
+    ref = reference_means(xyz, 12)
+    assert mean_neighbour_distances(xyz, 12).tolist() == ref
+    assert mean_neighbour_distances(staged(xyz), 12).tolist() == ref
+    assert np.array_equal(statistical_outliers(staged(xyz), 12, 2.2), reference_outliers(xyz))
+
+
+def test_sparse_and_degenerate_shapes():
+    """Two clusters 3 km apart, points along a line, a tall vertical column (no extent in x, y),
+    a flat plane of exact duplicates-in-z: every search path must still be exact."""
+    rng = np.random.default_rng(9)
+    a = rng.random((700, 3)) * [20, 20, 15]
+    b = rng.random((500, 3)) * [30, 5, 2] + [3000, 2000, 40]
+    line = np.column_stack([np.arange(400) * 0.37, np.full(400, 50.0), 60 + rng.random(400) * 0.02])
+    column = np.column_stack([np.full(300, 10.0), np.full(300, 60.0), np.arange(300) * 0.1])
+    for xyz in (np.vstack([a, b]), np.vstack([a, line, column]), column, line):
+        xyz = _scaled(*xyz.T)
+        assert mean_neighbour_distances(xyz, 12).tolist() == reference_means(xyz, 12)
+        assert np.array_equal(statistical_outliers(xyz, 12, 2.2), reference_outliers(xyz))
+
+
+def test_threads_change_no_number_on_a_canopy_tile():
+    """The thread pool's jobs (grid rows) on a tile whose canopy goes to the slab pass: the same
+    means as one thread, bit for bit, whatever the thread count."""
+    rng = np.random.default_rng(10)
+    n = 80_000
+    x, y = rng.random(n) * 100, rng.random(n) * 100
+    z = 100 + 0.1 * y + np.where(rng.random(n) < 0.4, rng.random(n) * 25, 0.0)
+    xyz = _scaled(x, y, z)
+    a = mean_neighbour_distances(xyz, 12, threads=1)
+    for threads in (2, 3):
+        assert mean_neighbour_distances(xyz, 12, threads=threads).tobytes() == a.tobytes()
+    for i in rng.choice(n, 100, replace=False):  # a sample against the reference rule
         d = xyz[i] - xyz
         sqr = np.sort((d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2])[:13]
         m = 0.0

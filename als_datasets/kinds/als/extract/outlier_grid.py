@@ -1,0 +1,249 @@
+"""The grids of the exact statistical outlier filter (:mod:`.outliers`), and its last resort.
+
+A grid covers the points' bounding box with square cells of one size; its points are sorted by
+cell (row-major), each cell's by z, so that a cell, and a row of cells, is one contiguous run of
+the sorted points.  The coarse grid also indexes each cell by z buckets (:func:`_z_buckets`).
+The ring search (:func:`_ring_pass`) answers exactly the few queries no block search answered
+(isolated points): rings of cells around the query's, each cell walked outwards from the query's
+z, cells and walks pruned against the current k+1-th squared distance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+#: the fine grid's cells, in radii of a disc holding k + 1 points at the mean 2D density
+FINE = 1.5
+#: grid rectangles are widened by this much (m) before a cell is skipped: cell membership comes
+#: from a floor() of a rounded quotient, so a point may sit a few ulps outside its rectangle
+_SLACK = 1e-6
+
+
+def grid_cell_size(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    """The fine grid's cell size (m): :data:`FINE` × the radius of a disc that holds k + 1 points
+    at the points' mean density over their bounding box (at least 1 cm, never more cells than
+    points)."""
+    n = len(x)
+    w = float(x.max() - x.min()) if n else 0.0
+    h = float(y.max() - y.min()) if n else 0.0
+    area = max(w * h, 1e-4)
+    r = np.sqrt((k + 1) * area / (np.pi * max(n, 1)))
+    return float(max(FINE * r, np.sqrt(area / max(n, 1)), 0.01))
+
+
+@njit(cache=True)
+def _mean_distance(best, k):
+    """PDAL's running mean over neighbours 1..k (neighbour 0 is the query itself)."""
+    m = 0.0
+    for j in range(1, k + 1):
+        m += (np.sqrt(best[j]) - m) / j
+    return m
+
+
+@njit(cache=True)
+def _build_grid(x, y, z, x0, y0, cell, nx, ny):
+    """Counting sort of the points by cell (row-major), each cell's points by z (stable)."""
+    n = len(x)
+    cid = np.empty(n, np.int64)
+    for i in range(n):
+        cx = int(np.floor((x[i] - x0) / cell))
+        cy = int(np.floor((y[i] - y0) / cell))
+        cx = min(max(cx, 0), nx - 1)
+        cy = min(max(cy, 0), ny - 1)
+        cid[i] = cy * nx + cx
+    start = np.zeros(nx * ny + 1, np.int64)
+    for i in range(n):
+        start[cid[i] + 1] += 1
+    for c in range(nx * ny):
+        start[c + 1] += start[c]
+    fill = start[:-1].copy()
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        order[fill[cid[i]]] = i
+        fill[cid[i]] += 1
+    for c in range(nx * ny):  # sort each cell by z (stable): insertion sort for the usual handful
+        a, b = start[c], start[c + 1]
+        if b - a > 32:
+            zc = np.empty(b - a)
+            for i in range(a, b):
+                zc[i - a] = z[order[i]]
+            order[a:b] = order[a:b][np.argsort(zc, kind="mergesort")]
+            continue
+        for i in range(a + 1, b):
+            v = order[i]
+            zv = z[v]
+            j = i - 1
+            while j >= a and z[order[j]] > zv:
+                order[j + 1] = order[j]
+                j -= 1
+            order[j + 1] = v
+    return order, start
+
+
+@njit(cache=True)
+def _insert(best, cnt, d2, kk):
+    """Insert ``d2`` into the ascending ``best[:cnt]`` (capacity ``kk``); new count."""
+    if cnt == kk:
+        if d2 >= best[kk - 1]:
+            return cnt
+        j = kk - 1
+    else:
+        j = cnt
+        cnt += 1
+    while j > 0 and best[j - 1] > d2:
+        best[j] = best[j - 1]
+        j -= 1
+    best[j] = d2
+    return cnt
+
+
+@njit(cache=True)
+def _scan_column(best, cnt, qx, qy, qz, x, y, z, order, a, b):
+    """Offer a cell's points (``order[a:b]``, sorted by z) to ``best``, walking out from qz."""
+    kk = len(best)
+    lo, hi = a, b  # first index with z >= qz
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if z[order[mid]] < qz:
+            lo = mid + 1
+        else:
+            hi = mid
+    up, down = lo, lo - 1
+    while up < b or down >= a:
+        worst = best[kk - 1] if cnt == kk else np.inf
+        go_up = False
+        if up < b and down >= a:
+            go_up = (z[order[up]] - qz) <= (qz - z[order[down]])
+        elif up < b:
+            go_up = True
+        p = order[up] if go_up else order[down]
+        dz = qz - z[p]
+        if dz * dz >= worst:  # every point further along has at least this dz²
+            if go_up:
+                up = b
+            else:
+                down = a - 1
+            continue
+        dx = qx - x[p]
+        dy = qy - y[p]
+        d2 = (dx * dx + dy * dy) + dz * dz
+        cnt = _insert(best, cnt, d2, kk)
+        if go_up:
+            up += 1
+        else:
+            down -= 1
+    return cnt
+
+
+@njit(cache=True)
+def _query(i, best, x, y, z, order, start, x0, y0, cell, nx, ny):
+    """The k+1 smallest squared distances from point ``i`` (itself included), into ``best``."""
+    kk = len(best)
+    qx, qy, qz = x[i], y[i], z[i]
+    ci = min(max(int(np.floor((qx - x0) / cell)), 0), nx - 1)
+    cj = min(max(int(np.floor((qy - y0) / cell)), 0), ny - 1)
+    cnt = 0
+    r = 0
+    rmax = max(nx, ny)
+    while r <= rmax:
+        for cy in range(cj - r, cj + r + 1):
+            if cy < 0 or cy >= ny:
+                continue
+            edge_row = cy == cj - r or cy == cj + r
+            step = 1 if edge_row else 2 * r  # ring r: whole top/bottom rows, two cells otherwise
+            cx = ci - r
+            while cx <= ci + r:
+                if 0 <= cx < nx:
+                    a, b = start[cy * nx + cx], start[cy * nx + cx + 1]
+                    if b > a:
+                        skip = False
+                        if cnt == kk:
+                            lx = x0 + cx * cell - _SLACK - qx
+                            hx = qx - (x0 + (cx + 1) * cell + _SLACK)
+                            ly = y0 + cy * cell - _SLACK - qy
+                            hy = qy - (y0 + (cy + 1) * cell + _SLACK)
+                            ex = max(lx, hx, 0.0)
+                            ey = max(ly, hy, 0.0)
+                            skip = ex * ex + ey * ey >= best[kk - 1]
+                        if not skip:
+                            cnt = _scan_column(best, cnt, qx, qy, qz, x, y, z, order, a, b)
+                cx += step if step > 0 else 1
+        if cnt == kk:  # anything in ring r+1 lies at least this far away in x or y
+            m = min(qx - (x0 + (ci - r) * cell), (x0 + (ci + r + 1) * cell) - qx,
+                    qy - (y0 + (cj - r) * cell), (y0 + (cj + r + 1) * cell) - qy) - _SLACK
+            if m > 0 and m * m >= best[kk - 1]:
+                break
+        r += 1
+    return cnt
+
+
+@njit(cache=True)
+def _block_levels(c, nx, ny, zb0, boff):
+    """The z buckets the 3x3 block around cell ``c`` spans: (lowest, past the highest)."""
+    cx, cy = c % nx, c // nx
+    lo, hi = 0, 0
+    for yy in range(max(cy - 1, 0), min(cy + 1, ny - 1) + 1):
+        for xx in range(max(cx - 1, 0), min(cx + 1, nx - 1) + 1):
+            cc = yy * nx + xx
+            nb = boff[cc + 1] - boff[cc] - 1
+            if nb > 0:
+                if hi == lo:
+                    lo, hi = zb0[cc], zb0[cc] + nb
+                else:
+                    lo, hi = min(lo, zb0[cc]), max(hi, zb0[cc] + nb)
+    return lo, hi
+
+
+@njit(cache=True)
+def _z_buckets(zs, start, ncells, h):
+    """A z index of every cell (its points sorted by z): bucket b of cell c holds the points with
+    ``floor(z × h) = zb0[c] + b`` (``h``: buckets per metre; monotone in z), which are ``bst[boff[c] + b] : bst[boff[c] + b + 1]``."""
+    zb0 = np.zeros(ncells, np.int64)
+    boff = np.zeros(ncells + 1, np.int64)
+    for c in range(ncells):
+        nb = 0
+        if start[c + 1] > start[c]:
+            zb0[c] = int(np.floor(zs[start[c]] * h))
+            nb = int(np.floor(zs[start[c + 1] - 1] * h)) - zb0[c] + 1
+        boff[c + 1] = boff[c] + nb + 1
+    bst = np.empty(boff[ncells], np.int64)
+    for c in range(ncells):
+        p, hi = start[c], start[c + 1]
+        nb = boff[c + 1] - boff[c] - 1
+        for b in range(nb):
+            while p < hi and int(np.floor(zs[p] * h)) - zb0[c] < b:
+                p += 1
+            bst[boff[c] + b] = p
+        bst[boff[c] + nb] = hi
+    return zb0, boff, bst
+
+
+@njit(cache=True)
+def _max_block(start, nx, ny, reach):
+    """The most points a block of (2 reach + 1)² cells holds."""
+    m = 1
+    for cy in range(ny):
+        for cx in range(nx):
+            s = 0
+            for yy in range(max(cy - reach, 0), min(cy + reach, ny - 1) + 1):
+                s += start[yy * nx + min(cx + reach, nx - 1) + 1] - start[yy * nx + max(cx - reach, 0)]
+            m = max(m, s)
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _ring_pass(x, y, z, order, start, x0, y0, cell, nx, ny, k, queries, out):
+    """The queries no block answered (isolated points): exact ring search on the grid."""
+    best = np.empty(k + 1, np.float64)
+    for i in queries:
+        _query(i, best, x, y, z, order, start, x0, y0, cell, nx, ny)
+        out[i] = _mean_distance(best, k)
+
+
+def _grid(x, y, z, cell):
+    x0, y0 = float(x.min()), float(y.min())
+    nx = int((float(x.max()) - x0) // cell) + 1
+    ny = int((float(y.max()) - y0) // cell) + 1
+    order, start = _build_grid(x, y, z, x0, y0, cell, nx, ny)
+    return order, start, x0, y0, cell, nx, ny

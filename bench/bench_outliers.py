@@ -1,0 +1,141 @@
+"""Benchmark: the exact statistical outlier filter against its previous version and cKDTree.
+
+    python bench/bench_outliers.py                      # 2 M points / 500 m and 10 M / 1 km
+    python bench/bench_outliers.py --points 2e6 --repeats 5
+
+The previous version is ``als_datasets/kinds/als/extract/outliers.py`` as committed at ``--ref``
+(default ``main``), copied to a temporary folder and imported from there.  On the synthetic tiles
+of ``bench_extract.tile_points`` (8 pts/m² on a 500 m tile, 40 % canopy up to 25 m), in this one
+process and interleaved (ref, new, ref, new, ...): CPU seconds of ``statistical_outliers`` with one
+thread, min and median over the repeats, the flags and the mean distances compared (ref and new
+must be identical, bit for bit);
+scipy's cKDTree (``bench_extract.old_filter``) once per size.  Then the first call's cost in a fresh
+process (numba's kernels loaded from its cache, 100 k points, ``threads=2``), ref and new, and the
+wall time with two threads.  The machine may be shared: the load average is recorded.
+Writes ``bench/results/outliers.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from bench_extract import old_filter, tile_points  # noqa: E402
+
+MODULE = "als_datasets/kinds/als/extract/outliers.py"
+
+FIRST_CALL = """
+import sys, time
+sys.path.insert(0, {path!r})
+import numpy as np
+t = time.perf_counter()
+from {mod} import statistical_outliers
+t_import = time.perf_counter() - t
+rng = np.random.default_rng(0)
+xyz = np.column_stack([rng.random(100_000) * 110, rng.random(100_000) * 110, rng.random(100_000) * 20])
+t = time.perf_counter()
+statistical_outliers(xyz, 12, 2.2, threads=2)
+print(t_import, time.perf_counter() - t)
+"""
+
+
+def ref_module(ref: str, folder: Path):
+    """The filter as committed at ``ref``, importable as ``outliers_ref`` from ``folder``."""
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{MODULE}"], check=True,
+                         capture_output=True, text=True).stdout
+    (folder / "outliers_ref.py").write_text(src)
+    sys.path.insert(0, str(folder))
+    return importlib.import_module("outliers_ref")
+
+
+def first_call(path: str, mod: str) -> dict:
+    """Seconds of a fresh process's import and first call (run twice: the first may fill the
+    cache; the second is reported)."""
+    code = FIRST_CALL.format(path=path, mod=mod)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env).stdout
+    t_import, t_call = map(float, out.split())
+    return {"import_s": t_import, "first_call_s": t_call}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=float, nargs="*", default=[2e6, 10e6])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ref", default="main")
+    ap.add_argument("--no-kdtree", action="store_true")
+    args = ap.parse_args()
+    from als_datasets.kinds.als.extract import outliers as new
+
+    res: dict = {"ref": args.ref, "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg(), "sizes": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        old = ref_module(args.ref, Path(tmp))
+        warm = tile_points(20_000, 50.0)
+        old.statistical_outliers(warm), new.statistical_outliers(warm)
+        for m in args.points:
+            n = int(m)
+            side = 500.0 if n <= 2e6 else float(np.sqrt(n / 10.0))
+            xyz = tile_points(n, side)
+            t_old, t_new = [], []
+            for _ in range(args.repeats):
+                t = time.process_time()
+                f_old = old.statistical_outliers(xyz)
+                t_old.append(time.process_time() - t)
+                t = time.process_time()
+                f_new = new.statistical_outliers(xyz)
+                t_new.append(time.process_time() - t)
+                assert np.array_equal(f_old, f_new), "flags differ from the reference version"
+            same_means = (old.mean_neighbour_distances(xyz, 12).tobytes()
+                          == new.mean_neighbour_distances(xyz, 12).tobytes())
+            assert same_means, "mean distances differ from the reference version"
+            row = {"points": n, "side_m": side, "old_cpu_s": t_old, "new_cpu_s": t_new,
+                   "old_pts_s_best": n / min(t_old), "new_pts_s_best": n / min(t_new),
+                   "old_pts_s_median": n / float(np.median(t_old)), "new_pts_s_median": n / float(np.median(t_new)),
+                   "outliers": int(f_new.sum()), "flags_equal": True,
+                   "means_bit_equal": same_means}
+            t = time.perf_counter()
+            new.statistical_outliers(xyz, threads=2)
+            row["new_wall_s_threads2"] = time.perf_counter() - t
+            if not args.no_kdtree:
+                t = time.process_time()
+                f_kd = old_filter(xyz)
+                row["kdtree_cpu_s"] = time.process_time() - t
+                row["kdtree_pts_s"] = n / row["kdtree_cpu_s"]
+                row["kdtree_flags_differ"] = int((f_kd != f_new).sum())
+            res["sizes"].append(row)
+            print(f"{n / 1e6:.0f} M points on {side:.0f} m: ref {row['old_pts_s_best'] / 1e6:.2f} M/s "
+                  f"(median {row['old_pts_s_median'] / 1e6:.2f}), new {row['new_pts_s_best'] / 1e6:.2f} M/s "
+                  f"(median {row['new_pts_s_median'] / 1e6:.2f}), {min(t_old) / min(t_new):.2f}x; "
+                  + (f"cKDTree {row['kdtree_pts_s'] / 1e6:.2f} M/s ({row['kdtree_flags_differ']} flags differ); "
+                     if not args.no_kdtree else "")
+                  + f"2 threads {row['new_wall_s_threads2']:.2f} s wall", flush=True)
+        res["first_call_s"] = {"ref": first_call(tmp, "outliers_ref"),
+                               "new": first_call(str(ROOT), "als_datasets.kinds.als.extract.outliers")}
+    fc = res["first_call_s"]
+    print(f"fresh process, cache warm, 100 k points, threads=2: first call ref {fc['ref']['first_call_s']:.2f} s, "
+          f"new {fc['new']['first_call_s']:.2f} s (import ref {fc['ref']['import_s']:.2f} s, new {fc['new']['import_s']:.2f} s)")
+    res["load_avg_end"] = os.getloadavg()
+    print(f"load average at start / end: {res['load_avg_start']} / {res['load_avg_end']}")
+    out = HERE / "results" / "outliers.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
