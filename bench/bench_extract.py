@@ -131,6 +131,11 @@ def bare_decode(laz: Path) -> tuple[int, float]:
     return n, time.perf_counter() - t
 
 
+#: CPU seconds (user + system, every thread; with workers, the waited-for worker processes too)
+#: of the last :func:`run_build`: on a shared machine a steadier figure than the wall time
+LAST_CPU = [0.0]
+
+
 def run_build(recipe: Path, out: Path, workers: int = 1, env: dict | None = None) -> tuple[float, float]:
     """Wall time and peak RSS (MiB) of one ``als-datasets build`` process (``env``: which package,
     see :func:`tree_env`; default this checkout's)."""
@@ -144,6 +149,7 @@ def run_build(recipe: Path, out: Path, workers: int = 1, env: dict | None = None
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"build failed: {recipe}")
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime  # CPU seconds of the build (all its threads)
     return wall, usage.ru_maxrss / 1024.0
 
 
@@ -351,7 +357,7 @@ def compare_with_ref(args, recipes: dict[str, Path], npts: int) -> dict:
             for name, tree in trees.items():
                 out = args.work / f"cmp-{name}-{label}"
                 wall, rss = run_build(rp, out, env=tree_env(tree))
-                walls.setdefault(f"{name}_{label}", []).append((wall, rss))
+                walls.setdefault(f"{name}_{label}", []).append((wall, rss, LAST_CPU[0]))
                 outs[name] = out
             a, b = tree_files(outs["ref"]), tree_files(outs["new"])
             same[label] = same.get(label, True) and a == b
@@ -359,9 +365,10 @@ def compare_with_ref(args, recipes: dict[str, Path], npts: int) -> dict:
                 print(f"  {label}: files differ: {sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))[:10]}")
     res: dict = {"ref": str(args.ref), "repeats": args.repeats, "identical_outputs": same}
     for key, v in walls.items():
-        ws = [w for w, _ in v]
+        ws, cs = [w for w, _, _ in v], [c for _, _, c in v]
         res[key] = {"min_s": min(ws), "median_s": statistics.median(ws), "all_s": ws,
-                    "peak_rss_mib": max(r for _, r in v), "pts_s_best": npts / min(ws)}
+                    "peak_rss_mib": max(r for _, r, _ in v), "pts_s_best": npts / min(ws),
+                    "cpu_min_s": min(cs), "cpu_median_s": statistics.median(cs), "cpu_all_s": cs}
     res["stages_ref"] = stage_split_in(args.ref, recipes["filter"], args.work / "cmp-stages-ref")
     res["stages_new"] = stage_split_in(None, recipes["filter"], args.work / "cmp-stages-new")
     res["stages_nofilter_ref"] = stage_split_in(args.ref, recipes["nofilter"], args.work / "cmp-stages-ref")
@@ -410,8 +417,10 @@ def main() -> None:
     npts, dec = bare_decode(rp.parent / "cloud.laz")
     res["decode_s"], res["decode_pts_s"] = dec, npts / dec
     wall, rss = run_build(rp, args.work / "out-x1")
+    res["build_cpu_s"] = LAST_CPU[0]
     res["build_s"], res["build_pts_s"], res["build_peak_rss_mib"] = wall, npts / wall, rss
     wall_nf, rss_nf = run_build(rp_nf, args.work / "out-x1-nofilter")
+    res["build_nofilter_cpu_s"] = LAST_CPU[0]
     res["build_nofilter_s"], res["build_nofilter_pts_s"], res["build_nofilter_peak_rss_mib"] = wall_nf, npts / wall_nf, rss_nf
     wall_t, rss_t = run_build(rp_t, args.work / "out-x1-terrain")
     res["build_terrain_s"], res["build_terrain_pts_s"], res["build_terrain_peak_rss_mib"] = wall_t, npts / wall_t, rss_t
@@ -421,6 +430,7 @@ def main() -> None:
         # two shards of 2 tiles: the two workers filter one shard each, one thread each
         rp_w2 = make_inputs(args.work / "x1", n, outlier=True, shard_samples=2)
         wall2, rss2 = run_build(rp_w2, args.work / "out-x1-w2", workers=2)
+        res["build_w2_cpu_s"] = LAST_CPU[0]
         res.update({"build_w2_s": wall2, "build_w2_pts_s": npts / wall2, "build_w2_peak_rss_mib": rss2})
     res["stages_s"] = stage_split(rp, args.work / "out-x1-stages")
     if not args.no_large:
@@ -455,7 +465,7 @@ def main() -> None:
             for name in ("ref", "new"):
                 b = v[f"{name}_{label}"]
                 print(f"  {name} {label:9}{b['min_s']:8.2f}{b['median_s']:8.2f}{dec / b['min_s']:8.3f}"
-                      f"{b['peak_rss_mib']:8.0f} MiB")
+                      f"{b['peak_rss_mib']:8.0f} MiB   CPU s min / median {b['cpu_min_s']:.2f} / {b['cpu_median_s']:.2f}")
         for key in ("stages_ref", "stages_new", "stages_nofilter_ref", "stages_nofilter_new"):
             print_stages(key, v[key])
     print("\noutlier filter alone (CPU s of this process; same flags?)")
