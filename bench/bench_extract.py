@@ -247,12 +247,7 @@ def stage_split(recipe: Path, out: Path, workers: int = 1) -> dict:
     route: sorting points into tile slots; stage_write: staging parts concatenated, written and
     fsynced; other), ``sample_detail`` (arrays: float32 coordinates and attribute arrays; ground:
     heights above ground; entropies; other: noise-class drop, coordinate copies, json) and
-    ``rest_detail`` (plan; finalise without the report; report: plots, card, croissant; other).
-
-    Since issue 15 a shard task makes the next sample in a thread while the writers write the
-    one before (``kinds.als.tasks.read_ahead``): load, filter, sample and terrain are the time
-    spent making samples, and ``write`` is the rest of the shard stage's wall time
-    (``shards_wall``), the writing the overlap did not hide."""
+    ``rest_detail`` (plan; finalise without the report; report: plots, card, croissant; other)."""
     import shutil
 
     import als_datasets.build as core_build
@@ -303,7 +298,7 @@ def stage_split(recipe: Path, out: Path, workers: int = 1) -> dict:
              "terrain": g("terrain", 0.0), "write": shards - sample}
     split["rest"] = total - sum(split.values())
     split["total"] = total
-    split["shards_wall"] = shards  # load + filter + sample + terrain + write (overlapping: see the docstring)
+    split["shards_wall"] = shards  # load + filter + sample + terrain + write
     rd = {"decode": g("r_decode", 0.0), "reproject": g("r_reproject", 0.0),
           "route": g("r_route", 0.0) - g("r_reproject", 0.0), "stage_write": g("r_stage_write", 0.0)}
     rd["other"] = split["route"] - sum(rd.values())

@@ -1,4 +1,4 @@
-"""Issue 15: the next tile is made while one is written (read_ahead), and the build compiles the outlier filter's threaded kernel in the background while it
+"""Issue 15: the build compiles the outlier filter's threaded kernel in the background while it
 routes the points; a filter call made meanwhile waits for it and gives the same flags, and the
 build decides when to warm up (one local process, the filter on, big enough tiles)."""
 
@@ -69,50 +69,3 @@ def test_tiles_filtered_while_the_kernel_compiles_use_one_thread(monkeypatch):
     assert tile.filter_threads(2) == 2
     monkeypatch.setattr(tile, "_warmup", None)
     assert tile.filter_threads(2) == 2 and tile.filter_threads(1) == 1
-
-
-def test_read_ahead_keeps_order_and_makes_one_item_ahead():
-    from als_datasets.kinds.als.tasks import read_ahead
-
-    made = []
-
-    def items():
-        for i in range(6):
-            made.append(i)
-            yield {"i": i}
-
-    got = []
-    for item in read_ahead(items()):
-        got.append(item["i"])
-        time_limit = threading.Event()
-        time_limit.wait(0.05)  # the thread makes the next item meanwhile, never two ahead
-        assert len(made) <= item["i"] + 2
-    assert got == list(range(6))
-
-
-def test_read_ahead_raises_in_order_and_stops_when_closed():
-    import pytest
-
-    from als_datasets.kinds.als.tasks import read_ahead
-
-    def failing():
-        yield 1
-        raise ValueError("bad tile")
-
-    it = read_ahead(failing())
-    assert next(it) == 1
-    with pytest.raises(ValueError, match="bad tile"):
-        next(it)
-
-    made = []
-
-    def many():
-        for i in range(100):
-            made.append(i)
-            yield i
-
-    it = read_ahead(many())
-    assert next(it) == 0
-    it.close()  # a writer failed: the thread stops after the item it was making
-    assert len(made) <= 2
-    assert not any(t.name == "als-sample-read-ahead" for t in threading.enumerate())

@@ -93,10 +93,8 @@ class ShardTask(ShardOutputs):
 
     def iter_samples(self) -> Iterator[dict]:
         # a selected tile with no point left (no input file covers it) is not written; finalise
-        # lists it in the manifest's skipped_tiles.  The next tile's sample is made while this
-        # one is written (one sample ahead, see read_ahead)
-        samples = (make_sample(self, rec) for rec in self.records)
-        return (s for s in read_ahead(samples) if s["json"]["point_count"] > 0)
+        # lists it in the manifest's skipped_tiles
+        return (s for s in (make_sample(self, rec) for rec in self.records) if s["json"]["point_count"] > 0)
 
     def fingerprint_data(self) -> dict:
         """What this shard's bytes depend on (the build's resume check compares it): its tiles, the
@@ -111,54 +109,6 @@ class ShardTask(ShardOutputs):
             **({"terrain_rasters": self.raster_cell_m} if self.raster_cell_m else {}),
             **({"point_attributes": [list(a) for a in self.point_attributes]} if self.point_attributes else {}),
         }
-
-
-def read_ahead(items: Iterator[dict]) -> Iterator[dict]:
-    """``items`` in order, each made in a background thread while the consumer handles the one
-    before: the next tile is loaded, filtered and measured while the writers write this one
-    (numpy, numba and the writers' compression and I/O release the GIL, so a second core does
-    real work).  At most one item is made ahead of the one handed out, so memory holds two
-    samples, never more; an error making an item is raised here, in order, and closing this
-    generator stops the thread after the item it is making."""
-    import queue
-    import threading
-
-    handoff: queue.Queue = queue.Queue(maxsize=1)
-    taken = threading.Semaphore(0)  # the thread makes item i + 1 only once item i was taken
-    stop = threading.Event()
-    end = object()
-
-    def make() -> None:
-        try:
-            for item in items:
-                handoff.put((item, None))
-                taken.acquire()
-                if stop.is_set():
-                    return
-            handoff.put((end, None))
-        except BaseException as exc:  # raised in the consumer
-            handoff.put((end, exc))
-
-    worker = threading.Thread(target=make, name="als-sample-read-ahead")
-    worker.start()
-    try:
-        while True:
-            item, exc = handoff.get()
-            if exc is not None:
-                raise exc
-            if item is end:
-                return
-            taken.release()
-            yield item
-    finally:
-        stop.set()
-        taken.release()  # a thread waiting to make the next item stops instead
-        while worker.is_alive():  # unblock a thread putting an item nobody will take
-            try:
-                handoff.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        worker.join()
 
 
 def make_sample(task: ShardTask, rec: dict) -> dict:
