@@ -63,9 +63,6 @@ def als_shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> l
             touching.setdefault(tile_id, set()).add(t.file_index)
     facts: dict[int, dict] = {}
     tasks = []
-    # the filter's threads: the cores each running task gets (a pool never runs more tasks at once
-    # than there are shards; one shard task runs in this process)
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(plan.shards))))
     for s in plan.shards:
         fis = sorted(set().union(*(touching.get(k, set()) for k in s.keys)))
         for i in fis:
@@ -76,7 +73,7 @@ def als_shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> l
             out_dir=str(out), formats=r.formats, drop_classes=r.drop_classes, outlier_k=r.outlier_k,
             outlier_multiplier=r.outlier_multiplier, landcover_names=(*r.landcover_classes, "other"),
             sources=tuple((i, source_label(files[i].path)) for i in fis),  # never a signed URL's token
-            inputs=tuple(facts[i] for i in fis), threads=threads,
+            inputs=tuple(facts[i] for i in fis), threads=max(1, (os.cpu_count() or 1) // max(workers, 1)),
             raster_cell_m=r.terrain_cell_m, point_attributes=r.point_attributes))
     return tasks
 
@@ -112,7 +109,6 @@ def stage_points(plan: Plan, todo: list[ShardTask], staging: Path, ex, rep) -> i
     needed = {r["tile_id"] for t in todo for r in t.records}
     routes = [t for t in route_tasks(plan, needed, staging) if not task_is_done(t)]
     total_pts = sum(t.info.point_count for t in routes)
-    _warm_filter(todo, routes, ex)
     with rep.step("reading point clouds", total_pts) as adv:
         if ex.name == "local" and ex.workers <= 1:
             for t in routes:
@@ -121,19 +117,3 @@ def stage_points(plan: Plan, todo: list[ShardTask], staging: Path, ex, rep) -> i
             for t, _ in ex.map(run_route_task, routes):
                 adv(t.info.point_count)
     return len(routes)
-
-
-def _warm_filter(todo: list[ShardTask], routes: list[RouteTask], ex) -> None:
-    """Shard tasks that run in this process (one local worker, or one task) with a multi-threaded outlier
-    filter: compile its kernel in the background while the points are routed
-    (:func:`~als_datasets.kinds.als.extract.tile.warm_outlier_filter`), when the files to read
-    hold on average enough points per tile they feed for the filter to take its threaded path
-    (a guess from the headers; a wrong guess costs time, never changes a byte)."""
-    from als_datasets.kinds.als.extract.tile import PARALLEL_FILTER_POINTS, warm_outlier_filter
-
-    if ex.name != "local" or (ex.workers > 1 and len(todo) > 1) or not routes:
-        return  # the shard tasks run in other processes
-    threads = max((t.threads for t in todo if t.outlier_k > 0), default=1)
-    tiles = {tile_id for r in routes for _, _, tile_id in r.tiles}
-    if threads > 1 and sum(r.info.point_count for r in routes) > PARALLEL_FILTER_POINTS * len(tiles):
-        warm_outlier_filter(threads)
