@@ -349,7 +349,7 @@ def compare_with_ref(args, recipes: dict[str, Path], npts: int) -> dict:
     for rep in range(args.repeats):
         for label, rp in recipes.items():
             outs = {}
-            for name, tree in trees.items():
+            for name, tree in (list(trees.items()) if rep % 2 == 0 else list(trees.items())[::-1]):  # alternate
                 out = args.work / f"cmp-{name}-{label}"
                 wall, rss = run_build(rp, out, env=tree_env(tree))
                 walls.setdefault(f"{name}_{label}", []).append((wall, rss, LAST_CPU[0]))
