@@ -2,6 +2,7 @@
 
     python bench/bench_extract.py                 # ~20 M points, and a 3x larger file for memory
     python bench/bench_extract.py --points 2e6 --no-large   # quick look
+    python bench/bench_extract.py --points 4e6 --no-large --workers2 --ref /tmp/wt-main-ref  # before/after
 
 Generates a LAZ file (UTM metres, ~4 points/m², points in flight-line order like real ALS),
 then measures in this one run:
@@ -12,9 +13,18 @@ then measures in this one run:
   (``outlier: false``) to separate the pipeline's own cost from the filter's;
 * the build with the filter and the per-tile terrain rasters (``terrain_rasters: true``);
 * peak RSS of the build process (with the filter) for the file and for a file 3x larger;
+* with ``--workers2``: the filtered build with two worker processes (both cores for the build:
+  shards of 2 tiles, so that each worker writes one; peak RSS is the main process's and the
+  largest worker's, whichever is higher);
 * the time split per stage of the filtered build (one in-process build: route = read + route +
   stage, load = staged parts, filter = noise classes + outlier filter, sample = float32 arrays +
-  heights above ground + entropies, terrain, write = both formats, rest = plan, frame, finalise);
+  heights above ground + entropies, terrain, write = both formats, rest = plan, frame, finalise),
+  with finer splits of route (decode / reproject / route / stage write), sample (arrays / ground /
+  entropies) and rest (plan / finalise / report);
+* with ``--ref DIR`` (a checkout of another version, e.g. ``git worktree add /tmp/ref main``):
+  builds of that version and of this checkout interleaved ``--repeats`` times on the same LAZ,
+  with and without the filter (min / median wall s), every output file compared byte for byte,
+  and the stage split of both (each in a fresh interpreter);
 * the outlier filter alone on 2 M points of one 500 m tile (8 pts/m², 40 % canopy up to 25 m)
   and on 10 M points (a 1 km square at 10 pts/m²): the old implementation (scipy ``cKDTree``,
   the filter before issue 15, kept here verbatim) against the new one, CPU seconds of this
@@ -74,7 +84,7 @@ def make_laz(path: Path, n: int, density: float = 4.0, seed: int = 0, chunk: int
     return (x0, y0, x0 + side, y0 + side)
 
 
-def make_inputs(folder: Path, n: int, outlier: bool, terrain: bool = False) -> Path:
+def make_inputs(folder: Path, n: int, outlier: bool, terrain: bool = False, shard_samples: int = 8) -> Path:
     import rasterio
     from rasterio.transform import from_origin
 
@@ -97,13 +107,15 @@ def make_inputs(folder: Path, n: int, outlier: bool, terrain: bool = False) -> P
     recipe = {
         "kind": "als", "name": "bench", "samples_per_project": 100000, "landcover": {"path": "lc.tif"},
         "dem": {"path": "dem.tif"}, "projects": [{"name": "bench", "pointclouds": ["cloud.laz"]}],
-        "output": {"formats": ["webdataset", "parquet"], "shard_max_samples": 8},
+        "output": {"formats": ["webdataset", "parquet"], "shard_max_samples": shard_samples},
         "outlier": {"mean_k": 12, "multiplier": 2.2} if outlier else None,
         **({"terrain_rasters": True} if terrain else {}),
     }
     import yaml
 
     rp = folder / ("recipe-terrain.yaml" if terrain else "recipe.yaml" if outlier else "recipe-nofilter.yaml")
+    if shard_samples != 8:
+        rp = rp.with_name(f"{rp.stem}-shards{shard_samples}.yaml")
     rp.write_text(yaml.safe_dump(recipe))
     return rp
 
@@ -119,18 +131,25 @@ def bare_decode(laz: Path) -> tuple[int, float]:
     return n, time.perf_counter() - t
 
 
-def run_build(recipe: Path, out: Path) -> tuple[float, float]:
-    """Wall time and peak RSS (MiB) of one ``als-datasets build`` process."""
+#: CPU seconds (user + system, every thread; with workers, the waited-for worker processes too)
+#: of the last :func:`run_build`: on a shared machine a steadier figure than the wall time
+LAST_CPU = [0.0]
+
+
+def run_build(recipe: Path, out: Path, workers: int = 1, env: dict | None = None) -> tuple[float, float]:
+    """Wall time and peak RSS (MiB) of one ``als-datasets build`` process (``env``: which package,
+    see :func:`tree_env`; default this checkout's)."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "als_datasets", "build", str(recipe), "--out", str(out), "-q",
-                          "--workers", "1"])
+                          "--workers", str(workers)], env=env or tree_env(None))
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"build failed: {recipe}")
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime  # CPU seconds of the build (all its threads)
     return wall, usage.ru_maxrss / 1024.0
 
 
@@ -181,55 +200,184 @@ def filter_alone(n: int, side: float) -> dict:
             "flags_differ": int((new != old).sum())}
 
 
-def stage_split(recipe: Path, out: Path) -> dict:
-    """Seconds per stage of one in-process build (one worker, so every stage runs here)."""
-    import shutil
+def _wrap(spent: dict, originals: list, mod, name: str, stage: str, gen: bool = False) -> None:
+    """Time every call of ``mod.name`` into ``spent[stage]`` (a generator: every step); a name the
+    code under test lacks (an older tree, see ``--ref``) is skipped."""
+    import functools
 
-    import als_datasets.build as core_build
-    import als_datasets.kinds.als.build as als_build
-    import als_datasets.kinds.als.tasks as tasks
-    from als_datasets.recipe import load_recipe
+    f = getattr(mod, name, None)
+    if f is None:
+        return
+    originals.append((mod, name, f))
 
-    spent: dict[str, float] = {}
-    originals = []
+    def add(t: float) -> None:
+        spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - t
 
-    def wrap(mod, name, stage):
-        f = getattr(mod, name)
-        originals.append((mod, name, f))
-
+    if gen:
+        @functools.wraps(f)
+        def timed(*a, **kw):
+            t = time.perf_counter()
+            it = f(*a, **kw)
+            add(t)
+            while True:
+                t = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    add(t)
+                    return
+                add(t)
+                yield item
+    else:
+        @functools.wraps(f)
         def timed(*a, **kw):
             t = time.perf_counter()
             try:
                 return f(*a, **kw)
             finally:
-                spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - t
-        setattr(mod, name, timed)
+                add(t)
+    setattr(mod, name, timed)
 
+
+def stage_split(recipe: Path, out: Path, workers: int = 1) -> dict:
+    """Seconds per stage of one in-process build (one worker, so every stage runs here).
+
+    Coarse stages (the keys of earlier runs): route, load, filter, sample, terrain, write, rest,
+    total.  Finer ones: ``route_detail`` (decode: laspy decompression and scaling; reproject;
+    route: sorting points into tile slots; stage_write: staging parts concatenated, written and
+    fsynced; other), ``sample_detail`` (arrays: float32 coordinates and attribute arrays; ground:
+    heights above ground; entropies; other: noise-class drop, coordinate copies, json) and
+    ``rest_detail`` (plan; finalise without the report; report: plots, card, croissant; other)."""
+    import shutil
+
+    import als_datasets.build as core_build
+    import als_datasets.dataset.layout as layout
+    import als_datasets.kinds.als.build as als_build
+    import als_datasets.kinds.als.extract.route as route
+    import als_datasets.kinds.als.sources.pointcloud as pointcloud
+    import als_datasets.kinds.als.tasks as tasks
+    import als_datasets.report.folder as folder
+    from als_datasets.recipe import load_recipe
+
+    spent: dict[str, float] = {}
+    originals: list = []
     from als_datasets.kinds.als.extract.outliers import statistical_outliers
 
-    statistical_outliers(tile_points(20000, 50.0))  # numba's kernels loaded before the clock starts
-    wrap(als_build, "stage_points", "route")
-    wrap(tasks, "load_tile_points", "load")
-    wrap(tasks, "clean_points", "filter")
-    wrap(tasks, "terrain_rasters", "terrain")
-    wrap(tasks, "make_sample", "_sample_total")
-    wrap(core_build, "run_shard_task", "_shards_total")
+    statistical_outliers(tile_points(20000, 50.0))  # numba's cached kernels loaded before the clock starts
+    w = functools_partial(_wrap, spent, originals)
+    w(als_build, "stage_points", "route")
+    w(pointcloud, "iter_point_chunks", "r_decode", gen=True)
+    w(route, "reproject", "r_reproject")
+    w(route, "route_points", "r_route", gen=True)
+    w(route._Buffers, "flush", "r_stage_write")
+    w(tasks, "load_tile_points", "load")
+    w(tasks, "clean_points", "filter")
+    w(tasks, "terrain_rasters", "terrain")
+    w(tasks, "sample_arrays", "s_arrays")
+    w(tasks, "heights_above_ground", "s_ground")
+    w(tasks, "height_entropy", "s_entropies")
+    w(tasks, "satmae_entropy", "s_entropies")
+    w(tasks, "make_sample", "_sample_total")
+    w(core_build, "run_shard_task", "_shards_total")
+    w(core_build, "make_plan", "x_plan")
+    w(layout, "finalise", "x_finalise")
+    w(folder, "write_report", "x_report")
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
     try:
-        core_build.run_build(load_recipe(recipe, out_dir=out), workers=1)
+        core_build.run_build(load_recipe(recipe, out_dir=out), workers=workers)
     finally:
-        for mod, name, f in originals:
+        for mod, name, f in reversed(originals):
             setattr(mod, name, f)
     total = time.perf_counter() - t
-    sample = spent.pop("_sample_total", 0.0)
-    shards = spent.pop("_shards_total", 0.0)
-    split = {"route": spent.get("route", 0.0), "load": spent.get("load", 0.0), "filter": spent.get("filter", 0.0),
-             "sample": sample - spent.get("load", 0.0) - spent.get("filter", 0.0) - spent.get("terrain", 0.0),
-             "terrain": spent.get("terrain", 0.0), "write": shards - sample}
+    g = spent.get
+    sample = g("_sample_total", 0.0)
+    shards = g("_shards_total", 0.0)
+    split = {"route": g("route", 0.0), "load": g("load", 0.0), "filter": g("filter", 0.0),
+             "sample": sample - g("load", 0.0) - g("filter", 0.0) - g("terrain", 0.0),
+             "terrain": g("terrain", 0.0), "write": shards - sample}
     split["rest"] = total - sum(split.values())
     split["total"] = total
+    split["shards_wall"] = shards  # load + filter + sample + terrain + write
+    rd = {"decode": g("r_decode", 0.0), "reproject": g("r_reproject", 0.0),
+          "route": g("r_route", 0.0) - g("r_reproject", 0.0), "stage_write": g("r_stage_write", 0.0)}
+    rd["other"] = split["route"] - sum(rd.values())
+    sd = {"arrays": g("s_arrays", 0.0), "ground": g("s_ground", 0.0), "entropies": g("s_entropies", 0.0)}
+    sd["other"] = split["sample"] - sum(sd.values())
+    xd = {"plan": g("x_plan", 0.0), "finalise": g("x_finalise", 0.0) - g("x_report", 0.0), "report": g("x_report", 0.0)}
+    xd["other"] = split["rest"] - sum(xd.values())
+    split.update({"route_detail": rd, "sample_detail": sd, "rest_detail": xd})
     return split
+
+
+def functools_partial(f, *a):
+    import functools
+
+    return functools.partial(f, *a)
+
+
+def tree_env(tree: Path | None) -> dict:
+    """The environment that runs the package of ``tree`` (default: this checkout)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tree or HERE.parent)
+    return env
+
+
+def stage_split_in(tree: Path | None, recipe: Path, out: Path) -> dict:
+    """:func:`stage_split` run in a fresh interpreter on the package of ``tree``."""
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--stage-split", str(recipe), str(out)],
+                       env=tree_env(tree), capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def tree_files(out: Path) -> dict[str, str]:
+    """sha256 of every file a build wrote (relative path → digest)."""
+    import hashlib
+
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def compare_with_ref(args, recipes: dict[str, Path], npts: int) -> dict:
+    """Builds of ``--ref``'s package and of this checkout's, interleaved ``--repeats`` times on the
+    same inputs (one worker), with every output file compared; and the stage split of both."""
+    import statistics
+
+    trees = {"ref": args.ref, "new": None}
+    walls: dict = {}
+    same: dict = {}
+    for rep in range(args.repeats):
+        for label, rp in recipes.items():
+            outs = {}
+            for name, tree in (list(trees.items()) if rep % 2 == 0 else list(trees.items())[::-1]):  # alternate
+                out = args.work / f"cmp-{name}-{label}"
+                wall, rss = run_build(rp, out, env=tree_env(tree))
+                walls.setdefault(f"{name}_{label}", []).append((wall, rss, LAST_CPU[0]))
+                outs[name] = out
+            a, b = tree_files(outs["ref"]), tree_files(outs["new"])
+            same[label] = same.get(label, True) and a == b
+            if a != b:
+                print(f"  {label}: files differ: {sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))[:10]}")
+    res: dict = {"ref": str(args.ref), "repeats": args.repeats, "identical_outputs": same}
+    for key, v in walls.items():
+        ws, cs = [w for w, _, _ in v], [c for _, _, c in v]
+        res[key] = {"min_s": min(ws), "median_s": statistics.median(ws), "all_s": ws,
+                    "peak_rss_mib": max(r for _, r, _ in v), "pts_s_best": npts / min(ws),
+                    "cpu_min_s": min(cs), "cpu_median_s": statistics.median(cs), "cpu_all_s": cs}
+    res["stages_ref"] = stage_split_in(args.ref, recipes["filter"], args.work / "cmp-stages-ref")
+    res["stages_new"] = stage_split_in(None, recipes["filter"], args.work / "cmp-stages-new")
+    res["stages_nofilter_ref"] = stage_split_in(args.ref, recipes["nofilter"], args.work / "cmp-stages-ref")
+    res["stages_nofilter_new"] = stage_split_in(None, recipes["nofilter"], args.work / "cmp-stages-new")
+    return res
+
+
+def print_stages(title: str, st: dict) -> None:
+    flat = {k: v for k, v in st.items() if not isinstance(v, dict) and k != "shards_wall"}
+    print(f"\n{title}: " + ", ".join(f"{k} {v:.2f} ({v / st['total']:.0%})" for k, v in flat.items() if k != "total")
+          + f"; total {st['total']:.2f}")
+    for k, v in st.items():
+        if isinstance(v, dict):
+            print(f"  {k}: " + ", ".join(f"{a} {b:.2f}" for a, b in v.items()))
 
 
 def main() -> None:
@@ -239,7 +387,19 @@ def main() -> None:
     ap.add_argument("--no-large", action="store_true", help="skip the 3x file (peak-memory comparison)")
     ap.add_argument("--filter-points", type=float, nargs="*", default=[2e6, 10e6],
                     help="sizes for the filter-alone comparison (2 M: one 500 m tile; larger: 10 pts/m²)")
+    ap.add_argument("--workers2", action="store_true",
+                    help="also a 2-worker build (both cores for the build) with the filter, and its ratio to decode")
+    ap.add_argument("--ref", type=Path, default=None,
+                    help="a checkout of another version (e.g. main): its builds and this checkout's interleaved "
+                         "on the same inputs, outputs compared byte for byte, stage splits of both")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved builds per version with --ref")
+    ap.add_argument("--no-filter-alone", action="store_true", help="skip the filter-alone comparison")
+    ap.add_argument("--stage-split", nargs=2, type=Path, metavar=("RECIPE", "OUT"),
+                    help=argparse.SUPPRESS)  # internal: one stage split, printed as JSON (for --ref)
     args = ap.parse_args()
+    if args.stage_split:
+        print(json.dumps(stage_split(*args.stage_split)))
+        return
     n = int(args.points)
     res: dict = {"points": n, "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg()}
 
@@ -252,21 +412,31 @@ def main() -> None:
     npts, dec = bare_decode(rp.parent / "cloud.laz")
     res["decode_s"], res["decode_pts_s"] = dec, npts / dec
     wall, rss = run_build(rp, args.work / "out-x1")
+    res["build_cpu_s"] = LAST_CPU[0]
     res["build_s"], res["build_pts_s"], res["build_peak_rss_mib"] = wall, npts / wall, rss
     wall_nf, rss_nf = run_build(rp_nf, args.work / "out-x1-nofilter")
+    res["build_nofilter_cpu_s"] = LAST_CPU[0]
     res["build_nofilter_s"], res["build_nofilter_pts_s"], res["build_nofilter_peak_rss_mib"] = wall_nf, npts / wall_nf, rss_nf
     wall_t, rss_t = run_build(rp_t, args.work / "out-x1-terrain")
     res["build_terrain_s"], res["build_terrain_pts_s"], res["build_terrain_peak_rss_mib"] = wall_t, npts / wall_t, rss_t
     _, dec2 = bare_decode(rp.parent / "cloud.laz")  # decode again: load drift between the two ends
     res["decode_again_s"] = dec2
+    if args.workers2:
+        # two shards of 2 tiles: the two workers filter one shard each, one thread each
+        rp_w2 = make_inputs(args.work / "x1", n, outlier=True, shard_samples=2)
+        wall2, rss2 = run_build(rp_w2, args.work / "out-x1-w2", workers=2)
+        res["build_w2_cpu_s"] = LAST_CPU[0]
+        res.update({"build_w2_s": wall2, "build_w2_pts_s": npts / wall2, "build_w2_peak_rss_mib": rss2})
     res["stages_s"] = stage_split(rp, args.work / "out-x1-stages")
     if not args.no_large:
         rp3 = make_inputs(args.work / "x3", 3 * n, outlier=True)
         _, dec3 = bare_decode(rp3.parent / "cloud.laz")
         wall3, rss3 = run_build(rp3, args.work / "out-x3")
         res.update({"x3_points": 3 * n, "x3_decode_s": dec3, "x3_build_s": wall3, "x3_build_peak_rss_mib": rss3})
-    res["filter_alone"] = [filter_alone(int(m), 500.0 if m <= 2e6 else float(np.sqrt(m / 10.0)))
-                           for m in args.filter_points]
+    if args.ref:
+        res["vs_ref"] = compare_with_ref(args, {"filter": rp, "nofilter": rp_nf}, npts)
+    res["filter_alone"] = [] if args.no_filter_alone else [
+        filter_alone(int(m), 500.0 if m <= 2e6 else float(np.sqrt(m / 10.0))) for m in args.filter_points]
     res["load_avg_end"] = os.getloadavg()
 
     print(f"\n{'':34}{'seconds':>10}{'points/s':>14}{'ratio':>8}{'peak MiB':>10}")
@@ -274,14 +444,25 @@ def main() -> None:
     print(f"{'build, 1 worker, outlier filter':34}{wall:10.1f}{npts / wall:14,.0f}{dec / wall:8.2f}{rss:10.0f}")
     print(f"{'build, 1 worker, no filter':34}{wall_nf:10.1f}{npts / wall_nf:14,.0f}{dec / wall_nf:8.2f}{rss_nf:10.0f}")
     print(f"{'build, filter + terrain rasters':34}{wall_t:10.1f}{npts / wall_t:14,.0f}{dec / wall_t:8.2f}{rss_t:10.0f}")
+    if args.workers2:
+        print(f"{'build, 2 workers, outlier filter':34}{wall2:10.1f}{npts / wall2:14,.0f}{dec / wall2:8.2f}{rss2:10.0f}")
     print(f"{'bare decode, again':34}{dec2:10.1f}{npts / dec2:14,.0f}")
     if not args.no_large:
         print(f"{'3x file: bare decode':34}{dec3:10.1f}{3 * npts / dec3:14,.0f}{1.0:8.2f}{'':>10}")
         print(f"{'3x file: build, outlier filter':34}{wall3:10.1f}{3 * npts / wall3:14,.0f}{dec3 / wall3:8.2f}{rss3:10.0f}")
         print(f"peak memory of the build, 3x file / 1x file: {rss3 / rss:.2f}")
-    st = res["stages_s"]
-    print("\nstages of the filtered build (in-process, s): "
-          + ", ".join(f"{k} {v:.1f} ({v / st['total']:.0%})" for k, v in st.items() if k != "total"))
+    print_stages("stages of the filtered build (in-process, s)", res["stages_s"])
+    if args.ref:
+        v = res["vs_ref"]
+        print(f"\n--ref {v['ref']}: {v['repeats']} interleaved builds each (min / median s; ratio to decode of the min); "
+              f"outputs identical: {v['identical_outputs']}")
+        for label in ("filter", "nofilter"):
+            for name in ("ref", "new"):
+                b = v[f"{name}_{label}"]
+                print(f"  {name} {label:9}{b['min_s']:8.2f}{b['median_s']:8.2f}{dec / b['min_s']:8.3f}"
+                      f"{b['peak_rss_mib']:8.0f} MiB   CPU s min / median {b['cpu_min_s']:.2f} / {b['cpu_median_s']:.2f}")
+        for key in ("stages_ref", "stages_new", "stages_nofilter_ref", "stages_nofilter_new"):
+            print_stages(key, v[key])
     print("\noutlier filter alone (CPU s of this process; same flags?)")
     for f in res["filter_alone"]:
         print(f"  {f['points'] / 1e6:.0f} M points on {f['side_m']:.0f} m: old {f['old_pts_s'] / 1e6:.2f} M/s, "

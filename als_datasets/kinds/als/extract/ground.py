@@ -14,6 +14,7 @@ so (``height_reference``: ``"ground"`` or ``"lowest"``).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 GROUND_CLASS = 2
 #: size (m) of the cells whose ground returns are fitted with one plane
@@ -32,16 +33,73 @@ GROUND, LOWEST = "ground", "lowest"
 def _fill(grid: np.ndarray, b: np.ndarray, c: np.ndarray, cell_m: float) -> np.ndarray:
     """Cells without ground (NaN) take the plane of the nearest cell with ground (``b``, ``c``: its
     slope along x and y), followed for at most :data:`MAX_EXTRAPOLATION_M` and level beyond."""
-    from scipy import ndimage
-
     have = np.isfinite(grid)
     if have.all():
         return grid
+    from scipy import ndimage  # imported only when a cell lacks ground
+
     _, (ri, ci) = ndimage.distance_transform_edt(~have, return_indices=True)
     rows, cols = np.indices(grid.shape)
     dx, dy = (cols - ci) * cell_m, (rows - ri) * cell_m
     reach = np.minimum(1.0, MAX_EXTRAPOLATION_M / np.maximum(np.hypot(dx, dy), 1e-9))
     return grid[ri, ci] + (b[ri, ci] * dx + c[ri, ci] * dy) * reach
+
+
+def floor_cells(offset: np.ndarray, cell_m: float) -> np.ndarray:
+    """``(offset // cell_m).astype(int64)`` for offsets ≥ 0, without numpy's slow float floor
+    division: ``floor(offset / cell_m)`` is the exact floor of the quotient except where the
+    rounded quotient is a whole number (a quotient just below a whole number may round up to
+    it), and only those offsets are divided with ``//`` again."""
+    q = offset / cell_m
+    f = np.floor(q)
+    whole = np.flatnonzero(f == q)
+    if len(whole):
+        f[whole] = offset[whole] // cell_m
+    return f.astype(np.int64)
+
+
+@njit(cache=True)
+def _interval(v, centres, cell):
+    """The interval of ``centres`` that scipy's ``RegularGridInterpolator`` (linear, extrapolating)
+    reads for the value ``v``: the last centre ≤ ``v``, kept within [0, n - 2].  ``cell``: the
+    value's cell, floor(v / cell_m) at most n - 1 (:func:`floor_cells`), so the answer is
+    ``cell`` or the one before; the two checks after it only guard against a value that sits on a
+    centre a rounding error away from where its cell puts it."""
+    n = len(centres)
+    k = cell - 1 if v < centres[cell] else cell
+    if k + 1 < n and centres[k + 1] <= v:
+        k += 1
+    if k >= 0 and centres[k] > v:
+        k -= 1
+    return min(max(k, 0), n - 2)
+
+
+@njit(cache=True)
+def _bilinear(flat, nx, centres_y, centres_x, step_y, step_x, vy, vx, cy, cx, out):
+    # scipy's evaluate_linear_2d (float64, no fast-math: no reassociation, no fused multiply-add)
+    for p in range(len(vy)):
+        iy = _interval(vy[p], centres_y, cy[p])
+        ix = _interval(vx[p], centres_x, cx[p])
+        ty = (vy[p] - centres_y[iy]) / step_y[iy]
+        tx = (vx[p] - centres_x[ix]) / step_x[ix]
+        at = iy * nx + ix
+        out[p] = (flat[at] * (1.0 - ty) * (1.0 - tx) + flat[at + 1] * (1.0 - ty) * tx
+                  + flat[at + nx] * ty * (1.0 - tx) + flat[at + nx + 1] * ty * tx)
+
+
+def bilinear(grid: np.ndarray, centres_y: np.ndarray, centres_x: np.ndarray, vy: np.ndarray, vx: np.ndarray,
+             cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
+    """``RegularGridInterpolator((centres_y, centres_x), grid, method="linear", bounds_error=False,
+    fill_value=None)`` at (vy, vx), with scipy's arithmetic (its 2-D float64 fast path: the
+    interval, the normalised distance ``(v - c[i]) / (c[i+1] - c[i])`` and the four weighted
+    corners summed in its order), so the same float64 bits; ``cy``, ``cx``: each value's cell
+    (see :func:`_interval`).  Beyond the outer centres the edge intervals extrapolate linearly."""
+    grid = np.ascontiguousarray(grid, dtype=np.float64)
+    out = np.empty(len(vy), dtype=np.float64)
+    _bilinear(grid.ravel(), grid.shape[1], centres_y, centres_x, np.diff(centres_y), np.diff(centres_x),
+              np.ascontiguousarray(vy, dtype=np.float64), np.ascontiguousarray(vx, dtype=np.float64),
+              np.ascontiguousarray(cy, dtype=np.int64), np.ascontiguousarray(cx, dtype=np.int64), out)
+    return out
 
 
 def ground_surface(x, y, z, classification, cell_m: float = GROUND_CELL_M) -> np.ndarray | None:
@@ -51,32 +109,34 @@ def ground_surface(x, y, z, classification, cell_m: float = GROUND_CELL_M) -> np
     Per ``cell_m`` cell with ground returns, a least-squares plane through them gives the ground
     at the cell's centre (their mean z when they do not span a plane); a cell without ground
     continues the nearest ground cell's plane (see :func:`_fill`); the points read the grid of
-    centres bilinearly (linear extrapolation over the outer half cell).  A plane is reproduced
-    exactly, so bare ground of any slope has heights ≈ 0.
+    centres bilinearly (linear extrapolation over the outer half cell; :func:`bilinear`, the
+    arithmetic of scipy's ``RegularGridInterpolator``).  A plane is reproduced exactly, so bare
+    ground of any slope has heights ≈ 0.
     """
-    from scipy.interpolate import RegularGridInterpolator
-
     x, y, z = (np.asarray(a, dtype=np.float64) for a in (x, y, z))
     g = np.asarray(classification) == GROUND_CLASS
-    if g.sum() < MIN_GROUND_CELLS:
+    gsel = np.flatnonzero(g)
+    if len(gsel) < MIN_GROUND_CELLS:
         return None
     x0, y0 = x.min(), y.min()
     nx = max(int((x.max() - x0) // cell_m) + 1, 2)  # at least 2 x 2 centres to interpolate between
     ny = max(int((y.max() - y0) // cell_m) + 1, 2)
-    cx = np.minimum(((x - x0) // cell_m).astype(np.int64), nx - 1)
-    cy = np.minimum(((y - y0) // cell_m).astype(np.int64), ny - 1)
+    ox, oy = x - x0, y - y0
+    cx = np.minimum(floor_cells(ox, cell_m), nx - 1)
+    cy = np.minimum(floor_cells(oy, cell_m), ny - 1)
     cells = cy * nx + cx
     occupied = np.count_nonzero(np.bincount(cells, minlength=nx * ny))
-    gi = cells[g]
+    gi = cells[gsel]
     n = np.bincount(gi, minlength=nx * ny).astype(np.float64)
     have = n > 0
     if have.sum() < max(MIN_GROUND_CELLS, MIN_GROUND_COVER * occupied):
         return None
     # plane z = a + b dx + c dy per cell, (dx, dy) from the cell's centre: a is the ground there
-    dx = (x[g] - x0) - (cx[g] + 0.5) * cell_m
-    dy = (y[g] - y0) - (cy[g] + 0.5) * cell_m
-    z0 = z[g].min()  # small numbers in the moments below
-    zg = z[g] - z0
+    dx = ox[gsel] - (cx[gsel] + 0.5) * cell_m
+    dy = oy[gsel] - (cy[gsel] + 0.5) * cell_m
+    zg = z[gsel]
+    z0 = zg.min()  # small numbers in the moments below
+    zg -= z0
 
     def total(w):
         return np.bincount(gi, weights=w, minlength=nx * ny)[have]
@@ -96,9 +156,7 @@ def ground_surface(x, y, z, classification, cell_m: float = GROUND_CELL_M) -> np
     grid = _fill(grid.reshape(ny, nx), gb.reshape(ny, nx), gc.reshape(ny, nx), cell_m)
     centres_x = (np.arange(nx) + 0.5) * cell_m
     centres_y = (np.arange(ny) + 0.5) * cell_m
-    interp = RegularGridInterpolator((centres_y, centres_x), grid, method="linear", bounds_error=False,
-                                     fill_value=None)
-    return interp(np.stack([y - y0, x - x0], axis=1))
+    return bilinear(grid, centres_y, centres_x, oy, ox, cy, cx)
 
 
 def heights_above_ground(points: np.ndarray, cell_m: float = GROUND_CELL_M) -> tuple[np.ndarray, str]:

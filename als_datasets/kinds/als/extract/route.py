@@ -187,6 +187,11 @@ def tile_relative(d: np.ndarray, top: np.float32) -> np.ndarray:
     return np.clip(d.astype(np.float32), np.float32(0), top)
 
 
+def reproject(x: np.ndarray, y: np.ndarray, transformer=None) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's x, y in the project's UTM CRS (unchanged without a ``transformer``)."""
+    return (x, y) if transformer is None else transformer.transform(x, y)
+
+
 def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=None):
     """Pure core: (slot per routed point group, structured points) for one chunk.
 
@@ -194,9 +199,7 @@ def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=No
     a point on a tile's edge may lie a rounding error outside [0, tile): :func:`tile_relative`
     clips it when the sample is written).
     """
-    x, y = chunk["x"], chunk["y"]
-    if transformer is not None:
-        x, y = transformer.transform(x, y)
+    x, y = reproject(chunk["x"], chunk["y"], transformer)
     col = np.floor((x - grid.x0) / grid.tile).astype(np.int64)
     # tiles are [x0, x0 + T) × [y0, y0 + T): count rows from the south edge, then flip
     row = grid.rows - 1 - np.floor((y - (grid.y1 - grid.rows * grid.tile)) / grid.tile).astype(np.int64)

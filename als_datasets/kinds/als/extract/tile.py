@@ -19,7 +19,7 @@ def clean_points(points: np.ndarray, drop_classes, k: int, multiplier: float, th
                  ) -> tuple[np.ndarray, int, int]:
     """Drop noise classes, then statistical outliers: (kept points, n dropped by class, n outliers)."""
     keep = ~np.isin(points["classification"], np.asarray(drop_classes, dtype=np.int64))
-    pts = points[keep]
+    pts = points if keep.all() else points[keep]  # no noise class (the usual tile): no copy
     n_class = int(len(points) - len(pts))
     if len(pts) == 0 or k <= 0:  # k = 0: outlier filter switched off in the recipe
         return pts, n_class, 0
