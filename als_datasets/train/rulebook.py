@@ -421,5 +421,9 @@ def rulebook_conv(feats: torch.Tensor, weight: torch.Tensor, rb: Rulebook, compu
                   method: str = "fused") -> torch.Tensor:
     """Apply ``rb`` with a conv3d-shaped ``weight (C_out, C_in, kz, ky, kx)``: ``(n_out, C_out)`` in
     float32 (float64 stays)."""
+    if method == "cpu":  # the compiled CPU kernel (float32 CPU tensors; see .rulebook_cpu)
+        from .rulebook_cpu import CpuConv
+
+        return CpuConv.apply(feats, weight, rb)
     fn = _FusedConv if method == "fused" else _LoopConv
     return fn.apply(feats, weight, rb, compute_dtype)

@@ -51,6 +51,7 @@ import os
 import torch
 from torch import nn
 
+from . import rulebook_cpu
 from .rulebook import (
     Rulebook,
     conv_output_shape,
@@ -134,12 +135,16 @@ BACKENDS = ("torch", "torch-fused", "torch-loop", "spconv")
 FUSED_CPU_BYTES = 16 << 20
 
 
-def conv_method(backend: str, rb: Rulebook, feats: torch.Tensor, c_out: int) -> str:
-    """``fused`` or ``loop`` for a pure-torch backend (see the module doc)."""
+def conv_method(backend: str, rb: Rulebook, feats: torch.Tensor, c_out: int,
+                weight: torch.Tensor | None = None) -> str:
+    """``cpu``, ``fused`` or ``loop`` for a pure-torch backend (see the module doc)."""
     if backend == "torch-loop":
         return "loop"
     if backend == "torch-fused" or feats.device.type != "cpu":
         return "fused"
+    if (feats.dtype == torch.float32 and (weight is None or weight.dtype == torch.float32)
+            and _compute_dtype(feats) == torch.float32 and rulebook_cpu.available()):
+        return "cpu"
     size = rb.pairs() * max(feats.shape[1], c_out) * feats.element_size()
     return "fused" if size <= FUSED_CPU_BYTES else "loop"
 
@@ -250,7 +255,7 @@ class SubMConv3d(_SparseConvBase):
         if rb is None:
             rb = x.cache[key] = submanifold_rulebook(x.coords, x.spatial_shape, self.kernel_size, x.batch_size)
         out = rulebook_conv(x.features, self.weight, rb, _compute_dtype(x.features),
-                            conv_method(backend, rb, x.features, self.out_channels))
+                            conv_method(backend, rb, x.features, self.out_channels, self.weight))
         return x.replace(self._finish(out))
 
 
@@ -268,7 +273,7 @@ class SparseConv3d(_SparseConvBase):
                                                   self.padding)
         coords, shape, rb = hit
         out = rulebook_conv(x.features, self.weight, rb, _compute_dtype(x.features),
-                            conv_method(backend, rb, x.features, self.out_channels))
+                            conv_method(backend, rb, x.features, self.out_channels, self.weight))
         return SparseTensor(self._finish(out), coords, shape, x.batch_size)
 
 
