@@ -26,6 +26,8 @@ does the same in reverse: a gather of output gradients, two ``bmm`` (input and w
 gradients), one ``index_add_``, and one ``index_add_`` folding the slots' weight gradients back
 into taps.  ``loop`` is the previous path — per tap one gather, one matmul, one scatter — kept
 for comparison (``ALS_DATASETS_SPARSE_BACKEND=torch-loop``, ``bench/bench_train.py --events``).
+``cpu`` is the compiled CPU kernel of :mod:`.rulebook_cpu` (float32): the per-tap work inside
+one op per direction, in cache-sized tiles, without the fused path's materialised pairs.
 On a GPU the single ``index_add_`` sums contributions of different taps to one output row with
 atomics, so the order of those additions (not the set) may change from run to run unless
 ``torch.use_deterministic_algorithms(True)``; on the CPU it is fixed.
