@@ -8,8 +8,8 @@ direction), and memory stays at one tile of pairs (the fused torch path material
 gathered pair: ~240 MB for BEV-MAE base's largest layer, and was slower than per tap on a CPU).
 
 How: the pairs are bucketed once per rulebook and direction (a counting sort, O(pairs)) into
-``P`` contiguous ranges of destination rows (``P`` = torch's intra-op threads), each bucket in tap
-order.  Each range is handled by one thread (numba ``nogil``, a small Python thread pool: no
+``P`` contiguous ranges of destination rows holding about as many pairs each (``P`` = torch's
+intra-op threads), each bucket in tap order.  Each range is handled by one thread (numba ``nogil``, a small Python thread pool: no
 second spinning OpenMP pool), tap after tap, in tiles of ``T`` pairs: gather the tile's input rows
 into a buffer that stays in cache, multiply by the tap's weight with MKL's ``sgemm`` (the BLAS
 torch's own ``mm`` calls, taken from ``libtorch_cpu``, single-threaded inside each thread), and add
@@ -174,38 +174,65 @@ def _backward_part(fns, x, w, g, gx, gw, src, dst, lo, hi, ident, r0, r1, tile, 
 @njit(nogil=True, cache=True)
 def _bucket(src, dst, counts, key_is_dst, n_rows, parts, ident):
     """Stable counting sort of the pairs (grouped by tap) by (part of the key row, tap); the identity
-    tap's pairs are left out.  Returns src, dst, lo (parts, taps), hi (parts, taps)."""
+    tap's pairs are left out.  Parts are contiguous ranges of key rows holding about the same
+    number of pairs (identity pairs included): ``bounds`` (parts + 1,).  Returns src, dst,
+    lo (parts, taps), hi (parts, taps), bounds."""
     n_taps = len(counts)
     start = np.zeros(n_taps + 1, np.int64)
     for t in range(n_taps):
         start[t + 1] = start[t] + counts[t]
+    per_row = np.zeros(n_rows, np.int64)
+    for q in range(start[n_taps]):
+        per_row[dst[q] if key_is_dst else src[q]] += 1
+    part = np.empty(n_rows, np.int64)
+    bounds = np.full(parts + 1, n_rows, np.int64)
+    bounds[0] = 0
+    total, seen, p = start[n_taps], 0, 0
+    for r in range(n_rows):  # row r goes to the part its first pair falls in
+        while p < parts - 1 and seen * parts >= (p + 1) * total:
+            p += 1
+            bounds[p] = r
+        part[r] = p
+        seen += per_row[r]
     size = np.zeros((parts, n_taps), np.int64)
     for t in range(n_taps):
         if t == ident:
             continue
         for q in range(start[t], start[t + 1]):
-            row = dst[q] if key_is_dst else src[q]
-            size[row * parts // n_rows, t] += 1
+            size[part[dst[q] if key_is_dst else src[q]], t] += 1
     lo = np.zeros((parts, n_taps), np.int64)
-    total = 0
+    n = 0
     for p in range(parts):
         for t in range(n_taps):
-            lo[p, t] = total
-            total += size[p, t]
+            lo[p, t] = n
+            n += size[p, t]
     hi = lo.copy()
-    s2 = np.empty(total, np.int64)
-    d2 = np.empty(total, np.int64)
+    s2 = np.empty(n, np.int64)
+    d2 = np.empty(n, np.int64)
     for t in range(n_taps):
         if t == ident:
             continue
         for q in range(start[t], start[t + 1]):
-            row = dst[q] if key_is_dst else src[q]
-            p = row * parts // n_rows
+            p = part[dst[q] if key_is_dst else src[q]]
             k = hi[p, t]
             s2[k] = src[q]
             d2[k] = dst[q]
             hi[p, t] = k + 1
-    return s2, d2, lo, hi
+    return s2, d2, lo, hi, bounds
+
+
+@njit(nogil=True, cache=True)
+def _finish_weight_grad(parts, out, t0, t1):
+    """``out[o, i, t] = Σ_p parts[p, t, i, o]`` for the taps ``t0:t1`` (the per-thread sums, added in
+    thread order, written straight into the conv3d layout ``out (C_out, C_in, K)``)."""
+    n_parts, _, cin, cout = parts.shape
+    for t in range(t0, t1):
+        for i in range(cin):
+            for o in range(cout):
+                v = parts[0, t, i, o]
+                for p in range(1, n_parts):
+                    v += parts[p, t, i, o]
+                out[o, i, t] = v
 
 
 def _kernels():
@@ -236,7 +263,7 @@ def _self_check(k) -> bool:
     src = np.array([0, 1, 2, 3, 4, 5, 6, 0, 2], np.int64)
     dst = np.array([0, 1, 2, 3, 4, 5, 6, 3, 1], np.int64)
     counts = np.array([7, 2], np.int64)
-    s2, d2, lo, hi = _bucket(src, dst, counts, True, 7, 1, 0)
+    s2, d2, lo, hi, _ = _bucket(src, dst, counts, True, 7, 1, 0)
     out = np.zeros((7, 5), np.float32)
     _forward_part(k, x, w, out, s2, d2, lo[0], hi[0], 0, 0, 7, 4)
     ref = torch.from_numpy(x).double() @ torch.from_numpy(w[0]).double()
@@ -291,11 +318,6 @@ def _buckets(rb, parts: int, by_out: bool):
     return hit
 
 
-def _rows(p: int, parts: int, n: int) -> tuple[int, int]:
-    """Rows ``r`` with ``r * parts // n == p``."""
-    return -(-p * n // parts), -(-(p + 1) * n // parts)
-
-
 def _kio_np(weight: torch.Tensor) -> np.ndarray:
     """conv3d ``(C_out, C_in, kz, ky, kx)`` → contiguous ``(K, C_in, C_out)`` float32 array."""
     w = weight.detach().numpy()
@@ -314,20 +336,19 @@ class CpuConv(torch.autograd.Function):
         out = np.zeros((rb.n_out, cout), np.float32)
         parts = max(1, min(torch.get_num_threads(), rb.n_out))
         if rb.n_out and rb.n_in:
-            src, dst, lo, hi = _buckets(rb, parts, True)
+            src, dst, lo, hi, bounds = _buckets(rb, parts, True)
             ident, tile = (-1 if rb.identity is None else rb.identity), tile_rows(w.shape[1], cout)
             _run([(lambda p=p: _forward_part(k, x, w, out, src, dst, lo[p], hi[p], ident,
-                                            *_rows(p, parts, rb.n_out), tile)) for p in range(parts)])
-        ctx.save_for_backward(feats, weight)
-        ctx.rb = rb
+                                            bounds[p], bounds[p + 1], tile)) for p in range(parts)])
+        ctx.save_for_backward(feats)
+        ctx.rb, ctx.w, ctx.wshape = rb, w, tuple(weight.shape)  # the (K, C_in, C_out) copy, for the backward
         return torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx, grad_out):
-        feats, weight = ctx.saved_tensors
-        rb, k = ctx.rb, _kernels()
+        (feats,) = ctx.saved_tensors
+        rb, k, w = ctx.rb, _kernels(), ctx.w
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        w = _kio_np(weight)
         n_taps, cin, cout = w.shape
         x = np.ascontiguousarray(feats.detach().numpy())
         g = np.ascontiguousarray(grad_out.detach().to(torch.float32).numpy())
@@ -335,18 +356,18 @@ class CpuConv(torch.autograd.Function):
         gx = np.zeros((rb.n_in, cin), np.float32)
         gw = np.zeros((parts, n_taps, cin, cout), np.float32)
         if rb.n_out and rb.n_in and (need_x or need_w):
-            src, dst, lo, hi = _buckets(rb, parts, False)
+            src, dst, lo, hi, bounds = _buckets(rb, parts, False)
             ident, tile = (-1 if rb.identity is None else rb.identity), tile_rows(cin, cout)
             _run([(lambda p=p: _backward_part(k, x, w, g, gx, gw[p], src, dst, lo[p], hi[p], ident,
-                                             *_rows(p, parts, rb.n_in), tile, need_x, need_w))
+                                             bounds[p], bounds[p + 1], tile, need_x, need_w))
                   for p in range(parts)])
         gx_t = torch.from_numpy(gx) if need_x else None
         gw_t = None
         if need_w:
-            total = gw[0]
-            for p in range(1, parts):  # in thread order: the same sum every run
-                total += gw[p]
-            shape = weight.shape
-            gw_t = torch.from_numpy(np.ascontiguousarray(
-                total.reshape(*shape[2:], shape[1], shape[0]).transpose(4, 3, 0, 1, 2)))
+            shape = ctx.wshape
+            full = np.empty(shape, np.float32)
+            flat = full.reshape(shape[0], shape[1], n_taps)
+            cuts = [n_taps * p // parts for p in range(parts + 1)]
+            _run([(lambda p=p: _finish_weight_grad(gw, flat, cuts[p], cuts[p + 1])) for p in range(parts)])
+            gw_t = torch.from_numpy(full)
         return gx_t, gw_t, None
