@@ -320,7 +320,7 @@ STEP_BOUND = 7500
 
 @pytest.mark.parametrize("backend", [None, "torch-fused"])
 def test_a_training_step_launches_few_conv_kernels(backend):
-    """The default backend (on the CPU, float32: the compiled kernel; 4,649 events, 14 in the conv
+    """The default backend (on the CPU, float32: the compiled kernel; 4,494 events, 14 in the conv
     path when written) and the fused torch path a GPU runs (7,274 / 441 at base size)."""
     import sys
     from pathlib import Path
