@@ -21,8 +21,11 @@ Writes ``bench/results/train.json`` (or ``--out``) with the machine's descriptio
 per BEV-MAE training step on the CPU (``--events-config base``, batch 2, synthetic tiles of
 ``--events-points`` ~30 k points, ``--threads`` 2), all of them and those of the convolution path
 (names containing index_select, gather, index_add, scatter, index_put, mm, addmm, bmm or
-matmul), and the step time without the profiler, for the fused sparse convolution and the
-per-tap path it replaced (``torch-loop``) side by side, on the same batch and weights; into
+matmul), and the step time without the profiler (steps of the backends interleaved), for the
+default backend (on the CPU in float32: the compiled kernel of ``train/rulebook_cpu.py``), the
+per-tap path (``torch-loop``) and the fused torch path (``torch-fused``, what a GPU runs) on the
+same batch and weights; then (``--layer-repeats``) each distinct convolution of that step alone,
+forward + backward at its real pair count and widths, per method, interleaved; into
 ``bench/results/train_events.json``.  ``--collate`` times BEV-MAE's per-sample preparation
 (``prepare_sample``) and the whole loader-worker path per sample (shard bytes, decode, prepare,
 batch) for the pre-issue-16, the previous and the current implementation (``bench_collate.py``),
@@ -126,6 +129,15 @@ def step_events(net, batch, opt, clip: float | None) -> tuple[int, int, dict]:
     return len(names), conv, dict(Counter(names).most_common(12))
 
 
+def _conv_method(backend: str) -> str:
+    """What a float32 CPU layer runs under ``backend`` (``torch``: the compiled kernel where available)."""
+    if backend == "torch":
+        from als_datasets.train import rulebook_cpu
+
+        return "cpu" if rulebook_cpu.available() else "fused or loop by layer size"
+    return {"torch-loop": "loop", "torch-fused": "fused"}.get(backend, backend)
+
+
 def bench_events(config: str, points: int, threads: int, steps: int, backends) -> list[dict]:
     """Events per step and step time of each backend on the same batch and initial weights; the
     timed steps of the backends alternate (A B A B ...) so that a shared machine's changing load
@@ -163,16 +175,74 @@ def bench_events(config: str, points: int, threads: int, steps: int, backends) -
         total, conv, top = step_events(net, batch, opt, cfg.get("clip_grad"))
         r = {"config": config, "backend": backend, "voxels": len(batch["coords"]), "points_per_tile": points,
              "torch_threads": threads, "aten_events_per_step": total, "conv_path_events_per_step": conv,
-             "step_s": round(statistics.median(times), 3), "step_s_all": [round(t, 3) for t in times],
+             "conv_method": _conv_method(backend), "step_s": round(statistics.median(times), 3),
+             "step_s_min": round(min(times), 3), "step_s_all": [round(t, 3) for t in times],
              "top_events": top}
         print(f"bev-mae {config} {backend:<10} {r['voxels']} voxels: {total:>6} aten events/step, conv path {conv:>6},"
               f" step {r['step_s']:.2f} s (median of {len(times)})", flush=True)
         out.append(r)
-    if len(out) >= 2:
-        a, b = out[:2]
-        print(f"events: {b['aten_events_per_step'] / a['aten_events_per_step']:.1f}x fewer with {a['backend']}; "
-              f"conv path {b['conv_path_events_per_step'] / max(a['conv_path_events_per_step'], 1):.1f}x; "
-              f"step time {b['step_s'] / a['step_s']:.2f}x as fast", flush=True)
+    a = out[0]
+    for b in out[1:]:
+        print(f"{a['backend']} against {b['backend']}: {b['aten_events_per_step'] / a['aten_events_per_step']:.1f}x "
+              f"fewer events, conv path {b['conv_path_events_per_step'] / max(a['conv_path_events_per_step'], 1):.1f}x; "
+              f"step time {b['step_s'] / a['step_s']:.2f}x as fast (min {min(b['step_s_all']) / min(a['step_s_all']):.2f}x)",
+              flush=True)
+    return out
+
+
+def bench_layers(config: str, points: int, threads: int, repeats: int, methods=("cpu", "loop", "fused")) -> list[dict]:
+    """Forward + backward time of each distinct sparse convolution of a BEV-MAE step (its real
+    rulebook, channel widths and pair count; random float32 features, weights and output
+    gradients), per method of :func:`als_datasets.train.rulebook.rulebook_conv`, the methods
+    interleaved, ``repeats`` timed rounds after one warm round: min and median (s)."""
+    import numpy as np
+    import torch
+    from train_data import make_samples
+
+    from als_datasets.train import rulebook, sparse
+    from als_datasets.train.models import bev_mae, get_config
+
+    torch.set_num_threads(threads)
+    if "cpu" in methods:
+        from als_datasets.train import rulebook_cpu
+
+        if not rulebook_cpu.available():
+            methods = tuple(m for m in methods if m != "cpu")
+    cfg = get_config("bev-mae", config, backend="torch-loop")
+    batch = bev_mae.collate(make_samples("als", 2, seed=0, n_points=points), np.random.default_rng(0), cfg)
+    torch.manual_seed(0)
+    net = bev_mae.build_model(cfg)
+    layers, orig = {}, sparse.rulebook_conv
+
+    def record(feats, weight, rb, dtype, method="fused"):
+        layers.setdefault((id(rb), tuple(weight.shape)), [rb, tuple(weight.shape), 0])[2] += 1
+        return orig(feats, weight, rb, dtype, method)
+
+    sparse.rulebook_conv = record
+    try:
+        with torch.no_grad():
+            net(batch)
+    finally:
+        sparse.rulebook_conv = orig
+    out = []
+    for rb, shape, uses in layers.values():
+        g = torch.Generator().manual_seed(0)
+        f = torch.randn(rb.n_in, shape[1], generator=g)
+        w = torch.randn(shape, generator=g) * 0.05
+        go = torch.randn(rb.n_out, shape[0], generator=g)
+        times = {m: [] for m in methods}
+        for r in range(repeats + 1):
+            for m in methods:
+                fr, wr = f.clone().requires_grad_(True), w.clone().requires_grad_(True)
+                t0 = time.perf_counter()
+                rulebook.rulebook_conv(fr, wr, rb, torch.float32, m).backward(go)
+                if r:
+                    times[m].append(time.perf_counter() - t0)
+        row = {"weight": list(shape), "pairs": rb.pairs(), "n_in": rb.n_in, "n_out": rb.n_out, "uses_per_step": uses,
+               **{f"{m}_s_min": round(min(v), 4) for m, v in times.items()},
+               **{f"{m}_s_median": round(statistics.median(v), 4) for m, v in times.items()}}
+        print("  layer " + json.dumps(row), flush=True)
+        out.append(row)
     return out
 
 
@@ -242,7 +312,9 @@ def main(argv=None) -> None:
     p.add_argument("--events-config", default="base")
     p.add_argument("--events-points", type=int, default=30000)
     p.add_argument("--events-steps", type=int, default=2, help="timed steps per path (after one warm-up step)")
-    p.add_argument("--backends", nargs="+", default=["torch-fused", "torch-loop", "torch"])
+    p.add_argument("--backends", nargs="+", default=["torch", "torch-loop", "torch-fused"])
+    p.add_argument("--layer-repeats", type=int, default=3,
+                   help="--events: timed rounds of each distinct convolution, per method (0: none)")
     p.add_argument("--collate", action="store_true",
                    help="time BEV-MAE per-sample preparation and the whole loader-worker path (old, main, new)")
     p.add_argument("--collate-repeats", type=int, default=7, help="interleaved repeats of --collate")
@@ -269,6 +341,9 @@ def main(argv=None) -> None:
         doc = {"machine": machine("cpu")}
         if a.events:
             doc["events"] = bench_events(a.events_config, a.events_points, threads, a.events_steps, a.backends)
+            if a.layer_repeats:
+                doc["layers"] = bench_layers(a.events_config, a.events_points, threads, a.layer_repeats)
+            doc["load_avg_1m_end"] = os.getloadavg()[0]
         if a.collate:
             from bench_collate import bench_collate
 

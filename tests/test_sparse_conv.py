@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from als_datasets.train import rulebook, sparse
+from als_datasets.train import rulebook, rulebook_cpu, sparse
 from als_datasets.train.sparse import (
     SparseBatchNorm,
     SparseConv3d,
@@ -150,10 +150,10 @@ def test_backend_selection(monkeypatch):
 # --------------------------------------------------------------------------------------------
 # The fused path (default) equals the per-tap path it replaced
 # --------------------------------------------------------------------------------------------
-def _both_paths(make_net, x: SparseTensor, seed: int):
+def _both_paths(make_net, x: SparseTensor, seed: int, backends=("torch-fused", "torch-loop")):
     """Outputs and gradients (features, every parameter) of ``make_net()`` under both paths."""
     res = []
-    for backend in ("torch-fused", "torch-loop"):
+    for backend in backends:
         torch.manual_seed(seed)
         net = make_net(backend)
         feats = x.features.clone().requires_grad_(True)
@@ -164,11 +164,14 @@ def _both_paths(make_net, x: SparseTensor, seed: int):
     return res
 
 
-@pytest.mark.parametrize("shape,batch,cin,cout,density", [
-    ((6, 7, 8), 2, 3, 4, 0.25), ((5, 9, 4), 1, 6, 8, 0.5), ((12, 10, 11), 3, 16, 5, 0.05), ((3, 3, 3), 2, 2, 2, 1.0),
-])
-@pytest.mark.parametrize("kind", ["subm3", "subm5", "subm311", "down322", "down3z", "down211", "down_pad"])
-def test_fused_equals_per_tap_path(shape, batch, cin, cout, density, kind):
+SHAPES = [((6, 7, 8), 2, 3, 4, 0.25), ((5, 9, 4), 1, 6, 8, 0.5), ((12, 10, 11), 3, 16, 5, 0.05),
+          ((3, 3, 3), 2, 2, 2, 1.0)]
+KINDS = ["subm3", "subm5", "subm311", "down322", "down3z", "down211", "down_pad"]
+
+
+@pytest.mark.parametrize("shape,batch,cin,cout,density", SHAPES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_equals_per_tap_path(shape, batch, cin, cout, density, kind, backends=("torch-fused", "torch-loop")):
     """fp32 forward and gradients within 1e-5 relative; stride 1 and 2; several shapes and kernels."""
     x, _ = _random_sparse(11, shape=shape, batch=batch, channels=cin, density=density)
     x = x.replace(x.features.float())
@@ -186,7 +189,7 @@ def test_fused_equals_per_tap_path(shape, batch, cin, cout, density, kind):
     if min(conv_output_shape(shape, *{"down322": (3, 2, 1), "down3z": ((3, 1, 1), (2, 1, 1), 0),
                                       "down211": (2, 1, 1), "down_pad": (3, 2, (0, 1, 1))}.get(kind, (1, 1, 0)))) < 1:
         pytest.skip("grid too small for this kernel")
-    (ya, ga, pa), (yb, gb, pb) = _both_paths(make, x, 5)
+    (ya, ga, pa), (yb, gb, pb) = _both_paths(make, x, 5, backends)
     assert torch.equal(ya.coords, yb.coords) and ya.spatial_shape == yb.spatial_shape
     torch.testing.assert_close(ya.features, yb.features, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-5)
@@ -225,16 +228,100 @@ def test_slot_layout_covers_every_pair_once():
 
 
 # --------------------------------------------------------------------------------------------
+# The compiled CPU kernel (the CPU default for float32) equals the per-tap path
+# --------------------------------------------------------------------------------------------
+needs_cpu_kernel = pytest.mark.skipif(not rulebook_cpu.available(),
+                                      reason="no MKL sgemm in this torch build: the CPU kernel is off")
+
+
+@pytest.fixture
+def threads(request):
+    n = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(n)
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("threads", [1, 2, 3], indirect=True)
+@pytest.mark.parametrize("shape,batch,cin,cout,density", SHAPES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_cpu_kernel_equals_per_tap_path(shape, batch, cin, cout, density, kind, threads):
+    """The default backend on the CPU (float32: the compiled kernel, one bucket of rows per thread)
+    against the per-tap path: outputs and gradients of features, weights and bias within 1e-5."""
+    x, _ = _random_sparse(11, shape=shape, batch=batch, channels=cin, density=density)
+    conv = SubMConv3d(cin, cout, 3) if kind.startswith("subm") else SparseConv3d(cin, cout, 3, 2, 1)
+    rb = (rulebook.submanifold_rulebook(x.coords, x.spatial_shape, 3, batch) if kind.startswith("subm")
+          else rulebook.strided_rulebook(x.coords, x.spatial_shape, 3, 2, 1)[2])
+    assert sparse.conv_method("torch", rb, x.features.float(), cout, conv.weight) == "cpu"
+    test_fused_equals_per_tap_path(shape, batch, cin, cout, density, kind, backends=("torch", "torch-loop"))
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+def test_cpu_kernel_through_a_residual_encoder_and_bit_repeatable(threads):
+    from als_datasets.train.models.bev_mae import SparseResNetEncoder
+
+    x, _ = _random_sparse(12, shape=(32, 16, 16), batch=2, channels=6, density=0.04)
+    x = x.replace(x.features.float())
+
+    def make(b):
+        return SparseResNetEncoder(6, (8, 8, 16, 16), (1, 2, 1, 1), backend=b)
+
+    (ya, ga, pa), (yb, gb, pb), (yc, gc, pc) = _both_paths(make, x, 7, ("torch", "torch-loop", "torch"))
+    for a, b in [(ya.features, yb.features), (ga, gb), *zip(pa, pb)]:
+        assert float((a - b).detach().norm() / b.detach().norm().clamp(min=1e-30)) < 1e-5
+    for a, c in [(ya.features, yc.features), (ga, gc), *zip(pa, pc)]:  # two runs: bit for bit
+        assert torch.equal(a, c)
+
+
+def test_cpu_kernel_is_chosen_only_for_float32_without_autocast():
+    x, _ = _random_sparse(14)
+    rb = rulebook.submanifold_rulebook(x.coords, x.spatial_shape, 3, x.batch_size)
+    w32 = torch.zeros(4, 3, 3, 3, 3)
+    f32 = x.features.float()
+    want = "cpu" if rulebook_cpu.available() else "fused"
+    assert sparse.conv_method("torch", rb, f32, 4, w32) == want
+    assert sparse.conv_method("torch-loop", rb, f32, 4, w32) == "loop"
+    assert sparse.conv_method("torch-fused", rb, f32, 4, w32) == "fused"
+    assert sparse.conv_method("torch", rb, x.features, 4, w32.double()) == "fused"  # float64: torch paths
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert sparse.conv_method("torch", rb, f32, 4, w32) == "fused"
+
+
+@needs_cpu_kernel
+def test_cpu_kernel_partial_gradients():
+    """Only the weight, or only the features, asking for a gradient."""
+    x, _ = _random_sparse(15, channels=5)
+    f = x.features.float()
+    conv = SubMConv3d(5, 6, 3)
+    ref = SubMConv3d(5, 6, 3, backend="torch-loop")
+    ref.load_state_dict(conv.state_dict())
+    conv(x.replace(f)).features.sum().backward()
+    ref(x.replace(f)).features.sum().backward()
+    torch.testing.assert_close(conv.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
+    conv.weight.requires_grad_(False)
+    ref.weight.requires_grad_(False)
+    fa, fb = f.clone().requires_grad_(True), f.clone().requires_grad_(True)
+    conv(x.replace(fa)).features.sum().backward()
+    ref(x.replace(fb)).features.sum().backward()
+    torch.testing.assert_close(fa.grad, fb.grad, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
 # Kernel launches: the profiler's aten:: events of one training step (a device-independent proxy)
 # --------------------------------------------------------------------------------------------
 #: conv-path events per step of the small BEV-MAE below (the base config's block layout 2-3-6-2,
-#: 27 submanifold and 4 strided convolutions): 423 measured with the fused path; the per-tap path
-#: made ~10 000 (bench/bench_train.py --events)
+#: 27 submanifold and 4 strided convolutions) with the default backend; the per-tap path made
+#: ~10 000 (bench/bench_train.py --events)
 CONV_PATH_BOUND = 500
 STEP_BOUND = 7500
 
 
-def test_a_training_step_launches_few_conv_kernels():
+@pytest.mark.parametrize("backend", [None, "torch-fused"])
+def test_a_training_step_launches_few_conv_kernels(backend):
+    """The default backend (on the CPU, float32: the compiled kernel; 4,494 events, 14 in the conv
+    path when written) and the fused torch path a GPU runs (7,274 / 441 at base size)."""
     import sys
     from pathlib import Path
 
@@ -246,7 +333,7 @@ def test_a_training_step_launches_few_conv_kernels():
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import bench_train as bench
-    cfg = get_config("bev-mae", "tiny", blocks=(2, 3, 6, 2), backend="torch-fused")
+    cfg = get_config("bev-mae", "tiny", blocks=(2, 3, 6, 2), backend=backend)
     batch = bev_mae.collate(make_samples("als", 2, seed=0, n_points=1500), np.random.default_rng(0), cfg)
     torch.manual_seed(0)
     net = bev_mae.build_model(cfg)
@@ -255,7 +342,7 @@ def test_a_training_step_launches_few_conv_kernels():
     clip_gradients(list(net.parameters()), 10.0)
     opt.step()
     total, conv, _ = bench.step_events(net, batch, opt, 10.0)
-    print(f"aten events per step {total}, conv path {conv}")
+    print(f"{backend}: aten events per step {total}, conv path {conv}")
     assert conv <= CONV_PATH_BOUND, (conv, total)
     assert total <= STEP_BOUND, (conv, total)
 

@@ -26,6 +26,8 @@ does the same in reverse: a gather of output gradients, two ``bmm`` (input and w
 gradients), one ``index_add_``, and one ``index_add_`` folding the slots' weight gradients back
 into taps.  ``loop`` is the previous path — per tap one gather, one matmul, one scatter — kept
 for comparison (``ALS_DATASETS_SPARSE_BACKEND=torch-loop``, ``bench/bench_train.py --events``).
+``cpu`` is the compiled CPU kernel of :mod:`.rulebook_cpu` (float32): the per-tap work inside
+one op per direction, in cache-sized tiles, without the fused path's materialised pairs.
 On a GPU the single ``index_add_`` sums contributions of different taps to one output row with
 atomics, so the order of those additions (not the set) may change from run to run unless
 ``torch.use_deterministic_algorithms(True)``; on the CPU it is fixed.
@@ -421,5 +423,9 @@ def rulebook_conv(feats: torch.Tensor, weight: torch.Tensor, rb: Rulebook, compu
                   method: str = "fused") -> torch.Tensor:
     """Apply ``rb`` with a conv3d-shaped ``weight (C_out, C_in, kz, ky, kx)``: ``(n_out, C_out)`` in
     float32 (float64 stays)."""
+    if method == "cpu":  # the compiled CPU kernel (float32 CPU tensors; see .rulebook_cpu)
+        from .rulebook_cpu import CpuConv
+
+        return CpuConv.apply(feats, weight, rb)
     fn = _FusedConv if method == "fused" else _LoopConv
     return fn.apply(feats, weight, rb, compute_dtype)

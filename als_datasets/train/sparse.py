@@ -22,14 +22,16 @@ pairs (input row, output row)) for all taps at once, and applies it with a handf
 per layer (one gather of every pair laid out by tap, one batched matmul, one scatter-add; the
 backward the same pairs transposed) — not one gather, matmul and scatter per tap, which made the
 step bound by kernel launches.  The per-tap path stays reachable as ``backend="torch-loop"``.
-``backend="torch"`` (default) takes the fused path on GPUs, and on the CPU for layers whose
-gathered pairs fit in ``FUSED_CPU_BYTES`` (16 MiB): on a CPU the fused path materialises every
-gathered pair in memory and is memory-bound — a BEV-MAE base step (2 tiles of ~30 k points, 2
-threads) took 39.6 s fused against 22.3 s per tap, while small layers, launch-bound, are faster
-fused (tiny config: 0.41 against 0.57 s).  ``backend="torch-fused"`` forces the fused path (the
-CPU event count of ``bench/bench_train.py --events`` and the tests measure it, as the kernel
-launches a GPU step makes).  No Python loop over points; memory ~ that of the features (the
-backward recomputes the gather).
+``backend="torch"`` (default) takes the fused path on GPUs.  On the CPU, for float32 without
+autocast, it runs the compiled kernel of :mod:`.rulebook_cpu` (one op per direction: every tap's
+gather, MKL ``sgemm`` and scatter-add inside one numba call, in cache-sized tiles, one bucket of
+output rows per thread), because there the fused torch path materialises every gathered pair
+and is memory-bound (BEV-MAE base's largest layer: 0.54 s fused against 0.31 s per tap, forward
++ backward, 2 threads); float64, autocast, or a torch without MKL take the fused path for layers
+whose gathered pairs fit in ``FUSED_CPU_BYTES`` (16 MiB) and the per-tap path otherwise.
+``backend="torch-fused"`` forces the fused path (as the kernel launches a GPU step makes; the
+tests bound its event count too).  No Python loop over points; memory ~ that of the features
+(the backward recomputes the gather).
 Rulebooks are cached on the tensor and shared by all convolutions with the same sites and
 kernel (spconv's ``indice_key``): each spatial level builds its submanifold map once per batch,
 used by every residual block of that level, forward and backward.
@@ -40,7 +42,8 @@ and are accumulated in float32; outputs are float32 (float64 inputs stay float64
 Optional backend: with ``backend="spconv"`` (argument) or ``ALS_DATASETS_SPARSE_BACKEND=spconv``
 (environment) and ``spconv.pytorch`` importable, the convolutions call spconv with the same
 weights (permuted at call time to the layout the installed spconv uses, read off its own weight
-shape) and semantics.  spconv is not installed where this was written: that path is **untested**.
+shape) and semantics.  spconv is not installed where this was written: that path is **untested**,
+and can only be verified on a CUDA machine with spconv (``test_spconv_bridge_equals_the_torch_path_on_cuda``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import os
 import torch
 from torch import nn
 
+from . import rulebook_cpu
 from .rulebook import (
     Rulebook,
     conv_output_shape,
@@ -134,18 +138,22 @@ BACKENDS = ("torch", "torch-fused", "torch-loop", "spconv")
 FUSED_CPU_BYTES = 16 << 20
 
 
-def conv_method(backend: str, rb: Rulebook, feats: torch.Tensor, c_out: int) -> str:
-    """``fused`` or ``loop`` for a pure-torch backend (see the module doc)."""
+def conv_method(backend: str, rb: Rulebook, feats: torch.Tensor, c_out: int,
+                weight: torch.Tensor | None = None) -> str:
+    """``cpu``, ``fused`` or ``loop`` for a pure-torch backend (see the module doc)."""
     if backend == "torch-loop":
         return "loop"
     if backend == "torch-fused" or feats.device.type != "cpu":
         return "fused"
+    if (feats.dtype == torch.float32 and (weight is None or weight.dtype == torch.float32)
+            and _compute_dtype(feats) == torch.float32 and rulebook_cpu.available()):
+        return "cpu"
     size = rb.pairs() * max(feats.shape[1], c_out) * feats.element_size()
     return "fused" if size <= FUSED_CPU_BYTES else "loop"
 
 
 def resolve_backend(backend: str | None = None) -> str:
-    """``torch`` (default: fused on GPUs, by layer size on the CPU), ``torch-fused``, ``torch-loop``
+    """``torch`` (default: fused on GPUs, the compiled kernel on the CPU), ``torch-fused``, ``torch-loop``
     (per tap) or ``spconv``: the argument, else ``$ALS_DATASETS_SPARSE_BACKEND``.
 
     ``spconv`` is used only if importable; otherwise the pure-torch (fused) path runs.
@@ -162,7 +170,7 @@ _SPCONV_KEYS = itertools.count()
 
 
 class _SparseConvBase(nn.Module):
-    """Shared weights/bias and the spconv bridge (untested: spconv is not installed here)."""
+    """Shared weights/bias and the spconv bridge (unverified: needs a CUDA machine with spconv)."""
 
     subm = False
 
@@ -250,7 +258,7 @@ class SubMConv3d(_SparseConvBase):
         if rb is None:
             rb = x.cache[key] = submanifold_rulebook(x.coords, x.spatial_shape, self.kernel_size, x.batch_size)
         out = rulebook_conv(x.features, self.weight, rb, _compute_dtype(x.features),
-                            conv_method(backend, rb, x.features, self.out_channels))
+                            conv_method(backend, rb, x.features, self.out_channels, self.weight))
         return x.replace(self._finish(out))
 
 
@@ -268,7 +276,7 @@ class SparseConv3d(_SparseConvBase):
                                                   self.padding)
         coords, shape, rb = hit
         out = rulebook_conv(x.features, self.weight, rb, _compute_dtype(x.features),
-                            conv_method(backend, rb, x.features, self.out_channels))
+                            conv_method(backend, rb, x.features, self.out_channels, self.weight))
         return SparseTensor(self._finish(out), coords, shape, x.batch_size)
 
 
