@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 
 import torch
 from torch import nn
@@ -162,8 +163,17 @@ def resolve_backend(backend: str | None = None) -> str:
     if name not in BACKENDS:
         raise ValueError(f"unknown sparse backend {name!r} ({', '.join(BACKENDS)})")
     if name == "spconv":
-        return "spconv" if spconv_available() else "torch"
+        if not spconv_available():
+            return "torch"
+        if not _SPCONV_WARNED:
+            _SPCONV_WARNED.append(True)
+            warnings.warn("the spconv bridge is unverified: it has never been checked against the torch path on a "
+                          "CUDA machine (run tests/test_sparse_conv.py there first); results may differ", stacklevel=2)
+        return "spconv"
     return name
+
+
+_SPCONV_WARNED: list = []
 
 
 _SPCONV_KEYS = itertools.count()
