@@ -143,8 +143,10 @@ def run_build(recipe: Path, out: Path, workers: int = 1, env: dict | None = None
 
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "als_datasets", "build", str(recipe), "--out", str(out), "-q",
-                          "--workers", str(workers)], env=env or tree_env(None))
+    env = env or tree_env(None)
+    # run from the tree itself: ``python -m`` puts the working directory before PYTHONPATH on sys.path
+    p = subprocess.Popen([sys.executable, "-m", "als_datasets", "build", str(recipe.resolve()), "--out",
+                          str(out.resolve()), "-q", "--workers", str(workers)], env=env, cwd=env["PYTHONPATH"])
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0:
