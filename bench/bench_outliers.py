@@ -2,6 +2,7 @@
 
     python bench/bench_outliers.py                      # 2 M points / 500 m and 10 M / 1 km
     python bench/bench_outliers.py --points 2e6 --repeats 5
+    python bench/bench_outliers.py --real                # also the real files of ../shared/data/als
 
 The previous version is ``als_datasets/kinds/als/extract/outliers.py`` as committed at ``--ref``
 (default ``main``), copied to a temporary folder and imported from there.  On the synthetic tiles
@@ -11,7 +12,9 @@ thread, min and median over the repeats, the flags and the mean distances compar
 must be identical, bit for bit);
 scipy's cKDTree (``bench_extract.old_filter``) once per size.  Then the first call's cost in a fresh
 process (numba's kernels loaded from its cache, 100 k points, ``threads=2``), ref and new, and the
-wall time with two threads.  The machine may be shared: the load average is recorded.
+wall time with two threads.  With ``--real``, the real LiDAR files of ``../shared/data/als`` too
+(autzen, Topography, mvk-thin, a small LAS, and lone-star: 519 k points at ~390 pts/m², trunks
+and poles), read as PDAL reads them.  The machine may be shared: the load average is recorded.
 Writes ``bench/results/outliers.json``.
 """
 
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bench_extract import old_filter, tile_points  # noqa: E402
 
 MODULE = "als_datasets/kinds/als/extract/outliers.py"
+GRID = "als_datasets/kinds/als/extract/outlier_grid.py"
 
 FIRST_CALL = """
 import sys, time
@@ -54,12 +58,70 @@ print(t_import, time.perf_counter() - t)
 
 
 def ref_module(ref: str, folder: Path):
-    """The filter as committed at ``ref``, importable as ``outliers_ref`` from ``folder``."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{MODULE}"], check=True,
-                         capture_output=True, text=True).stdout
+    """The filter as committed at ``ref``, importable as ``outliers_ref`` from ``folder`` (with
+    its own ``outlier_grid`` where ``ref`` has one, as ``outlier_grid_ref``)."""
+    def show(path: str) -> str | None:
+        r = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], capture_output=True, text=True)
+        return r.stdout if r.returncode == 0 else None
+
+    src = show(MODULE)
+    if src is None:
+        raise SystemExit(f"{MODULE} is not in {ref}")
+    grid = show(GRID)
+    if grid is not None:
+        (folder / "outlier_grid_ref.py").write_text(grid)
+        src = src.replace("als_datasets.kinds.als.extract.outlier_grid", "outlier_grid_ref")
     (folder / "outliers_ref.py").write_text(src)
     sys.path.insert(0, str(folder))
     return importlib.import_module("outliers_ref")
+
+
+#: real files of ../shared/data/als (see its SOURCES.md)
+REAL = ["autzen_trim.laz", "Topography.laz", "mvk-thin.las", "file_with_both_wkt_and_geotiff_vlrs.las",
+        "ept/lone-star-source.laz"]
+
+
+def real_files(old, new, repeats: int) -> list[dict]:
+    """The filter on the real LiDAR files of ``../shared/data/als`` (absent: skipped): the float64
+    coordinates PDAL reads, less a whole-unit corner (exact), ref / new / cKDTree CPU seconds."""
+    import laspy
+
+    rows = []
+    data = ROOT.parent / "shared" / "data" / "als"
+    for name in REAL:
+        path = data / name
+        if not path.is_file():
+            print(f"{path}: absent, skipped")
+            continue
+        las = laspy.read(path)
+        h = las.header
+        xyz = np.column_stack([np.asarray(las.points.array[d], np.float64) * h.scales[i] + h.offsets[i]
+                               for i, d in enumerate(("X", "Y", "Z"))])
+        xyz[:, :2] -= np.floor(xyz[:, :2].min(axis=0))
+        n = len(xyz)
+        t_old, t_new = [], []
+        for _ in range(repeats):
+            for mod, ts in ((old, t_old), (new, t_new)):
+                t = time.process_time()
+                flags = mod.statistical_outliers(xyz)
+                ts.append(time.process_time() - t)
+                if mod is old:
+                    f_old = flags
+                else:
+                    f_new = flags
+        t = time.process_time()
+        f_kd = old_filter(xyz)
+        t_kd = time.process_time() - t
+        area = float(np.ptp(xyz[:, 0]) * np.ptp(xyz[:, 1]))
+        row = {"file": name, "points": n, "points_per_unit2": n / area, "ref_cpu_s": min(t_old),
+               "new_cpu_s": min(t_new), "kdtree_cpu_s": t_kd, "outliers": int(f_new.sum()),
+               "flags_equal_ref": bool(np.array_equal(f_old, f_new)), "kdtree_flags_differ": int((f_kd != f_new).sum())}
+        rows.append(row)
+        print(f"{name}: {n} points, {row['points_per_unit2']:.1f} per unit²: ref {n / min(t_old) / 1e6:.2f} M/s, "
+              f"new {n / min(t_new) / 1e6:.2f} M/s ({min(t_old) / min(t_new):.2f}x), cKDTree {n / t_kd / 1e6:.2f} M/s; "
+              f"{row['outliers']} outliers, flags {'equal' if row['flags_equal_ref'] else 'DIFFER'} (ref), "
+              f"{row['kdtree_flags_differ']} differ from cKDTree's", flush=True)
+    return rows
 
 
 def first_call(path: str, mod: str) -> dict:
@@ -79,6 +141,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ref", default="main")
     ap.add_argument("--no-kdtree", action="store_true")
+    ap.add_argument("--real", action="store_true", help="also the real files of ../shared/data/als")
     args = ap.parse_args()
     from als_datasets.kinds.als.extract import outliers as new
 
@@ -124,6 +187,8 @@ def main() -> None:
                   + (f"cKDTree {row['kdtree_pts_s'] / 1e6:.2f} M/s ({row['kdtree_flags_differ']} flags differ); "
                      if not args.no_kdtree else "")
                   + f"2 threads {row['new_wall_s_threads2']:.2f} s wall", flush=True)
+        if args.real:
+            res["real_files"] = real_files(old, new, args.repeats)
         res["first_call_s"] = {"ref": first_call(tmp, "outliers_ref"),
                                "new": first_call(str(ROOT), "als_datasets.kinds.als.extract.outliers")}
     fc = res["first_call_s"]

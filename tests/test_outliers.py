@@ -246,3 +246,59 @@ def test_threads_change_no_number_on_a_canopy_tile():
         for j in range(1, 13):
             m += (math.sqrt(float(sqr[j])) - m) / j
         assert a[i] == m
+
+
+def _sample_against_rule(xyz, got, idx):
+    for i in idx:
+        d = xyz[i] - xyz
+        sqr = np.sort((d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2])[:13]
+        m = 0.0
+        for j in range(1, 13):
+            m += (math.sqrt(float(sqr[j])) - m) / j
+        assert got[i] == m
+
+
+def test_trunks_and_poles_take_the_fine_slab_pass_exactly():
+    """Real tiles are not uniform: a trunk or a pole puts hundreds of points into one fine cell
+    (lone-star, ../shared/data: 471 in a 15 cm column).  Such blocks are searched by z slabs in the
+    fine pass (the grid is checked to have them); the means stay those of the reference."""
+    from als_datasets.kinds.als.extract.outlier_grid import _grid, _max_block, grid_cell_size
+    from als_datasets.kinds.als.extract.outliers import dense_block
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    x, y = rng.random(n) * 40, rng.random(n) * 40
+    z = 50 + 0.1 * x
+    parts = [(x, y, z)]
+    for cx, cy in [(10, 10), (25, 30), (31, 8)]:
+        m = 400  # a pole 12 m high, 5 cm across
+        a = rng.random(m) * 2 * np.pi
+        parts.append((cx + 0.05 * np.cos(a), cy + 0.05 * np.sin(a), 51 + rng.random(m) * 12))
+    xyz = _scaled(*(np.concatenate(v) for v in zip(*parts)))
+    o = staged(xyz)
+    g = _grid(*(np.ascontiguousarray(o[:, i]) for i in range(3)), grid_cell_size(o[:, 0], o[:, 1], 12))
+    assert dense_block(len(o), g[5] * g[6], _max_block(g[1], g[5], g[6], 1)) > 0
+    ref = reference_means(xyz, 12)
+    for threads in (1, 2):
+        assert mean_neighbour_distances(o, 12, threads).tolist() == ref
+    assert np.array_equal(statistical_outliers(o, 12, 2.2), reference_outliers(xyz))
+
+
+def test_returns_kilometres_off_keep_memory_and_time_bounded():
+    """A few returns with absurd z (10 000 km up, 3 000 km down) would ask the z index for millions
+    of buckets; their count is capped, and the answer stays exact."""
+    from als_datasets.kinds.als.extract.outlier_grid import _bucket_total, _grid, bucket_height
+
+    rng = np.random.default_rng(12)
+    n = 60_000
+    xyz = np.column_stack([rng.random(n) * 60, rng.random(n) * 60, rng.random(n) * 20])
+    xyz[0, 2], xyz[1, 2], xyz[2] = 1e7, 5e6, [30.0, 30.0, -3e6]
+    x, y, z = (np.ascontiguousarray(xyz[:, i]) for i in range(3))
+    order, start, *_ = _grid(x, y, z, 3.0)
+    zs = z[order]
+    h = bucket_height(zs, start, len(start) - 1, 1.0)
+    assert h < 1.0 and _bucket_total(zs, start, len(start) - 1, h) <= 8 * n + len(start) - 1 + len(start)
+    got = mean_neighbour_distances(xyz, 12, threads=2)
+    assert np.array_equal(got, mean_neighbour_distances(xyz, 12))
+    _sample_against_rule(xyz, got, [0, 1, 2, *rng.choice(n, 60, replace=False)])
+    assert statistical_outliers(xyz, 12, 2.2)[:3].all()

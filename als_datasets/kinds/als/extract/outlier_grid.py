@@ -196,6 +196,24 @@ def _block_levels(c, nx, ny, zb0, boff):
 
 
 @njit(cache=True)
+def _bucket_total(zs, start, ncells, h):
+    """How many z buckets :func:`_z_buckets` would make with ``h`` buckets per metre."""
+    t = 0
+    for c in range(ncells):
+        if start[c + 1] > start[c]:
+            t += int(np.floor(zs[start[c + 1] - 1] * h)) - int(np.floor(zs[start[c]] * h)) + 1
+    return t
+
+
+def bucket_height(zs, start, ncells, h):
+    """``h`` (buckets per metre), lowered where the z buckets would outnumber the points eightfold
+    (a stray return kilometres above its cell would otherwise ask for millions of them)."""
+    cap = 8 * len(zs) + ncells
+    t = _bucket_total(zs, start, ncells, h)
+    return h if t <= cap else h * cap / t
+
+
+@njit(cache=True)
 def _z_buckets(zs, start, ncells, h):
     """A z index of every cell (its points sorted by z): bucket b of cell c holds the points with
     ``floor(z × h) = zb0[c] + b`` (``h``: buckets per metre; monotone in z), which are ``bst[boff[c] + b] : bst[boff[c] + b + 1]``."""

@@ -27,7 +27,10 @@ cell by cell (grid order, so memory is read sequentially; answers are scattered 
 * a fine grid (cells of :data:`FINE` × the radius holding k+1 points at the mean density): the
   query's cell and its 8 neighbours, three contiguous runs, every squared distance computed in a
   vectorised loop.  A query whose own cell holds fewer than two other points within a cell's
-  height of it (canopy) skips this pass, where it would fail anyway;
+  height of it (canopy) skips this pass, where it would fail anyway.  A block holding more than
+  :data:`DENSE` times the mean (real tiles: a trunk or a pole puts hundreds of points in one
+  column, overlapping strips double the density) is searched by z slabs, as the coarse pass
+  does: every distance of such a block for every query would make the pass quadratic there;
 * a grid :data:`COARSE` times coarser (canopy points, whose neighbours lie further), each cell
   indexed by z buckets (:data:`Z_BUCKET` of a cell high): for each cell, once, its 3x3 block's
   points are copied bucket level by level, so that a query's z slab ``|dz| < g`` is one
@@ -72,6 +75,7 @@ from als_datasets.kinds.als.extract.outlier_grid import (
     _mean_distance,
     _ring_pass,
     _z_buckets,
+    bucket_height,
     grid_cell_size,
 )
 
@@ -91,6 +95,9 @@ GUESS_GROWTH = 1.25
 TIGHTER = (0.64, 0.81)
 #: with ``threads > 1``, a block pass runs as jobs of this many grid rows (the ring pass: queries)
 ROWS_PER_JOB = 4
+#: a fine cell whose 3x3 block holds more than this many times the points the mean density puts
+#: in a block (vertical structure: trunks, poles, walls; overlapping strips) is searched by z slabs
+DENSE = 3.0
 QUERIES_PER_JOB = 2048
 
 
@@ -269,24 +276,37 @@ def _slab_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best
 
 
 @njit(cache=True, nogil=True)
-def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, zb0, boff, bst, h, size, row0, row1):
-    """One block pass over grid rows ``row0:row1`` (z slabs with ``zwin``), every array in grid
-    order.  Rows are independent (a query is read and written only by the job holding its cell),
-    so jobs may run in threads."""
+def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, zb0, boff, bst, h, size, row0, row1,
+                dense):
+    """One block pass over grid rows ``row0:row1``, every array in grid order: each cell's queries
+    against its whole 3x3 block, or (``zwin``; and for a block of more than ``dense`` points when
+    ``dense > 0``) against the z slabs of the block.  Rows are independent (a query is read and
+    written only by the job holding its cell), so jobs may run in threads."""
     best = np.empty(k + 2, np.float64)  # a spare slot for _select
     buf, tmp = np.empty(size, np.float64), np.empty(size, np.float64)
-    if not zwin:
-        for c in range(row0 * nx, row1 * nx):
-            _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp)
-        return
+    slabs = zwin or dense > 0
     levels = 1
+    if slabs:
+        for c in range(row0 * nx, row1 * nx):
+            lo, hi = _block_levels(c, nx, ny, zb0, boff)
+            levels = max(levels, hi - lo + 1)
+    msize = size if slabs else 1
+    mx, my, mz, moff = np.empty(msize), np.empty(msize), np.empty(msize), np.empty(levels, np.int64)
     for c in range(row0 * nx, row1 * nx):
-        lo, hi = _block_levels(c, nx, ny, zb0, boff)
-        levels = max(levels, hi - lo + 1)
-    mx, my, mz, moff = np.empty(size), np.empty(size), np.empty(size), np.empty(levels, np.int64)
-    for c in range(row0 * nx, row1 * nx):
-        _slab_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp, zb0, boff, bst, h,
-                   mx, my, mz, moff)
+        if not zwin:
+            if dense > 0:
+                cx, cy = c % nx, c // nx
+                nb = 0
+                for yy in range(max(cy - 1, 0), min(cy + 1, ny - 1) + 1):
+                    nb += start[yy * nx + min(cx + 1, nx - 1) + 1] - start[yy * nx + max(cx - 1, 0)]
+                if nb > dense:
+                    _slab_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp, zb0, boff,
+                               bst, h, mx, my, mz, moff)
+                    continue
+            _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp)
+        else:
+            _slab_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp, zb0, boff, bst, h,
+                       mx, my, mz, moff)
 
 
 @njit(cache=True)
@@ -339,6 +359,13 @@ def _run(pool, kernel, jobs):
             f.result()
 
 
+def dense_block(n: int, ncells: int, largest: int) -> int:
+    """The block size (points) above which a fine block is searched by z slabs (:data:`DENSE`
+    times the mean a 3x3 block holds); 0 when no block of the grid (``largest``) is above it."""
+    bar = int(DENSE * 9 * n / max(ncells, 1))
+    return bar if largest > bar else 0
+
+
 def _level(x, y, z, g, k, zwin, pending, out, pool):
     """One block pass over grid ``g`` (z windows with ``zwin``): the pending points it answers get
     their mean distance in ``out``; returns how many remain pending."""
@@ -347,11 +374,16 @@ def _level(x, y, z, g, k, zwin, pending, out, pool):
     xs, ys, zs, ps = _gather(x, y, z, pending, order)
     os_ = np.empty(len(x))
     h = 1.0 / (cell * Z_BUCKET)
-    zi = _z_buckets(zs, start, nx * ny, h) if zwin else _NO_BUCKETS
     size = _max_block(start, nx, ny, 1)
+    dense = 0 if zwin else dense_block(len(x), nx * ny, size)
+    if zwin or dense:
+        h = bucket_height(zs, start, nx * ny, h)
+        zi = _z_buckets(zs, start, nx * ny, h)
+    else:
+        zi = _NO_BUCKETS
     step = ROWS_PER_JOB if pool is not None else ny
     _run(pool, _block_pass, [(xs, ys, zs, start, x0, y0, cell, nx, ny, k, ps, os_, zwin, *zi, h, size, r,
-                              min(r + step, ny)) for r in range(0, ny, step)])
+                              min(r + step, ny), dense) for r in range(0, ny, step)])
     return _scatter(order, ps, os_, pending, out)
 
 
