@@ -3,6 +3,7 @@
     python bench/bench_outliers.py                      # 2 M points / 500 m and 10 M / 1 km
     python bench/bench_outliers.py --points 2e6 --repeats 5
     python bench/bench_outliers.py --real                # also the real files of ../shared/data/als
+    python bench/bench_outliers.py --scenes              # also forest crowns, buildings, scan lines, a void
 
 The previous version is ``als_datasets/kinds/als/extract/outliers.py`` as committed at ``--ref``
 (default ``main``), copied to a temporary folder and imported from there.  On the synthetic tiles
@@ -14,7 +15,8 @@ scipy's cKDTree (``bench_extract.old_filter``) once per size.  Then the first ca
 process (numba's kernels loaded from its cache, 100 k points, ``threads=2``), ref and new, and the
 wall time with two threads.  With ``--real``, the real LiDAR files of ``../shared/data/als`` too
 (autzen, Topography, mvk-thin, a small LAS, and lone-star: 519 k points at ~390 pts/m², trunks
-and poles), read as PDAL reads them.  The machine may be shared: the load average is recorded.
+and poles), read as PDAL reads them; with ``--scenes``, synthetic tiles with the structure real
+ones have (:func:`scene`).  The machine may be shared: the load average is recorded.
 Writes ``bench/results/outliers.json``.
 """
 
@@ -135,6 +137,83 @@ def first_call(path: str, mod: str) -> dict:
     return {"import_s": t_import, "first_call_s": t_call}
 
 
+def scene(name: str, n: int = 2_000_000, side: float = 500.0, seed: int = 3) -> np.ndarray:
+    """Synthetic 500 m tiles with the structure real ones have (0.01 m scaled):
+
+    * ``forest``: 30 % ground, 70 % on the shells of 6 000 tree crowns (2-4 m radius, 8-25 m up);
+    * ``urban``: half ground, half on 800 buildings (flat roofs 4-24 m up, a few wall returns);
+    * ``scanlines``: bare ground sampled along scan lines 0.5 m apart;
+    * ``river``: the bench tile with a 250 m wide band through the middle empty (a void)."""
+    rng = np.random.default_rng(seed)
+
+    def ground(m):
+        x, y = rng.random(m) * side, rng.random(m) * side
+        return np.column_stack([x, y, 100 + 5 * np.sin(x / 50) + rng.normal(0, 0.03, m)])
+
+    if name == "forest":
+        g = ground(int(n * 0.3))
+        m, trees = n - len(g), 6000
+        t = rng.integers(0, trees, m)
+        cx, cy = rng.random(trees) * side, rng.random(trees) * side
+        r, h = 2 + 2 * rng.random(trees), 8 + 17 * rng.random(trees)
+        u = rng.normal(size=(m, 3))
+        u /= np.linalg.norm(u, axis=1)[:, None]
+        s = r[t] * (0.6 + 0.4 * rng.random(m) ** 0.3)
+        xyz = np.vstack([g, np.column_stack([cx[t] + u[:, 0] * s, cy[t] + u[:, 1] * s, 100 + h[t] + u[:, 2] * s * 1.5])])
+    elif name == "urban":
+        g = ground(n // 2)
+        m, nb = n - len(g), 800
+        b = rng.integers(0, nb, m)
+        bx, by = rng.random(nb) * side, rng.random(nb) * side
+        w, d, h = 8 + 20 * rng.random(nb), 8 + 20 * rng.random(nb), 4 + 20 * rng.random(nb)
+        roof = rng.random(m) < 0.95
+        px, py = np.where(roof, bx[b] + w[b] * rng.random(m), bx[b]), by[b] + d[b] * rng.random(m)
+        pz = np.where(roof, 100 + h[b] + rng.normal(0, 0.03, m), 100 + h[b] * rng.random(m))
+        xyz = np.vstack([g, np.column_stack([px, py, pz])])
+    elif name == "scanlines":
+        xyz = ground(n)
+        xyz[:, 1] = np.round(xyz[:, 1] / 0.5) * 0.5 + rng.normal(0, 0.01, n)
+    elif name == "river":
+        xyz = tile_points(n, side)
+        return xyz[(xyz[:, 0] <= 125) | (xyz[:, 0] >= 375)]
+    else:
+        raise ValueError(name)
+    return np.round(xyz, 2)
+
+
+SCENES = ("forest", "urban", "scanlines", "river")
+
+
+def scenes(old, new, repeats: int) -> list[dict]:
+    """The structured tiles of :func:`scene`: ref / new / cKDTree CPU seconds, flags compared."""
+    rows = []
+    for name in SCENES:
+        xyz = scene(name)
+        n = len(xyz)
+        t_old, t_new = [], []
+        for _ in range(repeats):
+            for mod, ts in ((old, t_old), (new, t_new)):
+                t = time.process_time()
+                flags = mod.statistical_outliers(xyz)
+                ts.append(time.process_time() - t)
+                if mod is old:
+                    f_old = flags
+                else:
+                    f_new = flags
+        t = time.process_time()
+        f_kd = old_filter(xyz)
+        t_kd = time.process_time() - t
+        row = {"scene": name, "points": n, "ref_cpu_s": min(t_old), "new_cpu_s": min(t_new),
+               "new_cpu_s_median": float(np.median(t_new)), "kdtree_cpu_s": t_kd, "outliers": int(f_new.sum()),
+               "flags_equal_ref": bool(np.array_equal(f_old, f_new)), "kdtree_flags_differ": int((f_kd != f_new).sum())}
+        rows.append(row)
+        print(f"scene {name}: {n / 1e6:.2f} M points: ref {n / min(t_old) / 1e6:.2f} M/s, new {n / min(t_new) / 1e6:.2f} "
+              f"M/s (median {n / row['new_cpu_s_median'] / 1e6:.2f}), cKDTree {n / t_kd / 1e6:.2f} M/s "
+              f"({t_kd / min(t_new):.1f}x); flags {'equal' if row['flags_equal_ref'] else 'DIFFER'} (ref), "
+              f"{row['kdtree_flags_differ']} differ from cKDTree's", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=float, nargs="*", default=[2e6, 10e6])
@@ -142,6 +221,7 @@ def main() -> None:
     ap.add_argument("--ref", default="main")
     ap.add_argument("--no-kdtree", action="store_true")
     ap.add_argument("--real", action="store_true", help="also the real files of ../shared/data/als")
+    ap.add_argument("--scenes", action="store_true", help="also structured tiles: forest, urban, scan lines, a void")
     args = ap.parse_args()
     from als_datasets.kinds.als.extract import outliers as new
 
@@ -189,6 +269,8 @@ def main() -> None:
                   + f"2 threads {row['new_wall_s_threads2']:.2f} s wall", flush=True)
         if args.real:
             res["real_files"] = real_files(old, new, args.repeats)
+        if args.scenes:
+            res["scenes"] = scenes(old, new, args.repeats)
         res["first_call_s"] = {"ref": first_call(tmp, "outliers_ref"),
                                "new": first_call(str(ROOT), "als_datasets.kinds.als.extract.outliers")}
     fc = res["first_call_s"]

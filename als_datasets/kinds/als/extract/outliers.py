@@ -97,7 +97,7 @@ TIGHTER = (0.64, 0.81)
 ROWS_PER_JOB = 4
 #: a fine cell whose 3x3 block holds more than this many times the points the mean density puts
 #: in a block (vertical structure: trunks, poles, walls; overlapping strips) is searched by z slabs
-DENSE = 3.0
+DENSE = 6.0
 QUERIES_PER_JOB = 2048
 
 
