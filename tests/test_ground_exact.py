@@ -10,7 +10,9 @@ from als_datasets.kinds.als.extract.ground import (
     GROUND_CELL_M,
     MIN_GROUND_CELLS,
     MIN_GROUND_COVER,
+    _cells,
     _fill,
+    _floor_div,
     bilinear,
     floor_cells,
     ground_surface,
@@ -83,6 +85,12 @@ def test_floor_cells_is_numpy_floor_division(cell):
     v = _edgy(rng, 200_000, 500.0, cell).astype(np.float64)
     v = np.concatenate([v, np.arange(0, 2000) * cell, np.nextafter(np.arange(1, 2000) * cell, 0)])
     assert np.array_equal(floor_cells(v, cell), (v // cell).astype(np.int64))
+    # and the compiled cells of ground_surface follow the same rule, point by point
+    cx, _, _, _ = _cells(v, np.zeros(len(v)), np.zeros(len(v), np.uint8), 0.0, 0.0, cell, 1 << 16, 1, 2)
+    assert np.array_equal(cx, (v // cell).astype(np.int64))
+    w = np.concatenate([v, -v, [0.0, -0.0, 1e-300, cell * 0.5]])
+    got = np.array([_floor_div(a, cell) for a in w])
+    assert got.tobytes() == (w // cell).tobytes()  # numpy's floor division, signed zeros included
 
 
 @pytest.mark.parametrize("seed", range(6))

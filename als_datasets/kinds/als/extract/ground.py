@@ -75,13 +75,16 @@ def _interval(v, centres, cell):
 
 
 @njit(cache=True)
-def _bilinear(flat, nx, centres_y, centres_x, step_y, step_x, vy, vx, cy, cx, out):
-    # scipy's evaluate_linear_2d (float64, no fast-math: no reassociation, no fused multiply-add)
+def _bilinear(flat, nx, centres_y, centres_x, step_y, step_x, vy, vx, y0, x0, cy, cx, out):
+    # scipy's evaluate_linear_2d (float64, no fast-math: no reassociation, no fused multiply-add),
+    # at (vy - y0, vx - x0)
     for p in range(len(vy)):
-        iy = _interval(vy[p], centres_y, cy[p])
-        ix = _interval(vx[p], centres_x, cx[p])
-        ty = (vy[p] - centres_y[iy]) / step_y[iy]
-        tx = (vx[p] - centres_x[ix]) / step_x[ix]
+        py = vy[p] - y0
+        px = vx[p] - x0
+        iy = _interval(py, centres_y, cy[p])
+        ix = _interval(px, centres_x, cx[p])
+        ty = (py - centres_y[iy]) / step_y[iy]
+        tx = (px - centres_x[ix]) / step_x[ix]
         at = iy * nx + ix
         out[p] = (flat[at] * (1.0 - ty) * (1.0 - tx) + flat[at + 1] * (1.0 - ty) * tx
                   + flat[at + nx] * ty * (1.0 - tx) + flat[at + nx + 1] * ty * tx)
@@ -97,9 +100,77 @@ def bilinear(grid: np.ndarray, centres_y: np.ndarray, centres_x: np.ndarray, vy:
     grid = np.ascontiguousarray(grid, dtype=np.float64)
     out = np.empty(len(vy), dtype=np.float64)
     _bilinear(grid.ravel(), grid.shape[1], centres_y, centres_x, np.diff(centres_y), np.diff(centres_x),
-              np.ascontiguousarray(vy, dtype=np.float64), np.ascontiguousarray(vx, dtype=np.float64),
+              np.ascontiguousarray(vy, dtype=np.float64), np.ascontiguousarray(vx, dtype=np.float64), 0.0, 0.0,
               np.ascontiguousarray(cy, dtype=np.int64), np.ascontiguousarray(cx, dtype=np.int64), out)
     return out
+
+
+@njit(cache=True)
+def _floor_div(a, b):
+    """numpy's float64 floor division ``a // b`` (``npy_divmod``), bit for bit."""
+    mod = np.fmod(a, b)
+    div = (a - mod) / b
+    if mod != 0.0:
+        if (b < 0) != (mod < 0):
+            div -= 1.0
+    if div != 0.0:
+        fl = np.floor(div)
+        if div - fl > 0.5:
+            fl += 1.0
+        return fl
+    return np.copysign(0.0, a / b)
+
+
+@njit(cache=True)
+def _cell_of(v, v0, cell_m, top):
+    """:func:`floor_cells` of one offset ``v - v0``, at most ``top``."""
+    o = v - v0
+    q = o / cell_m
+    f = np.floor(q)
+    if f == q:  # the rounded quotient is whole: the exact floor may be one less
+        f = _floor_div(o, cell_m)
+    return min(int(f), top)
+
+
+@njit(cache=True)
+def _cells(x, y, cls, x0, y0, cell_m, nx, ny, ground):
+    """Every point's cell (``cx``, ``cy``), how many cells hold a point, and the ground returns
+    per cell: one pass over the tile."""
+    n = len(x)
+    cx, cy = np.empty(n, np.int64), np.empty(n, np.int64)
+    occ = np.zeros(nx * ny, np.bool_)
+    cnt = np.zeros(nx * ny, np.int64)
+    for i in range(n):
+        a = _cell_of(x[i], x0, cell_m, nx - 1)
+        b = _cell_of(y[i], y0, cell_m, ny - 1)
+        cx[i], cy[i] = a, b
+        occ[b * nx + a] = True
+        if cls[i] == ground:
+            cnt[b * nx + a] += 1
+    return cx, cy, occ.sum(), cnt
+
+
+@njit(cache=True)
+def _moments(x, y, z, cls, x0, y0, cell_m, nx, cx, cy, ground, z0, ncells):
+    """Per cell, over its ground returns in point order (the order in which numpy's ``bincount``
+    adds them): the sums of dx, dy, z - z0 and of their products (dx, dy from the cell's centre)."""
+    acc = np.zeros((8, ncells))
+    for i in range(len(x)):
+        if cls[i] != ground:
+            continue
+        c = cy[i] * nx + cx[i]
+        dx = (x[i] - x0) - (cx[i] + 0.5) * cell_m
+        dy = (y[i] - y0) - (cy[i] + 0.5) * cell_m
+        zg = z[i] - z0
+        acc[0, c] += dx
+        acc[1, c] += dy
+        acc[2, c] += zg
+        acc[3, c] += dx * dx
+        acc[4, c] += dx * dy
+        acc[5, c] += dy * dy
+        acc[6, c] += dx * zg
+        acc[7, c] += dy * zg
+    return acc
 
 
 def ground_surface(x, y, z, classification, cell_m: float = GROUND_CELL_M) -> np.ndarray | None:
@@ -114,37 +185,27 @@ def ground_surface(x, y, z, classification, cell_m: float = GROUND_CELL_M) -> np
     ground of any slope has heights ≈ 0.
     """
     x, y, z = (np.asarray(a, dtype=np.float64) for a in (x, y, z))
-    g = np.asarray(classification) == GROUND_CLASS
-    gsel = np.flatnonzero(g)
-    if len(gsel) < MIN_GROUND_CELLS:
+    cls = np.asarray(classification)
+    g = cls == GROUND_CLASS
+    if np.count_nonzero(g) < MIN_GROUND_CELLS:
         return None
     x0, y0 = x.min(), y.min()
     nx = max(int((x.max() - x0) // cell_m) + 1, 2)  # at least 2 x 2 centres to interpolate between
     ny = max(int((y.max() - y0) // cell_m) + 1, 2)
-    ox, oy = x - x0, y - y0
-    cx = np.minimum(floor_cells(ox, cell_m), nx - 1)
-    cy = np.minimum(floor_cells(oy, cell_m), ny - 1)
-    cells = cy * nx + cx
-    occupied = np.count_nonzero(np.bincount(cells, minlength=nx * ny))
-    gi = cells[gsel]
-    n = np.bincount(gi, minlength=nx * ny).astype(np.float64)
+    # one pass for the cells (floor_cells' rule), one over the ground returns for the moments;
+    # the sums run in point order, as numpy's bincount adds them: the same float64 bits
+    cx, cy, occupied, cnt = _cells(x, y, cls, x0, y0, cell_m, nx, ny, GROUND_CLASS)
+    n = cnt.astype(np.float64)
     have = n > 0
     if have.sum() < max(MIN_GROUND_CELLS, MIN_GROUND_COVER * occupied):
         return None
+    z0 = z[g].min()  # small numbers in the moments below
+    acc = _moments(x, y, z, cls, x0, y0, cell_m, nx, cx, cy, GROUND_CLASS, z0, nx * ny)
     # plane z = a + b dx + c dy per cell, (dx, dy) from the cell's centre: a is the ground there
-    dx = ox[gsel] - (cx[gsel] + 0.5) * cell_m
-    dy = oy[gsel] - (cy[gsel] + 0.5) * cell_m
-    zg = z[gsel]
-    z0 = zg.min()  # small numbers in the moments below
-    zg -= z0
-
-    def total(w):
-        return np.bincount(gi, weights=w, minlength=nx * ny)[have]
-
     m = n[have]
-    sx, sy, sz = total(dx) / m, total(dy) / m, total(zg) / m
-    vxx, vxy, vyy = total(dx * dx) / m - sx * sx, total(dx * dy) / m - sx * sy, total(dy * dy) / m - sy * sy
-    cxz, cyz = total(dx * zg) / m - sx * sz, total(dy * zg) / m - sy * sz
+    sx, sy, sz = acc[0][have] / m, acc[1][have] / m, acc[2][have] / m
+    vxx, vxy, vyy = acc[3][have] / m - sx * sx, acc[4][have] / m - sx * sy, acc[5][have] / m - sy * sy
+    cxz, cyz = acc[6][have] / m - sx * sz, acc[7][have] / m - sy * sz
     det = vxx * vyy - vxy * vxy
     plane = (m >= 3) & (det > (0.01 * cell_m * cell_m) ** 2)  # points spread over the cell in x and y
     safe = np.where(plane, det, 1.0)
@@ -156,7 +217,10 @@ def ground_surface(x, y, z, classification, cell_m: float = GROUND_CELL_M) -> np
     grid = _fill(grid.reshape(ny, nx), gb.reshape(ny, nx), gc.reshape(ny, nx), cell_m)
     centres_x = (np.arange(nx) + 0.5) * cell_m
     centres_y = (np.arange(ny) + 0.5) * cell_m
-    return bilinear(grid, centres_y, centres_x, oy, ox, cy, cx)
+    out = np.empty(len(x), dtype=np.float64)
+    _bilinear(np.ascontiguousarray(grid).ravel(), nx, centres_y, centres_x, np.diff(centres_y), np.diff(centres_x),
+              y, x, y0, x0, cy, cx, out)
+    return out
 
 
 def heights_above_ground(points: np.ndarray, cell_m: float = GROUND_CELL_M) -> tuple[np.ndarray, str]:
