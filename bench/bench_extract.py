@@ -396,6 +396,7 @@ def main() -> None:
                          "on the same inputs, outputs compared byte for byte, stage splits of both")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved builds per version with --ref")
     ap.add_argument("--no-filter-alone", action="store_true", help="skip the filter-alone comparison")
+    ap.add_argument("--results", default="extract.json", help="file name under bench/results/")
     ap.add_argument("--stage-split", nargs=2, type=Path, metavar=("RECIPE", "OUT"),
                     help=argparse.SUPPRESS)  # internal: one stage split, printed as JSON (for --ref)
     args = ap.parse_args()
@@ -470,7 +471,7 @@ def main() -> None:
         print(f"  {f['points'] / 1e6:.0f} M points on {f['side_m']:.0f} m: old {f['old_pts_s'] / 1e6:.2f} M/s, "
               f"new {f['new_pts_s'] / 1e6:.2f} M/s, {f['speedup']:.2f}x; flags differing: {f['flags_differ']}")
     print(f"load average at start / end: {res['load_avg_start']} / {res['load_avg_end']}")
-    out = HERE / "results" / "extract.json"
+    out = HERE / "results" / args.results
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"\nwritten {out}")

@@ -284,29 +284,30 @@ def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, 
     written only by the job holding its cell), so jobs may run in threads."""
     best = np.empty(k + 2, np.float64)  # a spare slot for _select
     buf, tmp = np.empty(size, np.float64), np.empty(size, np.float64)
-    slabs = zwin or dense > 0
-    levels = 1
-    if slabs:
+    if not zwin and dense == 0:
         for c in range(row0 * nx, row1 * nx):
-            lo, hi = _block_levels(c, nx, ny, zb0, boff)
-            levels = max(levels, hi - lo + 1)
-    msize = size if slabs else 1
-    mx, my, mz, moff = np.empty(msize), np.empty(msize), np.empty(msize), np.empty(levels, np.int64)
-    for c in range(row0 * nx, row1 * nx):
-        if not zwin:
-            if dense > 0:
-                cx, cy = c % nx, c // nx
-                nb = 0
-                for yy in range(max(cy - 1, 0), min(cy + 1, ny - 1) + 1):
-                    nb += start[yy * nx + min(cx + 1, nx - 1) + 1] - start[yy * nx + max(cx - 1, 0)]
-                if nb > dense:
-                    _slab_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp, zb0, boff,
-                               bst, h, mx, my, mz, moff)
-                    continue
             _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp)
-        else:
+        return
+    levels = 1
+    for c in range(row0 * nx, row1 * nx):
+        lo, hi = _block_levels(c, nx, ny, zb0, boff)
+        levels = max(levels, hi - lo + 1)
+    mx, my, mz, moff = np.empty(size), np.empty(size), np.empty(size), np.empty(levels, np.int64)
+    if zwin:
+        for c in range(row0 * nx, row1 * nx):
             _slab_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp, zb0, boff, bst, h,
                        mx, my, mz, moff)
+        return
+    for c in range(row0 * nx, row1 * nx):  # the fine pass of a grid with dense blocks
+        cx, cy = c % nx, c // nx
+        nb = 0
+        for yy in range(max(cy - 1, 0), min(cy + 1, ny - 1) + 1):
+            nb += start[yy * nx + min(cx + 1, nx - 1) + 1] - start[yy * nx + max(cx - 1, 0)]
+        if nb > dense:
+            _slab_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp, zb0, boff, bst, h,
+                       mx, my, mz, moff)
+        else:
+            _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp)
 
 
 @njit(cache=True)
