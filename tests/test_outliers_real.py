@@ -1,6 +1,7 @@
 """PDAL's statistical outlier filter on real airborne LiDAR files, bit for bit.
 
-The files are read from ``../shared/data/als`` (skipped when absent; see its ``SOURCES.md``):
+The files are read from ``tests/data/als`` (the BSD-licensed copies) or ``../shared/data/als``
+(``ALS_SHARED_DATA``; skipped when absent; see its ``SOURCES.md``):
 autzen (Oregon, feet, 110 k points), Topography (Québec forest, 73 k), mvk-thin (Mississippi,
 thinned), a small LAS with both CRS records, and lone-star (the source of the real EPT dataset,
 519 k points at ~390 pts/m²).  Their coordinates are read as PDAL reads them (the scaled
@@ -21,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synth_inputs import DATA, SHARED
 
 from als_datasets.kinds.als.extract.outliers import mean_neighbour_distances, statistical_outliers
 from als_datasets.kinds.als.extract.route import TileGrid, route_points
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "als"
 FILES = ["autzen_trim.laz", "Topography.laz", "mvk-thin.las", "file_with_both_wkt_and_geotiff_vlrs.las",
          "ept/lone-star-source.laz"]
 K, MULTIPLIER = 12, 2.2
@@ -102,9 +103,9 @@ def staged_offsets(xyz: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", FILES)
 def test_real_file_equals_pdal_rules_bit_for_bit(name):
-    path = DATA / name
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (../shared/data)")
+    path = next((p for p in (DATA / "als" / name, SHARED / "als" / name) if p.is_file()), None)
+    if path is None:
+        pytest.skip(f"{name} is absent (tests/data, ../shared/data)")
     xyz = read_pdal_coordinates(path)
     ref, _ = reference_means(xyz)
     flags = reference_flags(ref)
