@@ -11,7 +11,10 @@ z, cells and walks pruned against the current k+1-th squared distance.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 #: the fine grid's cells, in radii of a disc holding k + 1 points at the mean 2D density
 FINE = 1.5
@@ -30,6 +33,35 @@ def grid_cell_size(x: np.ndarray, y: np.ndarray, k: int) -> float:
     area = max(w * h, 1e-4)
     r = np.sqrt((k + 1) * area / (np.pi * max(n, 1)))
     return float(max(FINE * r, np.sqrt(area / max(n, 1)), 0.01))
+
+
+@intrinsic
+def _compress8(typingctx, dst, doff, src, soff, bar):
+    """``dst[doff:…]`` ← those of the 8 values ``src[soff:soff + 8]`` that are ``< bar``, in order
+    (LLVM's ``masked.compressstore``: one instruction with AVX-512, a scalar sequence elsewhere);
+    returns how many.  Nothing past them is written."""
+    sig = types.int64(dst, types.int64, src, types.int64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        dst_v, doff_v, src_v, soff_v, bar_v = args
+        dptr = builder.gep(context.make_array(signature.args[0])(context, builder, dst_v).data, [doff_v])
+        sptr = builder.gep(context.make_array(signature.args[2])(context, builder, src_v).data, [soff_v])
+        vty = ir.VectorType(ir.DoubleType(), 8)
+        vec = builder.load(builder.bitcast(sptr, vty.as_pointer()), align=8)
+        bars = ir.Constant(vty, ir.Undefined)
+        for i in range(8):
+            bars = builder.insert_element(bars, bar_v, ir.Constant(ir.IntType(32), i))
+        mask = builder.fcmp_ordered("<", vec, bars)
+        mty = ir.VectorType(ir.IntType(1), 8)
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vty, ir.DoubleType().as_pointer(), mty]),
+            "llvm.masked.compressstore.v8f64")
+        builder.call(store, [vec, dptr, mask])
+        pop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(8), [ir.IntType(8)]),
+                                             "llvm.ctpop.i8")
+        return builder.zext(builder.call(pop, [builder.bitcast(mask, ir.IntType(8))]), ir.IntType(64))
+
+    return sig, codegen
 
 
 @njit(cache=True)

@@ -70,6 +70,7 @@ from als_datasets.kinds.als.extract.outlier_grid import (
     _SLACK,
     FINE,
     _block_levels,
+    _compress8,
     _grid,
     _insert,
     _max_block,
@@ -139,8 +140,8 @@ def _distances(buf, m, qx, qy, qz, xs, ys, zs, lo, hi):
 def _keep_below(tmp, buf, m, bar2, kk):
     """``tmp[:…]`` ← the values of ``buf[:m]`` below a bar: the tightest of ``bar2`` × :data:`TIGHTER`
     and ``bar2`` itself that ``kk`` values are below (counted first, in a vectorised loop), then
-    kept without a branch.  Returns their count, which is ``< kk`` only when fewer than ``kk``
-    values are below ``bar2`` (then nothing is kept)."""
+    kept in order, eight at a time (:func:`~.outlier_grid._compress8`).  Returns their count,
+    which is ``< kk`` only when fewer than ``kk`` values are below ``bar2`` (then nothing is kept)."""
     b1 = bar2 * TIGHTER[0]
     b2 = bar2 * TIGHTER[1]
     c1 = 0
@@ -155,10 +156,15 @@ def _keep_below(tmp, buf, m, bar2, kk):
         return c3
     bar = b1 if c1 >= kk else b2 if c2 >= kk else bar2
     c = 0
-    for j in range(m):
+    j = 0
+    while j + 8 <= m:  # eight at a time, compressed in place (in order)
+        c += _compress8(tmp, c, buf, j, bar)
+        j += 8
+    while j < m:
         d2 = buf[j]
         tmp[c] = d2
         c += d2 < bar
+        j += 1
     return c
 
 
