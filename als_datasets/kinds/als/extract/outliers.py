@@ -52,10 +52,10 @@ Welford runs serially in point order afterwards).
 
 Measured (``bench/bench_outliers.py --real --scenes``: CPU seconds of one thread, best of 3,
 interleaved with the previous version; idle 2-core machine): 2 M points of a 500 m tile (8 pts/m²,
-40 % canopy) 1.62 M points/s, 4.0x scipy's cKDTree; 10 M points of 1 km² 1.49 M/s, 3.8x;
-structured tiles of 2 M points: tree crowns 1.14 M/s (2.9x), buildings 1.23 (3.1x), scan lines
-1.56 (3.7x), a tile with a 250 m void 1.26 (3.3x); the real lone-star cloud of ``../shared/data``
-(519 k points, ~390 pts/m², trunks) 1.33 M/s, 2.7x cKDTree (0.60 M/s before the dense blocks took
+40 % canopy) 1.63 M points/s, 4.4x scipy's cKDTree; 10 M points of 1 km² 1.54 M/s, 3.9x;
+structured tiles of 2 M points: tree crowns 1.27 M/s (3.2x), buildings 1.41 (3.4x), scan lines
+1.64 (4.0x), a tile with a 250 m void 1.38 (3.4x); the real lone-star cloud of ``../shared/data``
+(519 k points, ~390 pts/m², trunks) 1.48 M/s, 2.9x cKDTree (0.63 M/s before the dense blocks took
 z slabs).  The flags and means are the same, bit for bit, in every case.
 """
 
