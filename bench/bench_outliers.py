@@ -78,6 +78,21 @@ def ref_module(ref: str, folder: Path):
     return importlib.import_module("outliers_ref")
 
 
+def side_by_side(old, new, xyz: np.ndarray, repeats: int) -> tuple:
+    """CPU seconds of ``repeats`` interleaved runs of the two filters (lists) and of one cKDTree run,
+    and the three flag arrays: ``(t_old, t_new, t_kd, f_old, f_new, f_kd)``."""
+    times: list[list[float]] = [[], []]
+    flags: list = [None, None]
+    for _ in range(repeats):
+        for i, mod in enumerate((old, new)):
+            t = time.process_time()
+            flags[i] = mod.statistical_outliers(xyz)
+            times[i].append(time.process_time() - t)
+    t = time.process_time()
+    f_kd = old_filter(xyz)
+    return times[0], times[1], time.process_time() - t, flags[0], flags[1], f_kd
+
+
 #: real files of ../shared/data/als (see its SOURCES.md)
 REAL = ["autzen_trim.laz", "Topography.laz", "mvk-thin.las", "file_with_both_wkt_and_geotiff_vlrs.las",
         "ept/lone-star-source.laz"]
@@ -101,19 +116,7 @@ def real_files(old, new, repeats: int) -> list[dict]:
                                for i, d in enumerate(("X", "Y", "Z"))])
         xyz[:, :2] -= np.floor(xyz[:, :2].min(axis=0))
         n = len(xyz)
-        t_old, t_new = [], []
-        for _ in range(repeats):
-            for mod, ts in ((old, t_old), (new, t_new)):
-                t = time.process_time()
-                flags = mod.statistical_outliers(xyz)
-                ts.append(time.process_time() - t)
-                if mod is old:
-                    f_old = flags
-                else:
-                    f_new = flags
-        t = time.process_time()
-        f_kd = old_filter(xyz)
-        t_kd = time.process_time() - t
+        t_old, t_new, t_kd, f_old, f_new, f_kd = side_by_side(old, new, xyz, repeats)
         area = float(np.ptp(xyz[:, 0]) * np.ptp(xyz[:, 1]))
         row = {"file": name, "points": n, "points_per_unit2": n / area, "ref_cpu_s": min(t_old),
                "new_cpu_s": min(t_new), "kdtree_cpu_s": t_kd, "outliers": int(f_new.sum()),
@@ -190,19 +193,7 @@ def scenes(old, new, repeats: int) -> list[dict]:
     for name in SCENES:
         xyz = scene(name)
         n = len(xyz)
-        t_old, t_new = [], []
-        for _ in range(repeats):
-            for mod, ts in ((old, t_old), (new, t_new)):
-                t = time.process_time()
-                flags = mod.statistical_outliers(xyz)
-                ts.append(time.process_time() - t)
-                if mod is old:
-                    f_old = flags
-                else:
-                    f_new = flags
-        t = time.process_time()
-        f_kd = old_filter(xyz)
-        t_kd = time.process_time() - t
+        t_old, t_new, t_kd, f_old, f_new, f_kd = side_by_side(old, new, xyz, repeats)
         row = {"scene": name, "points": n, "ref_cpu_s": min(t_old), "new_cpu_s": min(t_new),
                "new_cpu_s_median": float(np.median(t_new)), "kdtree_cpu_s": t_kd, "outliers": int(f_new.sum()),
                "flags_equal_ref": bool(np.array_equal(f_old, f_new)), "kdtree_flags_differ": int((f_kd != f_new).sum())}

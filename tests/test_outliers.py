@@ -42,6 +42,17 @@ def reference_means(xyz: np.ndarray, k: int) -> list[float]:
     return means
 
 
+def _sample_against_rule(xyz, got, idx):
+    """Rules 1-2 by brute force (k = 12) for the points ``idx``: ``got`` must hold the same bits."""
+    for i in idx:
+        d = xyz[i] - xyz
+        sqr = np.sort((d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2])[:13]
+        m = 0.0
+        for j in range(1, 13):
+            m += (math.sqrt(float(sqr[j])) - m) / j
+        assert got[i] == m
+
+
 def reference_threshold(means: list[float], multiplier: float) -> float:
     n, m1, m2 = 0, 0.0, 0.0
     for d in means:  # rule 3
@@ -183,14 +194,7 @@ def test_threads_change_no_number():
     a = mean_neighbour_distances(xyz, 12, threads=1)
     b = mean_neighbour_distances(xyz, 12, threads=2)
     assert a.tobytes() == b.tobytes()
-    some = rng.choice(n, 200, replace=False)  # and a sample of them against the reference rule
-    for i in some:
-        d = xyz[i] - xyz
-        sqr = np.sort((d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2])[:13]
-        m = 0.0
-        for j in range(1, 13):
-            m += (math.sqrt(float(sqr[j])) - m) / j
-        assert a[i] == m
+    _sample_against_rule(xyz, a, rng.choice(n, 200, replace=False))  # and a sample against the rule
 
 
 def _scaled(x, y, z, off=(512_300.0, 4_321_700.0, 0.0)):
@@ -239,23 +243,7 @@ def test_threads_change_no_number_on_a_canopy_tile():
     a = mean_neighbour_distances(xyz, 12, threads=1)
     for threads in (2, 3):
         assert mean_neighbour_distances(xyz, 12, threads=threads).tobytes() == a.tobytes()
-    for i in rng.choice(n, 100, replace=False):  # a sample against the reference rule
-        d = xyz[i] - xyz
-        sqr = np.sort((d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2])[:13]
-        m = 0.0
-        for j in range(1, 13):
-            m += (math.sqrt(float(sqr[j])) - m) / j
-        assert a[i] == m
-
-
-def _sample_against_rule(xyz, got, idx):
-    for i in idx:
-        d = xyz[i] - xyz
-        sqr = np.sort((d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2])[:13]
-        m = 0.0
-        for j in range(1, 13):
-            m += (math.sqrt(float(sqr[j])) - m) / j
-        assert got[i] == m
+    _sample_against_rule(xyz, a, rng.choice(n, 100, replace=False))  # a sample against the reference rule
 
 
 def test_trunks_and_poles_take_the_fine_slab_pass_exactly():

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from synth_inputs import DATA, SHARED
+from test_outliers import reference_threshold
 
 from als_datasets.kinds.als.extract.outliers import mean_neighbour_distances, statistical_outliers
 from als_datasets.kinds.als.extract.route import TileGrid, route_points
@@ -72,16 +73,8 @@ def reference_means(xyz: np.ndarray, k: int = K) -> tuple[np.ndarray, int]:
 
 
 def reference_flags(means: np.ndarray, multiplier: float = MULTIPLIER) -> np.ndarray:
-    n, m1, m2 = 0, 0.0, 0.0
-    for v in means.tolist():  # Welford, n − 1, in point order
-        n1 = n
-        n += 1
-        delta = v - m1
-        delta_n = delta / n
-        m1 += delta_n
-        m2 += delta * delta_n * n1
-    t = m1 + multiplier * (m2 / (n - 1.0)) ** 0.5
-    out = ~(means < t)
+    """Rules 3-5 (``test_outliers.reference_threshold``: Welford, n − 1, in point order)."""
+    out = ~(means < reference_threshold(means.tolist(), multiplier))
     if out.all():
         out[:] = False
     return out
