@@ -270,15 +270,21 @@ def _z_buckets(zs, start, ncells, h):
 
 
 @njit(cache=True)
+def _block_size(start, nx, ny, cx, cy, reach):
+    """How many points the (2 reach + 1)² cells around cell (cx, cy) hold (rows: contiguous runs)."""
+    s = 0
+    for yy in range(max(cy - reach, 0), min(cy + reach, ny - 1) + 1):
+        s += start[yy * nx + min(cx + reach, nx - 1) + 1] - start[yy * nx + max(cx - reach, 0)]
+    return s
+
+
+@njit(cache=True)
 def _max_block(start, nx, ny, reach):
     """The most points a block of (2 reach + 1)² cells holds."""
     m = 1
     for cy in range(ny):
         for cx in range(nx):
-            s = 0
-            for yy in range(max(cy - reach, 0), min(cy + reach, ny - 1) + 1):
-                s += start[yy * nx + min(cx + reach, nx - 1) + 1] - start[yy * nx + max(cx - reach, 0)]
-            m = max(m, s)
+            m = max(m, _block_size(start, nx, ny, cx, cy, reach))
     return m
 
 

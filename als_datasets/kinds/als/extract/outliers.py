@@ -70,6 +70,7 @@ from als_datasets.kinds.als.extract.outlier_grid import (
     _SLACK,
     FINE,
     _block_levels,
+    _block_size,
     _compress8,
     _grid,
     _insert,
@@ -306,11 +307,7 @@ def _block_pass(xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, zwin, 
                        mx, my, mz, moff)
         return
     for c in range(row0 * nx, row1 * nx):  # the fine pass of a grid with dense blocks
-        cx, cy = c % nx, c // nx
-        nb = 0
-        for yy in range(max(cy - 1, 0), min(cy + 1, ny - 1) + 1):
-            nb += start[yy * nx + min(cx + 1, nx - 1) + 1] - start[yy * nx + max(cx - 1, 0)]
-        if nb > dense:
+        if _block_size(start, nx, ny, c % nx, c // nx, 1) > dense:
             _slab_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp, zb0, boff, bst, h,
                        mx, my, mz, moff)
         else:
