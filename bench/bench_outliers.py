@@ -78,9 +78,9 @@ def ref_module(ref: str, folder: Path):
     return importlib.import_module("outliers_ref")
 
 
-def side_by_side(old, new, xyz: np.ndarray, repeats: int) -> tuple:
-    """CPU seconds of ``repeats`` interleaved runs of the two filters (lists) and of one cKDTree run,
-    and the three flag arrays: ``(t_old, t_new, t_kd, f_old, f_new, f_kd)``."""
+def side_by_side(old, new, xyz: np.ndarray, repeats: int) -> dict:
+    """``repeats`` interleaved runs of the two filters and one cKDTree run on ``xyz``: the row
+    every table shares (CPU seconds, best and median; outliers; flags compared)."""
     times: list[list[float]] = [[], []]
     flags: list = [None, None]
     for _ in range(repeats):
@@ -90,7 +90,11 @@ def side_by_side(old, new, xyz: np.ndarray, repeats: int) -> tuple:
             times[i].append(time.process_time() - t)
     t = time.process_time()
     f_kd = old_filter(xyz)
-    return times[0], times[1], time.process_time() - t, flags[0], flags[1], f_kd
+    t_kd = time.process_time() - t
+    return {"points": len(xyz), "ref_cpu_s": min(times[0]), "new_cpu_s": min(times[1]),
+            "new_cpu_s_median": float(np.median(times[1])), "kdtree_cpu_s": t_kd, "outliers": int(flags[1].sum()),
+            "flags_equal_ref": bool(np.array_equal(flags[0], flags[1])),
+            "kdtree_flags_differ": int((f_kd != flags[1]).sum())}
 
 
 #: real files of ../shared/data/als (see its SOURCES.md)
@@ -116,14 +120,12 @@ def real_files(old, new, repeats: int) -> list[dict]:
                                for i, d in enumerate(("X", "Y", "Z"))])
         xyz[:, :2] -= np.floor(xyz[:, :2].min(axis=0))
         n = len(xyz)
-        t_old, t_new, t_kd, f_old, f_new, f_kd = side_by_side(old, new, xyz, repeats)
-        area = float(np.ptp(xyz[:, 0]) * np.ptp(xyz[:, 1]))
-        row = {"file": name, "points": n, "points_per_unit2": n / area, "ref_cpu_s": min(t_old),
-               "new_cpu_s": min(t_new), "kdtree_cpu_s": t_kd, "outliers": int(f_new.sum()),
-               "flags_equal_ref": bool(np.array_equal(f_old, f_new)), "kdtree_flags_differ": int((f_kd != f_new).sum())}
+        row = {"file": name, "points_per_unit2": n / float(np.ptp(xyz[:, 0]) * np.ptp(xyz[:, 1])),
+               **side_by_side(old, new, xyz, repeats)}
+        t_old, t_new, t_kd = row["ref_cpu_s"], row["new_cpu_s"], row["kdtree_cpu_s"]
         rows.append(row)
-        print(f"{name}: {n} points, {row['points_per_unit2']:.1f} per unit²: ref {n / min(t_old) / 1e6:.2f} M/s, "
-              f"new {n / min(t_new) / 1e6:.2f} M/s ({min(t_old) / min(t_new):.2f}x), cKDTree {n / t_kd / 1e6:.2f} M/s; "
+        print(f"{name}: {n} points, {row['points_per_unit2']:.1f} per unit²: ref {n / t_old / 1e6:.2f} M/s, "
+              f"new {n / t_new / 1e6:.2f} M/s ({t_old / t_new:.2f}x), cKDTree {n / t_kd / 1e6:.2f} M/s; "
               f"{row['outliers']} outliers, flags {'equal' if row['flags_equal_ref'] else 'DIFFER'} (ref), "
               f"{row['kdtree_flags_differ']} differ from cKDTree's", flush=True)
     return rows
@@ -193,14 +195,12 @@ def scenes(old, new, repeats: int) -> list[dict]:
     for name in SCENES:
         xyz = scene(name)
         n = len(xyz)
-        t_old, t_new, t_kd, f_old, f_new, f_kd = side_by_side(old, new, xyz, repeats)
-        row = {"scene": name, "points": n, "ref_cpu_s": min(t_old), "new_cpu_s": min(t_new),
-               "new_cpu_s_median": float(np.median(t_new)), "kdtree_cpu_s": t_kd, "outliers": int(f_new.sum()),
-               "flags_equal_ref": bool(np.array_equal(f_old, f_new)), "kdtree_flags_differ": int((f_kd != f_new).sum())}
+        row = {"scene": name, **side_by_side(old, new, xyz, repeats)}
+        t_old, t_new, t_kd = row["ref_cpu_s"], row["new_cpu_s"], row["kdtree_cpu_s"]
         rows.append(row)
-        print(f"scene {name}: {n / 1e6:.2f} M points: ref {n / min(t_old) / 1e6:.2f} M/s, new {n / min(t_new) / 1e6:.2f} "
+        print(f"scene {name}: {n / 1e6:.2f} M points: ref {n / t_old / 1e6:.2f} M/s, new {n / t_new / 1e6:.2f} "
               f"M/s (median {n / row['new_cpu_s_median'] / 1e6:.2f}), cKDTree {n / t_kd / 1e6:.2f} M/s "
-              f"({t_kd / min(t_new):.1f}x); flags {'equal' if row['flags_equal_ref'] else 'DIFFER'} (ref), "
+              f"({t_kd / t_new:.1f}x); flags {'equal' if row['flags_equal_ref'] else 'DIFFER'} (ref), "
               f"{row['kdtree_flags_differ']} differ from cKDTree's", flush=True)
     return rows
 

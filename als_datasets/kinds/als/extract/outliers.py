@@ -170,6 +170,17 @@ def _keep_below(tmp, buf, m, bar2, kk):
 
 
 @njit(cache=True)
+def _block_bounds(cx, cy, x0, y0, cell, nx, ny):
+    """The 3x3 block around cell (cx, cy): its rectangle (infinite on a side where the grid ends)
+    and its first and last cell columns and rows."""
+    lox = x0 + (cx - 1) * cell if cx >= 1 else -np.inf
+    hix = x0 + (cx + 2) * cell if cx + 1 < nx else np.inf
+    loy = y0 + (cy - 1) * cell if cy >= 1 else -np.inf
+    hiy = y0 + (cy + 2) * cell if cy + 1 < ny else np.inf
+    return lox, hix, loy, hiy, max(cx - 1, 0), min(cx + 1, nx - 1), max(cy - 1, 0), min(cy + 1, ny - 1)
+
+
+@njit(cache=True)
 def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best, buf, tmp):
     """Every pending query of cell ``c`` against the points of the 3x3 cells around it.
 
@@ -181,12 +192,7 @@ def _block_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, bes
     smallest of those selected.  A query that is not exact stays pending for a coarser grid."""
     cx, cy = c % nx, c // nx
     a0, b0 = start[c], start[c + 1]
-    lox = x0 + (cx - 1) * cell if cx >= 1 else -np.inf
-    hix = x0 + (cx + 2) * cell if cx + 1 < nx else np.inf
-    loy = y0 + (cy - 1) * cell if cy >= 1 else -np.inf
-    hiy = y0 + (cy + 2) * cell if cy + 1 < ny else np.inf
-    xa, xb = max(cx - 1, 0), min(cx + 1, nx - 1)
-    ya, yb = max(cy - 1, 0), min(cy + 1, ny - 1)
+    lox, hix, loy, hiy, xa, xb, ya, yb = _block_bounds(cx, cy, x0, y0, cell, nx, ny)
     kk = k + 1
     guess = 0.0
     for t in range(a0, b0):
@@ -236,12 +242,7 @@ def _slab_cell(c, xs, ys, zs, start, x0, y0, cell, nx, ny, k, pending, out, best
         todo += pending[t]
     if todo == 0:
         return
-    lox = x0 + (cx - 1) * cell if cx >= 1 else -np.inf
-    hix = x0 + (cx + 2) * cell if cx + 1 < nx else np.inf
-    loy = y0 + (cy - 1) * cell if cy >= 1 else -np.inf
-    hiy = y0 + (cy + 2) * cell if cy + 1 < ny else np.inf
-    xa, xb = max(cx - 1, 0), min(cx + 1, nx - 1)
-    ya, yb = max(cy - 1, 0), min(cy + 1, ny - 1)
+    lox, hix, loy, hiy, xa, xb, ya, yb = _block_bounds(cx, cy, x0, y0, cell, nx, ny)
     lo_b, hi_b = _block_levels(c, nx, ny, zb0, boff)
     nl = hi_b - lo_b
     p = 0
