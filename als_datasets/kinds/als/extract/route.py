@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 #: staged points: x, y are float64 offsets from the tile's lower-left corner, exact (the offset of
 #: a coordinate from a nearby corner has no rounding error), so the outlier filter measures the
@@ -141,21 +142,49 @@ def reset_staging(staging: str | Path, tasks: list[RouteTask]) -> None:
     stamp.write_text(key)
 
 
-def _write_atomic_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
+def _write_part(tmp: Path, chunks: list[np.ndarray]):
+    """``chunks`` (one dtype) as one ``.npy`` file at ``tmp``, written piece by piece (no joined
+    copy); returns the file, still open, for :func:`_sync_into_place`."""
+    f = open(tmp, "wb")
+    try:
+        header = {"descr": np.lib.format.dtype_to_descr(chunks[0].dtype), "fortran_order": False,
+                  "shape": (sum(len(c) for c in chunks),)}
+        np.lib.format.write_array_header_1_0(f, header)
+        for c in chunks:
+            f.write(np.ascontiguousarray(c).view(np.uint8))
         f.flush()
+    except BaseException:
+        f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return f
+
+
+def _sync_into_place(f, tmp: Path, path: Path) -> None:
+    """A written part made durable (fsync), then renamed into place: a part exists under its
+    name only once it is on disk."""
+    try:
         os.fsync(f.fileno())
+    finally:
+        f.close()
     os.replace(tmp, path)
 
 
 class _Buffers:
+    """Each tile's routed points, held until ``flush_points`` are buffered, then written as one
+    part per tile.  The parts are made durable and renamed into place by a background thread
+    (fsync waits on the disk, not the CPU: decoding goes on meanwhile); :meth:`close` waits for
+    every part, so the task's marker is written only after its parts are on disk."""
+
     def __init__(self, root: Path, file_index: int, tile_ids: list[str], flush_points: int):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.root, self.fi, self.ids, self.flush_points = root, file_index, tile_ids, flush_points
         self.bufs: list[list[np.ndarray]] = [[] for _ in tile_ids]
         self.parts = [0] * len(tile_ids)
         self.buffered = 0
+        self.syncer = ThreadPoolExecutor(1, thread_name_prefix="stage-sync")
+        self.pending: list = []
 
     def add(self, slot: int, pts: np.ndarray) -> None:
         self.bufs[slot].append(pts)
@@ -169,10 +198,24 @@ class _Buffers:
                 continue
             d = self.root / self.ids[slot]
             d.mkdir(parents=True, exist_ok=True)
-            _write_atomic_npy(d / f"f{self.fi:05d}-p{self.parts[slot]:05d}.npy", np.concatenate(chunks))
+            path = d / f"f{self.fi:05d}-p{self.parts[slot]:05d}.npy"
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            f = _write_part(tmp, chunks)
+            self.pending.append(self.syncer.submit(_sync_into_place, f, tmp, path))
             self.parts[slot] += 1
             self.bufs[slot] = []
         self.buffered = 0
+
+    def close(self, ok: bool = True) -> None:
+        """Wait for every part (with ``ok``: raise the first failure) and stop the thread."""
+        try:
+            for fut in self.pending:
+                if ok:
+                    fut.result()
+                else:
+                    fut.exception()
+        finally:
+            self.syncer.shutdown()
 
 
 def tile_max(tile: float) -> np.float32:
@@ -192,39 +235,82 @@ def reproject(x: np.ndarray, y: np.ndarray, transformer=None) -> tuple[np.ndarra
     return (x, y) if transformer is None else transformer.transform(x, y)
 
 
+@njit(cache=True)
+def _route_cells(x, y, x0, y0, tile, cols, rows, lookup, nslots):
+    """Each point's tile cell (``row × cols + col``, rows counted from the north; -1 outside the
+    lattice or in an unselected tile) and how many points each slot receives."""
+    cell = np.empty(len(x), np.int64)
+    counts = np.zeros(nslots, np.int64)
+    for i in range(len(x)):
+        fc = np.floor((x[i] - x0) / tile)
+        fr = np.floor((y[i] - y0) / tile)  # from the south edge; NaN fails every test
+        c = -1
+        if fc >= 0 and fc < cols and fr >= 0 and fr < rows:
+            c = (rows - 1 - int(fr)) * cols + int(fc)
+            if lookup[c] < 0:
+                c = -1
+            else:
+                counts[lookup[c]] += 1
+        cell[i] = c
+    return cell, counts
+
+
+@njit(cache=True)
+def _route_fill(out, starts, cell, lookup, x, y, z, intensity, return_number, number_of_returns, classification,
+                x0, y1, tile, cols):
+    """The routed points into ``out``, grouped by slot (``starts``), in chunk order within a slot;
+    x, y as offsets from their tile's lower-left corner.  Returns where each came from."""
+    fill = starts.copy()
+    src = np.empty(len(out), np.int64)
+    for i in range(len(x)):
+        c = cell[i]
+        if c < 0:
+            continue
+        s = lookup[c]
+        j = fill[s]
+        fill[s] += 1
+        src[j] = i
+        out[j].x = x[i] - (x0 + (c % cols) * tile)
+        out[j].y = y[i] - (y1 - (c // cols + 1) * tile)
+        out[j].z = z[i]
+        out[j].intensity = intensity[i]
+        out[j].return_number = return_number[i]
+        out[j].number_of_returns = number_of_returns[i]
+        out[j].classification = classification[i]
+    return src
+
+
 def route_points(chunk: dict, grid: TileGrid, lookup: np.ndarray, transformer=None):
     """Pure core: (slot per routed point group, structured points) for one chunk.
 
-    Yields ``(slot, points)`` pairs, points relative to their tile's lower-left corner (float64;
-    a point on a tile's edge may lie a rounding error outside [0, tile): :func:`tile_relative`
-    clips it when the sample is written).
+    Yields ``(slot, points)`` pairs in slot order, each slot's points in chunk order, relative to
+    their tile's lower-left corner (float64; exact: ``x − (x0 + col × tile)``; a point on a
+    tile's edge may lie a rounding error outside [0, tile): :func:`tile_relative` clips it when
+    the sample is written).  One compiled pass finds every point's tile, a second writes the
+    groups (a counting sort: linear, stable).
     """
     x, y = reproject(chunk["x"], chunk["y"], transformer)
-    col = np.floor((x - grid.x0) / grid.tile).astype(np.int64)
-    # tiles are [x0, x0 + T) × [y0, y0 + T): count rows from the south edge, then flip
-    row = grid.rows - 1 - np.floor((y - (grid.y1 - grid.rows * grid.tile)) / grid.tile).astype(np.int64)
-    ok = (col >= 0) & (col < grid.cols) & (row >= 0) & (row < grid.rows)
-    slot = np.full(len(x), -1, dtype=np.int64)
-    slot[ok] = lookup[row[ok] * grid.cols + col[ok]]
-    sel = np.flatnonzero(slot >= 0)
-    if not len(sel):
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    lookup = np.ascontiguousarray(lookup, dtype=np.int64)
+    nslots = int(lookup.max()) + 1 if len(lookup) else 0
+    if nslots <= 0 or not len(x):
         return
-    s = slot[sel]
-    # stable sort by slot; as 16-bit keys numpy sorts by radix, in linear time
-    order = np.argsort(s.astype(np.uint16) if len(lookup) <= 65536 else s, kind="stable")
-    sel, s = sel[order], s[order]
-    cuts = np.flatnonzero(np.diff(s)) + 1
+    cell, counts = _route_cells(x, y, float(grid.x0), float(grid.y1 - grid.rows * grid.tile), float(grid.tile),
+                                grid.cols, grid.rows, lookup, nslots)
+    starts = np.zeros(nslots + 1, np.int64)
+    np.cumsum(counts, out=starts[1:])
+    if not starts[-1]:
+        return
     dtype = staged_dtype(chunk)
-    for group in np.split(np.arange(len(sel)), cuts):
-        idx = sel[group]
-        c, r = col[idx[0]], row[idx[0]]
-        pts = np.empty(len(idx), dtype=dtype)
-        pts["x"] = x[idx] - (grid.x0 + c * grid.tile)  # exact; float32 and clipped in the sample
-        pts["y"] = y[idx] - (grid.y1 - (r + 1) * grid.tile)
-        pts["z"] = chunk["z"][idx]
-        for name in dtype.names[3:]:
-            pts[name] = chunk[name][idx]
-        yield int(s[group[0]]), pts
+    pts = np.empty(int(starts[-1]), dtype=dtype)
+    fixed = [np.ascontiguousarray(chunk[n], dtype=POINT_DTYPE[n]) for n in POINT_DTYPE.names[2:]]
+    src = _route_fill(pts, starts, cell, lookup, x, y, *fixed, float(grid.x0), float(grid.y1), float(grid.tile),
+                      grid.cols)
+    for name in dtype.names[len(POINT_DTYPE):]:  # the recipe's point_attributes
+        pts[name] = chunk[name][src]
+    for s in np.flatnonzero(counts):
+        yield int(s), pts[starts[s]:starts[s + 1]]
 
 
 def file_boxes(task: RouteTask, margin_m: float = 1.0) -> list[tuple[float, float, float, float]]:
@@ -278,15 +364,20 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
         chunks = iter_ept_boxes(task.info, file_boxes(task), task.chunk_size, stats=fetched, **attrs)
     else:
         chunks = iter_point_chunks(task.info, task.chunk_size, **attrs)
-    for chunk in chunks:
-        n = len(chunk["x"])
-        read += n
-        for slot, pts in route_points(chunk, g, lookup, tr):
-            bufs.add(slot, pts)
-            routed += len(pts)
-        if progress:
-            progress(n)
-    bufs.flush()
+    ok = False
+    try:
+        for chunk in chunks:
+            n = len(chunk["x"])
+            read += n
+            for slot, pts in route_points(chunk, g, lookup, tr):
+                bufs.add(slot, pts)
+                routed += len(pts)
+            if progress:
+                progress(n)
+        bufs.flush()
+        ok = True
+    finally:
+        bufs.close(ok)  # every part durable and in place before the marker
     if progress and by_bounds and task.info.point_count > read:
         progress(task.info.point_count - read)  # the points a bounds query did not need to read
     stats = {"file": redact(task.info.path), "points_read": read, "points_routed": routed,
