@@ -46,6 +46,8 @@ TMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-(?P<rand>[0-9a-f]+)$")
 
 TAR_FORMAT = tarfile.PAX_FORMAT  # USTAR-compatible headers; PAX records only for >8 GiB members
 _CHUNK = 1 << 20
+#: a tar member's data is written in pieces of this size (views of the arrays: no copy)
+_COPY = 1 << 24
 #: what a tar member costs besides its payload, at most: a 512-byte header, up to 511 bytes of padding
 TAR_MEMBER_OVERHEAD = 1024
 #: the header ``np.save`` writes before an array's data (format 1.0, padded to 64 bytes: 128 for (N, 3))
@@ -136,13 +138,27 @@ def _entry(path: str | os.PathLike, n: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Member encoding
 # --------------------------------------------------------------------------------------------
-def npy_bytes(arr: np.ndarray) -> bytes:
+def npy_parts(arr: np.ndarray) -> list:
+    """An array's ``.npy`` file as two buffers: the header (bytes) and the data (a view of the
+    array's memory, little-endian C order; copied only when the array is not already so)."""
     arr = np.ascontiguousarray(arr)
     if arr.dtype.byteorder == ">":  # always little-endian, whatever the source
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, arr, allow_pickle=False)
-    return buf.getvalue()
+    if arr.dtype.hasobject:
+        raise ValueError("object arrays cannot be stored as .npy members")
+    head = io.BytesIO()
+    d = np.lib.format.header_data_from_array_1_0(arr)
+    try:
+        np.lib.format.write_array_header_1_0(head, d)
+    except ValueError:  # a header over 64 KiB (huge structured dtypes): format 2.0, as np.save does
+        head = io.BytesIO()
+        np.lib.format.write_array_header_2_0(head, d)
+    return [head.getvalue(), arr.reshape(-1).view(np.uint8).data if arr.size else b""]
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    """An array as the bytes of its ``.npy`` file (``np.save``'s, format 1.0)."""
+    return b"".join(npy_parts(arr))
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -152,23 +168,23 @@ def json_bytes(obj: Any) -> bytes:
     ).encode("utf-8")
 
 
-def _member_bytes(name: str, value: Any) -> bytes:
+def _member_parts(name: str, value: Any) -> list:
+    """A member's bytes, as a list of buffers (an array's data is not copied)."""
     ext = name.rsplit(".", 1)[-1]
     if ext == "npy":
-        return npy_bytes(np.asarray(value))
+        return npy_parts(np.asarray(value))
     if ext in ("json", "jsn"):
-        return json_bytes(value)
+        return [json_bytes(value)]
     if isinstance(value, bytes):
-        return value
+        return [value]
     if isinstance(value, str):
-        return value.encode("utf-8")
+        return [value.encode("utf-8")]
     if isinstance(value, np.ndarray):
         raise ValueError(f"array field {name!r} must be named '<something>.npy'")
     raise TypeError(f"field {name!r}: cannot serialise a {type(value).__name__}")
 
 
-def sample_members(sample: Mapping[str, Any]) -> Iterator[tuple[str, bytes]]:
-    """Yield ``("<key>.<name>", bytes)`` for one sample, names sorted."""
+def _sample_member_parts(sample: Mapping[str, Any]) -> Iterator[tuple[str, list]]:
     key = sample.get("__key__")
     if not isinstance(key, str) or not KEY_RE.match(key):
         raise ValueError(f"bad sample key {key!r}: only [A-Za-z0-9_-] allowed (no dots, no slashes)")
@@ -178,7 +194,34 @@ def sample_members(sample: Mapping[str, Any]) -> Iterator[tuple[str, bytes]]:
     for name in names:
         if "/" in name or name.startswith(".") or not name:
             raise ValueError(f"sample {key!r}: bad field name {name!r}")
-        yield f"{key}.{name}", _member_bytes(name, sample[name])
+        yield f"{key}.{name}", _member_parts(name, sample[name])
+
+
+def sample_members(sample: Mapping[str, Any]) -> Iterator[tuple[str, bytes]]:
+    """Yield ``("<key>.<name>", bytes)`` for one sample, names sorted."""
+    for member, parts in _sample_member_parts(sample):
+        yield member, b"".join(parts)
+
+
+class _PartsReader:
+    """A read-only file over a list of buffers, for ``TarFile.addfile``: each ``read(n)`` returns
+    exactly ``n`` bytes (fewer only at the end), a view of one buffer where it lies in one."""
+
+    def __init__(self, parts: list):
+        self.parts = [memoryview(p).cast("B") for p in parts if len(p)]
+        self.i = self.at = 0
+
+    def read(self, n: int):
+        out = []
+        while n > 0 and self.i < len(self.parts):
+            p = self.parts[self.i]
+            take = p[self.at:self.at + n]
+            self.at += len(take)
+            n -= len(take)
+            if self.at == len(p):
+                self.i, self.at = self.i + 1, 0
+            out.append(take)
+        return out[0] if len(out) == 1 else b"".join(out)
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -195,15 +238,15 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
 def _write_tar(f: BinaryIO, samples: Iterable[Mapping[str, Any]], features=None) -> int:
     n = 0
     seen: set[str] = set()
-    with tarfile.open(fileobj=f, mode="w", format=TAR_FORMAT, encoding="utf-8") as tar:
+    with tarfile.open(fileobj=f, mode="w", format=TAR_FORMAT, encoding="utf-8", copybufsize=_COPY) as tar:
         for sample in samples:
             if features is not None:
                 sample = conform_sample(sample, features)
             key = sample.get("__key__")
             if key in seen:
                 raise ValueError(f"duplicate sample key {key!r} in one shard")
-            for member, data in sample_members(sample):
-                tar.addfile(_tarinfo(member, len(data)), io.BytesIO(data))
+            for member, parts in _sample_member_parts(sample):
+                tar.addfile(_tarinfo(member, sum(len(memoryview(p).cast("B")) for p in parts)), _PartsReader(parts))
             seen.add(key)
             n += 1
     return n

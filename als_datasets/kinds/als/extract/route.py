@@ -391,11 +391,40 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
     return stats
 
 
+def _part_header(f, path: Path) -> tuple[int, np.dtype]:
+    """A staged part's point count and dtype, from its ``.npy`` header (``f`` is left at its data)."""
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"{path}: not a staged part (.npy format {version})")
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    if len(shape) != 1 or fortran:
+        raise ValueError(f"{path}: not a staged part (shape {shape})")
+    return shape[0], dtype
+
+
 def load_tile_points(staging: str | Path, tile_id: str) -> tuple[np.ndarray, list[int]]:
-    """All staged points of one tile, in (file, chunk) order; and the file indexes they came from."""
+    """All staged points of one tile, in (file, chunk) order; and the file indexes they came from.
+    The parts are read straight into one array (no joined copy)."""
     d = Path(staging) / tile_id
     parts = sorted(d.glob("f*-p*.npy")) if d.is_dir() else []
     if not parts:
         return np.zeros(0, dtype=POINT_DTYPE), []
     files = sorted({int(p.name[1:6]) for p in parts})
-    return np.concatenate([np.load(p, allow_pickle=False) for p in parts]), files
+    heads = []
+    for p in parts:
+        with open(p, "rb") as f:
+            heads.append(_part_header(f, p))
+    dtypes = {dt for _, dt in heads}
+    if len(dtypes) != 1:
+        raise ValueError(f"{d}: staged parts of different point layouts {sorted(map(str, dtypes))}")
+    out = np.empty(sum(n for n, _ in heads), dtype=dtypes.pop())
+    at = 0
+    for p, (n, _) in zip(parts, heads):
+        with open(p, "rb") as f:
+            _part_header(f, p)
+            view = out[at:at + n].view(np.uint8)
+            if f.readinto(view) != view.nbytes:
+                raise ValueError(f"{p}: truncated staged part (expected {n:,} points)")
+        at += n
+    return out, files
