@@ -23,13 +23,13 @@ FINE = 1.5
 _SLACK = 1e-6
 
 
-def grid_cell_size(x: np.ndarray, y: np.ndarray, k: int) -> float:
+def grid_cell_size(x: np.ndarray, y: np.ndarray, k: int, box=None) -> float:
     """The fine grid's cell size (m): :data:`FINE` × the radius of a disc that holds k + 1 points
     at the points' mean density over their bounding box (at least 1 cm, never more cells than
     points)."""
     n = len(x)
-    w = float(x.max() - x.min()) if n else 0.0
-    h = float(y.max() - y.min()) if n else 0.0
+    x0, x1, y0, y1 = box if box is not None else _bounds(x, y) if n else (0.0, 0.0, 0.0, 0.0)
+    w, h = x1 - x0, y1 - y0
     area = max(w * h, 1e-4)
     r = np.sqrt((k + 1) * area / (np.pi * max(n, 1)))
     return float(max(FINE * r, np.sqrt(area / max(n, 1)), 0.01))
@@ -297,9 +297,21 @@ def _ring_pass(x, y, z, order, start, x0, y0, cell, nx, ny, k, queries, out):
         out[i] = _mean_distance(best, k)
 
 
-def _grid(x, y, z, cell):
-    x0, y0 = float(x.min()), float(y.min())
-    nx = int((float(x.max()) - x0) // cell) + 1
-    ny = int((float(y.max()) - y0) // cell) + 1
+@njit(cache=True)
+def _bounds(x, y):
+    """(min x, max x, min y, max y), in one pass (``len(x) > 0``)."""
+    x0 = x1 = x[0]
+    y0 = y1 = y[0]
+    for i in range(1, len(x)):
+        x0, x1 = min(x0, x[i]), max(x1, x[i])
+        y0, y1 = min(y0, y[i]), max(y1, y[i])
+    return x0, x1, y0, y1
+
+
+def _grid(x, y, z, cell, box=None):
+    """The grid of ``cell`` m over the points' bounding box ``box`` (:func:`_bounds`)."""
+    x0, x1, y0, y1 = (float(v) for v in (box if box is not None else _bounds(x, y)))
+    nx = int((x1 - x0) // cell) + 1
+    ny = int((y1 - y0) // cell) + 1
     order, start = _build_grid(x, y, z, x0, y0, cell, nx, ny)
     return order, start, x0, y0, cell, nx, ny

@@ -71,6 +71,7 @@ from als_datasets.kinds.als.extract.outlier_grid import (
     FINE,
     _block_levels,
     _block_size,
+    _bounds,
     _compress8,
     _grid,
     _insert,
@@ -393,26 +394,36 @@ def _level(x, y, z, g, k, zwin, pending, out, pool):
     return _scatter(order, ps, os_, pending, out)
 
 
-def mean_neighbour_distances(xyz: np.ndarray, k: int, threads: int = 1) -> np.ndarray:
-    """Rules 1-2 for every point: the running mean of its k nearest neighbours' distances.
+def _columns(xyz) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y, z as contiguous float64 arrays, from an (N, 3) array or a tuple of three columns
+    (copied only where they are not already so)."""
+    if isinstance(xyz, tuple):
+        return tuple(np.ascontiguousarray(c, dtype=np.float64) for c in xyz)
+    pts = np.asarray(xyz, dtype=np.float64)
+    return tuple(np.ascontiguousarray(pts[:, i]) for i in range(3))
+
+
+def mean_neighbour_distances(xyz, k: int, threads: int = 1) -> np.ndarray:
+    """Rules 1-2 for every point: the running mean of its k nearest neighbours' distances
+    (``xyz``: an (N, 3) array or a tuple of the three columns).
 
     Two block passes (a fine grid, then one :data:`COARSE` times coarser for the points whose
     neighbours lie further, as in canopy), then an exact ring search for what is left.  With
     ``threads > 1`` (and enough points) each pass runs as jobs of grid rows in a thread pool:
     every query is answered by the same arithmetic whichever job runs it, so the result does not
     depend on the thread count."""
-    pts = np.asarray(xyz, dtype=np.float64)
-    x, y, z = (np.ascontiguousarray(pts[:, i]) for i in range(3))
+    x, y, z = _columns(xyz)
     n = len(x)
     out = np.full(n, np.nan)
     if n == 0:
         return out
     pending = np.ones(n, dtype=np.bool_)
-    fine = grid_cell_size(x, y, k)
+    box = _bounds(x, y)
+    fine = grid_cell_size(x, y, k, box)
     pool = ThreadPoolExecutor(threads) if threads > 1 and n > 50_000 else None
     try:
         for level, cell in enumerate((fine, fine * COARSE)):
-            g = _grid(x, y, z, cell)
+            g = _grid(x, y, z, cell, box)
             if _level(x, y, z, g, k, level > 0, pending, out, pool) == 0:
                 break
         left = np.flatnonzero(pending)
@@ -425,13 +436,14 @@ def mean_neighbour_distances(xyz: np.ndarray, k: int, threads: int = 1) -> np.nd
     return out
 
 
-def statistical_outliers(xyz: np.ndarray, k: int = 12, multiplier: float = 2.2, threads: int = 1) -> np.ndarray:
-    """PDAL ``filters.outlier`` (statistical) on float64 coordinates: True for outliers (rules 1-5
-    above; with ``k`` or fewer points, none)."""
-    n = len(xyz)
+def statistical_outliers(xyz, k: int = 12, multiplier: float = 2.2, threads: int = 1) -> np.ndarray:
+    """PDAL ``filters.outlier`` (statistical) on float64 coordinates (an (N, 3) array, or a tuple
+    of the three columns): True for outliers (rules 1-5 above; with ``k`` or fewer points, none)."""
+    cols = _columns(xyz)
+    n = len(cols[0])
     if n <= k:
         return np.zeros(n, dtype=bool)
-    d = mean_neighbour_distances(xyz, k, threads)
+    d = mean_neighbour_distances(cols, k, threads)
     out = d >= _welford_threshold(d, float(multiplier))
     if out.all():  # PDAL: "filter would remove all points" → the view is kept unchanged
         out[:] = False

@@ -23,8 +23,7 @@ def clean_points(points: np.ndarray, drop_classes, k: int, multiplier: float, th
     n_class = int(len(points) - len(pts))
     if len(pts) == 0 or k <= 0:  # k = 0: outlier filter switched off in the recipe
         return pts, n_class, 0
-    xyz = np.stack([pts["x"], pts["y"], pts["z"]], axis=1).astype(np.float64, copy=False)
-    out = statistical_outliers(xyz, k, multiplier, threads=threads)
+    out = statistical_outliers((pts["x"], pts["y"], pts["z"]), k, multiplier, threads=threads)
     return pts[~out], n_class, int(out.sum())
 
 
