@@ -308,6 +308,48 @@ def _bounds(x, y):
     return x0, x1, y0, y1
 
 
+@njit(cache=True)
+def _coarsen(order_f, start_f, nxf, nyf, zs, f):
+    """The grid of ``f`` × ``f`` fine cells from a fine grid (``order_f``, ``start_f``; ``zs``: the
+    points' z): a coarse cell holds its fine cells' points, merged run by run into z order (each
+    fine run is z-sorted already), with no sort.  A point lies in its fine cell's rectangle, which
+    lies in its coarse cell's: the searches' rectangle rules hold as for a grid built directly."""
+    nx, ny = (nxf + f - 1) // f, (nyf + f - 1) // f
+    start = np.zeros(nx * ny + 1, np.int64)
+    for yy in range(nyf):
+        for xx in range(nxf):
+            start[(yy // f) * nx + xx // f + 1] += start_f[yy * nxf + xx + 1] - start_f[yy * nxf + xx]
+    for c in range(nx * ny):
+        start[c + 1] += start[c]
+    order = np.empty(len(order_f), np.int64)
+    for cy in range(ny):
+        for cx in range(nx):
+            c0 = start[cy * nx + cx]
+            p = c0
+            for yy in range(cy * f, min(cy * f + f, nyf)):
+                for xx in range(cx * f, min(cx * f + f, nxf)):
+                    a, b = start_f[yy * nxf + xx], start_f[yy * nxf + xx + 1]
+                    i, j, w = p - 1, b - 1, p + b - a - 1  # merge from the end, in place
+                    while j >= a:
+                        if i >= c0 and zs[order[i]] > zs[order_f[j]]:
+                            order[w] = order[i]
+                            i -= 1
+                        else:
+                            order[w] = order_f[j]
+                            j -= 1
+                        w -= 1
+                    p += b - a
+    return order, start, nx, ny
+
+
+def coarse_grid(g, z, f: int):
+    """:func:`_coarsen` of grid ``g`` (as :func:`_grid` returns it): the same tuple, cells ``f``
+    times larger."""
+    order_f, start_f, x0, y0, cell, nxf, nyf = g
+    order, start, nx, ny = _coarsen(order_f, start_f, nxf, nyf, z, f)
+    return order, start, x0, y0, cell * f, nx, ny
+
+
 def _grid(x, y, z, cell, box=None):
     """The grid of ``cell`` m over the points' bounding box ``box`` (:func:`_bounds`)."""
     x0, x1, y0, y1 = (float(v) for v in (box if box is not None else _bounds(x, y)))

@@ -80,13 +80,14 @@ from als_datasets.kinds.als.extract.outlier_grid import (
     _ring_pass,
     _z_buckets,
     bucket_height,
+    coarse_grid,
     grid_cell_size,
 )
 
 __all__ = ["FINE", "grid_cell_size", "mean_neighbour_distances", "statistical_outliers"]
 
-#: the second block pass's cells are this many times the first's
-COARSE = 3.0
+#: the second block pass's cells are this many times the first's (COARSE × COARSE fine cells)
+COARSE = 3
 #: the coarse pass indexes each cell's z-sorted points by z buckets this many cells high
 Z_BUCKET = 1.0 / 3.0
 _NO_BUCKETS = (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
@@ -422,10 +423,10 @@ def mean_neighbour_distances(xyz, k: int, threads: int = 1) -> np.ndarray:
     fine = grid_cell_size(x, y, k, box)
     pool = ThreadPoolExecutor(threads) if threads > 1 and n > 50_000 else None
     try:
-        for level, cell in enumerate((fine, fine * COARSE)):
-            g = _grid(x, y, z, cell, box)
-            if _level(x, y, z, g, k, level > 0, pending, out, pool) == 0:
-                break
+        g = _grid(x, y, z, fine, box)
+        if _level(x, y, z, g, k, False, pending, out, pool):
+            g = coarse_grid(g, z, COARSE)
+            _level(x, y, z, g, k, True, pending, out, pool)
         left = np.flatnonzero(pending)
         if len(left):
             step = QUERIES_PER_JOB if pool is not None else len(left)
