@@ -30,6 +30,76 @@ def test_route_points_to_selected_tiles():
     assert b["intensity"].tolist() == [2, 3]  # attributes travel with their points, in file order
 
 
+def _route_reference(chunk, grid, lookup):
+    """The routing rule in plain numpy: the tile of floor((x - x0) / T), rows from the north; each
+    selected tile's points in chunk order, as offsets from its lower-left corner."""
+    x, y = chunk["x"], chunk["y"]
+    with np.errstate(invalid="ignore"):
+        fc = np.floor((x - grid.x0) / grid.tile)
+        fr = np.floor((y - (grid.y1 - grid.rows * grid.tile)) / grid.tile)
+        ok = (fc >= 0) & (fc < grid.cols) & (fr >= 0) & (fr < grid.rows)
+    out = {}
+    for i in np.flatnonzero(ok):
+        c, r = int(fc[i]), grid.rows - 1 - int(fr[i])
+        slot = int(lookup[r * grid.cols + c])
+        if slot >= 0:
+            out.setdefault(slot, []).append((i, x[i] - (grid.x0 + c * grid.tile), y[i] - (grid.y1 - (r + 1) * grid.tile)))
+    return out
+
+
+def test_route_points_matches_the_rule_bit_for_bit():
+    """Random points (on tile edges, outside the lattice, NaN, in unselected tiles) with a recipe
+    attribute: every slot gets exactly its points, in chunk order, with the exact offsets."""
+    rng = np.random.default_rng(7)
+    grid = TileGrid(32610, x0=512000.0, y1=4322000.0, tile=500.0, cols=4, rows=3)
+    lookup = np.array([3, -1, 0, 5, -1, 1, 2, -1, 4, -1, 6, 7])
+    n = 20000
+    x = grid.x0 - 300 + rng.random(n) * 2600
+    y = grid.y1 - 1800 + rng.random(n) * 2100
+    x[:50] = grid.x0 + 500.0 * rng.integers(-1, 6, 50)  # exactly on vertical tile edges
+    y[50:100] = grid.y1 - 500.0 * rng.integers(-1, 5, 50)  # and on horizontal ones
+    x[100:105] = np.nan
+    chunk = _chunk(x, y, rng.random(n) * 50, rng.integers(0, 20, n))
+    chunk["gps_time"] = rng.random(n) * 1e6
+    out = list(route_points(chunk, grid, lookup))
+    ref = _route_reference(chunk, grid, lookup)
+    assert [s for s, _ in out] == sorted(ref)
+    for slot, pts in out:
+        idx = [i for i, _, _ in ref[slot]]
+        assert pts.dtype.names[-1] == "gps_time"
+        assert pts["x"].tolist() == [v for _, v, _ in ref[slot]]  # bit for bit
+        assert pts["y"].tolist() == [v for _, _, v in ref[slot]]
+        for name in ("z", "intensity", "classification", "gps_time"):
+            assert np.array_equal(pts[name], chunk[name][idx])
+
+
+def test_staged_parts_round_trip(tmp_path):
+    """Parts written piece by piece (and renamed into place by the sync thread) read back as one
+    array, in part order; a truncated part is refused by name."""
+    from als_datasets.kinds.als.extract.route import _Buffers, load_tile_points
+
+    rng = np.random.default_rng(3)
+    chunks = []
+    for n in (5, 0, 17, 3):
+        a = np.zeros(n, POINT_DTYPE)
+        a["x"], a["intensity"] = rng.random(n), rng.integers(0, 9, n)
+        chunks.append(a)
+    bufs = _Buffers(tmp_path, 2, ["t1", "t2"], flush_points=20)
+    for a in chunks:
+        bufs.add(0, a)
+        bufs.add(1, a[:1])
+    bufs.flush()
+    bufs.close()
+    pts, files = load_tile_points(tmp_path, "t1")
+    assert files == [2] and pts.tobytes() == np.concatenate(chunks).tobytes()
+    assert sorted(p.name for p in (tmp_path / "t1").iterdir()) == ["f00002-p00000.npy", "f00002-p00001.npy"]
+    assert len(load_tile_points(tmp_path, "t2")[0]) == 3
+    part = tmp_path / "t1" / "f00002-p00001.npy"
+    part.write_bytes(part.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="f00002-p00001.npy: truncated"):
+        load_tile_points(tmp_path, "t1")
+
+
 def test_tile_relative_coordinates_stay_below_the_tile_size():
     """At UTM magnitudes a point 1 µm inside a tile's east / north edge is 499.999999 m from its
     west / south edge, which float32 rounds to 500.0: the sample schema promises [0, tile)."""
