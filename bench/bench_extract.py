@@ -136,23 +136,47 @@ def bare_decode(laz: Path) -> tuple[int, float]:
 LAST_CPU = [0.0]
 
 
+#: runs ``als-datasets build`` (``sys.argv``) and, at exit, writes to ``$ALS_BENCH_RSS`` the peak RSS
+#: (kB) of this process's own memory (``VmHWM``: counted from its exec) and of its largest waited-for
+#: child (the worker processes).  ``wait4``'s ``ru_maxrss`` is no good here: a child inherits the
+#: high-water mark of the process that forked it, so a build started by a bench process that had
+#: grown (after an in-process stage split) would report the bench's memory, not its own.
+_RSS_WRAPPER = """
+import atexit, os, resource, sys
+def _peak():
+    own = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(os.environ['ALS_BENCH_RSS'], 'w') as f:
+        f.write(f'{own} {kids}')
+atexit.register(_peak)
+sys.argv = ['als-datasets', *sys.argv[1:]]
+from als_datasets.cli import main
+main()
+"""
+
+
 def run_build(recipe: Path, out: Path, workers: int = 1, env: dict | None = None) -> tuple[float, float]:
-    """Wall time and peak RSS (MiB) of one ``als-datasets build`` process (``env``: which package,
-    see :func:`tree_env`; default this checkout's)."""
+    """Wall time and peak RSS (MiB: the build process's or its largest worker's, whichever is
+    higher; see :data:`_RSS_WRAPPER`) of one ``als-datasets build`` process (``env``: which
+    package, see :func:`tree_env`; default this checkout's)."""
     import shutil
+    import tempfile
 
     shutil.rmtree(out, ignore_errors=True)
-    t = time.perf_counter()
-    env = env or tree_env(None)
-    # run from the tree itself: ``python -m`` puts the working directory before PYTHONPATH on sys.path
-    p = subprocess.Popen([sys.executable, "-m", "als_datasets", "build", str(recipe.resolve()), "--out",
-                          str(out.resolve()), "-q", "--workers", str(workers)], env=env, cwd=env["PYTHONPATH"])
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"build failed: {recipe}")
+    env = dict(env or tree_env(None))
+    with tempfile.TemporaryDirectory() as tmp:
+        env["ALS_BENCH_RSS"] = str(Path(tmp) / "rss")
+        t = time.perf_counter()
+        # run from the tree itself: ``-c`` puts the working directory before PYTHONPATH on sys.path
+        p = subprocess.Popen([sys.executable, "-c", _RSS_WRAPPER, "build", str(recipe.resolve()), "--out",
+                              str(out.resolve()), "-q", "--workers", str(workers)], env=env, cwd=env["PYTHONPATH"])
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"build failed: {recipe}")
+        own, kids = (int(v) for v in (Path(tmp) / "rss").read_text().split())
     LAST_CPU[0] = usage.ru_utime + usage.ru_stime  # CPU seconds of the build (all its threads)
-    return wall, usage.ru_maxrss / 1024.0
+    return wall, max(own, kids) / 1024.0
 
 
 def old_filter(xyz: np.ndarray, k: int = 12, multiplier: float = 2.2) -> np.ndarray:
@@ -246,8 +270,8 @@ def stage_split(recipe: Path, out: Path, workers: int = 1) -> dict:
 
     Coarse stages (the keys of earlier runs): route, load, filter, sample, terrain, write, rest,
     total.  Finer ones: ``route_detail`` (decode: laspy decompression and scaling; reproject;
-    route: sorting points into tile slots; stage_write: staging parts concatenated, written and
-    fsynced; other), ``sample_detail`` (arrays: float32 coordinates and attribute arrays; ground:
+    route: sorting points into tile slots; stage_write: staging parts written, their fsync in a
+    background thread; other: mostly the wait for the last fsyncs), ``sample_detail`` (arrays: float32 coordinates and attribute arrays; ground:
     heights above ground; entropies; other: noise-class drop, coordinate copies, json) and
     ``rest_detail`` (plan; finalise without the report; report: plots, card, croissant; other)."""
     import shutil

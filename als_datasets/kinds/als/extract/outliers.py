@@ -31,7 +31,8 @@ cell by cell (grid order, so memory is read sequentially; answers are scattered 
   :data:`DENSE` times the mean (real tiles: a trunk or a pole puts hundreds of points in one
   column, overlapping strips double the density) is searched by z slabs, as the coarse pass
   does: every distance of such a block for every query would make the pass quadratic there;
-* a grid :data:`COARSE` times coarser (canopy points, whose neighbours lie further), each cell
+* a grid :data:`COARSE` times coarser (canopy points, whose neighbours lie further; each cell
+  merged from its COARSE² fine cells, already z-sorted, so not sorted again), each cell
   indexed by z buckets (:data:`Z_BUCKET` of a cell high): for each cell, once, its 3x3 block's
   points are copied bucket level by level, so that a query's z slab ``|dz| < g`` is one
   contiguous run of that copy (no per-cell work per query);
@@ -50,13 +51,14 @@ multiply-add), once per machine (``cache=True``).  With ``threads > 1`` jobs of 
 in a thread pool (the kernels release the GIL); no number changes (queries are independent;
 Welford runs serially in point order afterwards).
 
-Measured (``bench/bench_outliers.py --real --scenes``: CPU seconds of one thread, best of 3,
-interleaved with the previous version; idle 2-core machine): 2 M points of a 500 m tile (8 pts/m²,
-40 % canopy) 1.63 M points/s, 4.4x scipy's cKDTree; 10 M points of 1 km² 1.54 M/s, 3.9x;
-structured tiles of 2 M points: tree crowns 1.27 M/s (3.2x), buildings 1.41 (3.4x), scan lines
-1.64 (4.0x), a tile with a 250 m void 1.38 (3.4x); the real lone-star cloud of ``../shared/data``
-(519 k points, ~390 pts/m², trunks) 1.48 M/s, 2.9x cKDTree (0.63 M/s before the dense blocks took
-z slabs).  The flags and means are the same, bit for bit, in every case.
+Measured (``bench/bench_outliers.py --real --scenes``: CPU seconds of one thread, best of 3;
+2-core shared machine, whose cKDTree figures vary 0.28-0.43 M/s from run to run: ratios are within
+one run): 2 M points of a 500 m tile (8 pts/m², 40 % canopy) 1.76 M points/s (cKDTree 0.29 in that
+run); 10 M points of 1 km² 1.57 M/s (0.43); structured tiles of 2 M points: tree crowns 1.27 M/s,
+buildings 1.46, scan lines 1.82, a tile with a 250 m void 1.51 (4.3-5.7x cKDTree); the real files
+of ``../shared/data`` 1.60-2.14 M/s (2.9-3.4x), the lone-star cloud (519 k points, ~390 pts/m²,
+trunks) 1.60 M/s (0.63 M/s before the dense blocks took z slabs).  The flags and means are the
+same, bit for bit, in every case.
 """
 
 from __future__ import annotations
