@@ -35,8 +35,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("ETag", '"test-etag"')
         self.end_headers()
         if not head:
-            self.wfile.write(body)
+            # counted before the body goes out: a client that has read it may check the counts
+            # at once, before this thread would have counted after the write
             self.server.count(len(body), self.headers.get("Range"))
+            self.wfile.write(body)
 
     def _serve(self, head: bool) -> None:
         path = self.server.files.get(self.path.split("?", 1)[0].lstrip("/"))

@@ -73,6 +73,31 @@ def test_route_points_matches_the_rule_bit_for_bit():
             assert np.array_equal(pts[name], chunk[name][idx])
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threaded_reprojection_is_pyprojs_bit_for_bit(threads):
+    """A chunk split across reprojection threads (state plane feet → UTM, with a datum step; points
+    far outside the zone and NaN included) gives exactly pyproj's single call, and leaves its
+    input alone."""
+    from pyproj import Transformer
+
+    from als_datasets.kinds.als.extract.route import SPLIT_POINTS, Reprojection
+
+    rng = np.random.default_rng(11)
+    n = 2 * SPLIT_POINTS + 7
+    x = 1_145_000 + rng.random(n) * 20_000
+    y = 95_000 + rng.random(n) * 20_000
+    x[:5], y[5:10], x[10:15] = np.nan, 1e12, -1e9
+    x0, y0 = x.copy(), y.copy()
+    want = Transformer.from_crs(2286, 32610, always_xy=True).transform(x, y)
+    with Reprojection(2286, 32610, threads) as tr:
+        got = tr.transform(x, y)
+        small = tr.transform(x[:100], y[:100])  # below SPLIT_POINTS: one call
+    for g, w in zip(got, want):
+        assert g.tobytes() == np.asarray(w).tobytes()
+    assert small[0].tobytes() == np.asarray(want[0][:100]).tobytes()
+    assert x.tobytes() == x0.tobytes() and y.tobytes() == y0.tobytes()
+
+
 def test_staged_parts_round_trip(tmp_path):
     """Parts written piece by piece (and renamed into place by the sync thread) read back as one
     array, in part order; a truncated part is refused by name."""

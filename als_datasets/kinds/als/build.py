@@ -73,13 +73,20 @@ def als_shard_tasks(plan: Plan, out: Path, staging: Path, workers: int = 1) -> l
             out_dir=str(out), formats=r.formats, drop_classes=r.drop_classes, outlier_k=r.outlier_k,
             outlier_multiplier=r.outlier_multiplier, landcover_names=(*r.landcover_classes, "other"),
             sources=tuple((i, source_label(files[i].path)) for i in fis),  # never a signed URL's token
-            inputs=tuple(facts[i] for i in fis), threads=max(1, (os.cpu_count() or 1) // max(workers, 1)),
+            inputs=tuple(facts[i] for i in fis), threads=threads_per_worker(workers),
             raster_cell_m=r.terrain_cell_m, point_attributes=r.point_attributes))
     return tasks
 
 
-def route_tasks(plan: Plan, tiles_needed: set[str], staging: Path) -> list[RouteTask]:
-    """One task per input file that touches a needed tile (files touching none are never read)."""
+def threads_per_worker(workers: int) -> int:
+    """The threads a task may use (the outlier filter's, the reprojection's): the cores each of
+    the ``workers`` processes may use."""
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+def route_tasks(plan: Plan, tiles_needed: set[str], staging: Path, threads: int = 1) -> list[RouteTask]:
+    """One task per input file that touches a needed tile (files touching none are never read);
+    ``threads``: each task's threads for reprojecting points."""
     from pyproj import Transformer
 
     T = plan.recipe.tile_size_m
@@ -96,7 +103,8 @@ def route_tasks(plan: Plan, tiles_needed: set[str], staging: Path) -> list[Route
             hit = need[(need["x0"] < maxx) & (need["x0"] + T >= minx) & (need["y0"] < maxy) & (need["y0"] + T >= miny)]
             if len(hit):
                 tiles = tuple(zip(hit["col"].astype(int), hit["row"].astype(int), hit["tile_id"]))
-                tasks.append(RouteTask(fi, info, tg, tiles, str(staging), attributes=plan.recipe.point_attributes))
+                tasks.append(RouteTask(fi, info, tg, tiles, str(staging), attributes=plan.recipe.point_attributes,
+                                       threads=threads))
             fi += 1
     return tasks
 
@@ -107,7 +115,7 @@ def stage_points(plan: Plan, todo: list[ShardTask], staging: Path, ex, rep) -> i
     # staged parts from another routing plan (changed inputs or recipe) are never reused
     reset_staging(staging, route_tasks(plan, set(plan.selected["tile_id"]), staging))
     needed = {r["tile_id"] for t in todo for r in t.records}
-    routes = [t for t in route_tasks(plan, needed, staging) if not task_is_done(t)]
+    routes = [t for t in route_tasks(plan, needed, staging, threads_per_worker(ex.workers)) if not task_is_done(t)]
     total_pts = sum(t.info.point_count for t in routes)
     with rep.step("reading point clouds", total_pts) as adv:
         if ex.name == "local" and ex.workers <= 1:

@@ -1,12 +1,13 @@
 """Streaming extraction, stage 1: read each input file once and route its points to tiles.
 
 A route task reads one point-cloud file chunk by chunk (laspy ``chunk_iterator``), moves the
-points into the project's UTM CRS, and appends every point that falls in a *selected* tile to
-that tile's staging buffer.  Buffers are flushed to small ``.npy`` parts when they grow past
-a fixed number of points, so memory stays flat however large the file.  A COPC file (local
-or a URL) and an EPT dataset are read by bounds instead: only the octree nodes over the task's
-tiles.  A task ends by writing a ``done`` marker; parts of a task without its marker are
-leftovers of an interrupted run and are removed before the task runs again.
+points into the project's UTM CRS (:class:`Reprojection`: a chunk's runs in threads), and
+appends every point that falls in a *selected* tile to that tile's staging buffer.  Buffers
+are flushed to small ``.npy`` parts when they grow past a fixed number of points, so memory
+stays flat however large the file.  A COPC file (local or a URL) and an EPT dataset are read by
+bounds instead: only the octree nodes over the task's tiles.  A task ends by writing a ``done``
+marker; parts of a task without its marker are leftovers of an interrupted run and are removed
+before the task runs again.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class RouteTask:
     chunk_size: int = 1_000_000
     flush_points: int = 4_000_000
     attributes: tuple[tuple[str, str], ...] = ()  # recipe point_attributes: (name, dtype)
+    threads: int = 1  # threads for reprojecting the points (does not change the output)
 
 
 def marker_path(staging: str | Path, file_index: int) -> Path:
@@ -235,6 +237,52 @@ def reproject(x: np.ndarray, y: np.ndarray, transformer=None) -> tuple[np.ndarra
     return (x, y) if transformer is None else transformer.transform(x, y)
 
 
+#: a chunk is split across the reprojection threads only from this many points on
+SPLIT_POINTS = 50_000
+
+
+class Reprojection:
+    """pyproj's ``transform`` of x, y from ``src`` to ``dst`` (``always_xy``), a chunk split into
+    ``threads`` contiguous runs that run at once: PROJ releases the GIL, and reprojecting is slower
+    per point than decoding LAZ.  Every thread has its own ``Transformer``, and every point is
+    transformed on its own, so the values do not depend on the split.  Use as a context manager
+    (the threads stop at its end)."""
+
+    def __init__(self, src, dst, threads: int = 1):
+        from pyproj import Transformer
+
+        self.threads = max(1, int(threads))
+        self._tr = [Transformer.from_crs(src, dst, always_xy=True) for _ in range(self.threads)]
+        self._pool = None
+        if self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="reproject")
+
+    def transform(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        n = len(x)
+        if self._pool is None or n < SPLIT_POINTS:
+            return self._tr[0].transform(x, y)
+        ox = np.array(x, dtype=np.float64)  # copies, transformed in place run by run
+        oy = np.array(y, dtype=np.float64)
+        cuts = np.linspace(0, n, self.threads + 1).astype(np.int64)
+
+        def run(i: int) -> None:
+            a, b = cuts[i], cuts[i + 1]
+            self._tr[i].transform(ox[a:b], oy[a:b], inplace=True)
+
+        for f in [self._pool.submit(run, i) for i in range(self.threads)]:
+            f.result()
+        return ox, oy
+
+    def __enter__(self) -> Reprojection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
 @njit(cache=True)
 def _route_cells(x, y, x0, y0, tile, cols, rows, lookup, nslots):
     """Each point's tile cell (``row × cols + col``, rows counted from the north; -1 outside the
@@ -339,7 +387,9 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
     a full read's.  An EPT dataset likewise (its nodes in a fixed order; a Web Mercator one is
     queried with the 3857 boxes covering the UTM tiles, its points then reprojected and routed in
     UTM).  Other files are read whole, chunk by chunk."""
-    from pyproj import CRS, Transformer
+    from contextlib import nullcontext
+
+    from pyproj import CRS
 
     from als_datasets.kinds.als.sources.copc import iter_copc_boxes
     from als_datasets.kinds.als.sources.pointcloud import iter_ept_boxes, iter_point_chunks
@@ -352,7 +402,6 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
     for slot, (c, r, _) in enumerate(task.tiles):
         lookup[r * g.cols + c] = slot
     dst = CRS.from_epsg(g.epsg)
-    tr = None if task.info.crs == dst else Transformer.from_crs(task.info.crs, dst, always_xy=True)
     bufs = _Buffers(root, task.file_index, [t[2] for t in task.tiles], task.flush_points)
     read = routed = 0
     fetched = FetchStats()
@@ -366,14 +415,15 @@ def run_route_task(task: RouteTask, progress=None) -> dict:
         chunks = iter_point_chunks(task.info, task.chunk_size, **attrs)
     ok = False
     try:
-        for chunk in chunks:
-            n = len(chunk["x"])
-            read += n
-            for slot, pts in route_points(chunk, g, lookup, tr):
-                bufs.add(slot, pts)
-                routed += len(pts)
-            if progress:
-                progress(n)
+        with nullcontext() if task.info.crs == dst else Reprojection(task.info.crs, dst, task.threads) as tr:
+            for chunk in chunks:
+                n = len(chunk["x"])
+                read += n
+                for slot, pts in route_points(chunk, g, lookup, tr):
+                    bufs.add(slot, pts)
+                    routed += len(pts)
+                if progress:
+                    progress(n)
         bufs.flush()
         ok = True
     finally:
