@@ -98,6 +98,35 @@ def test_threaded_reprojection_is_pyprojs_bit_for_bit(threads):
     assert x.tobytes() == x0.tobytes() and y.tobytes() == y0.tobytes()
 
 
+def test_route_task_stages_the_same_bytes_with_threaded_reprojection(tmp_path, demo_recipe):
+    """A route task over a real state plane file of the demo (EPSG:2286, US feet; one chunk
+    above SPLIT_POINTS) stages byte-identical parts whether its points are reprojected in one
+    thread or split over several."""
+    from dataclasses import replace
+
+    from pyproj import Transformer
+
+    from als_datasets.kinds.als.extract.route import SPLIT_POINTS, RouteTask, run_route_task
+    from als_datasets.kinds.als.sources.pointcloud import inspect_pointcloud
+
+    path = max((demo_recipe.parent / "pointclouds" / "demo-river").glob("*.laz"), key=lambda p: p.stat().st_size)
+    info = inspect_pointcloud(path)
+    assert info.point_count > SPLIT_POINTS and info.crs.to_epsg() == 2286
+    x0, y0, x1, y1 = Transformer.from_crs(info.crs, 32610, always_xy=True).transform_bounds(*info.bounds)
+    x0, y1 = 500.0 * np.floor(x0 / 500) - 500, 500.0 * np.ceil(y1 / 500) + 500
+    cols, rows = int((x1 - x0) // 500) + 2, int((y1 - y0) // 500) + 2
+    grid = TileGrid(32610, x0=x0, y1=y1, tile=500.0, cols=cols, rows=rows)
+    tiles = tuple((c, r, f"t{r}_{c}") for r in range(rows) for c in range(cols))
+    staged = {}
+    for threads in (1, 2):
+        task = replace(RouteTask(0, info, grid, tiles, str(tmp_path / f"s{threads}")), threads=threads)
+        stats = run_route_task(task)
+        assert stats["points_routed"] == info.point_count
+        root = tmp_path / f"s{threads}"
+        staged[threads] = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.npy"))}
+    assert staged[1] and staged[1] == staged[2]
+
+
 def test_staged_parts_round_trip(tmp_path):
     """Parts written piece by piece (and renamed into place by the sync thread) read back as one
     array, in part order; a truncated part is refused by name."""
