@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .autobatch import parse_batch_size
@@ -67,5 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exit(code: int) -> None:
+    """End the process with ``code``.  A rank of a distributed run (``WORLD_SIZE`` > 1) ends
+    without the interpreter's finalisation: torch keeps a gloo process group that DDP's reducer
+    holds alive until then, and its threads may still be releasing the run's last collectives
+    (whose tensors hold Python objects) while Python finalises; taking the GIL then aborts the
+    rank ("terminate called without an active exception", SIGABRT), a failed run for torchrun.
+    Every output is written and closed by the time :func:`main` returns."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())
