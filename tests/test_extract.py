@@ -102,8 +102,6 @@ def test_route_task_stages_the_same_bytes_with_threaded_reprojection(tmp_path, d
     """A route task over a real state plane file of the demo (EPSG:2286, US feet; one chunk
     above SPLIT_POINTS) stages byte-identical parts whether its points are reprojected in one
     thread or split over several."""
-    from dataclasses import replace
-
     from pyproj import Transformer
 
     from als_datasets.kinds.als.extract.route import SPLIT_POINTS, RouteTask, run_route_task
@@ -119,7 +117,7 @@ def test_route_task_stages_the_same_bytes_with_threaded_reprojection(tmp_path, d
     tiles = tuple((c, r, f"t{r}_{c}") for r in range(rows) for c in range(cols))
     staged = {}
     for threads in (1, 2):
-        task = replace(RouteTask(0, info, grid, tiles, str(tmp_path / f"s{threads}")), threads=threads)
+        task = RouteTask(0, info, grid, tiles, str(tmp_path / f"s{threads}"), threads=threads)
         stats = run_route_task(task)
         assert stats["points_routed"] == info.point_count
         root = tmp_path / f"s{threads}"
